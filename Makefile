@@ -1,0 +1,87 @@
+# imdbfs - see README.md. `make test` is the whole test suite; `make run MOUNT=dir` mounts.
+
+PREFIX    ?= /usr/local
+BUILD     ?= build
+CC        ?= cc
+PKGS      := fuse3 libcurl zlib libcjson
+WARN      := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wshadow \
+             -Wformat=2 -Wno-format-nonliteral
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Iinclude \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRCS      := $(wildcard src/*.c)
+LIB_SRCS  := $(filter-out src/main.c src/fs.c src/cli.c,$(SRCS))
+OBJS      := $(SRCS:src/%.c=$(BUILD)/%.o)
+LIB_OBJS  := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+PYTEST    := /usr/bin/python3 -m pytest
+MOUNT     ?= $(HOME)/imdb
+
+.PHONY: all deps test test-unit test-e2e test-stress check-asan bench run demo demo-stop \
+        format clean
+
+all: $(BUILD)/imdbfs
+
+$(BUILD)/imdbfs: $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: src/%.c | $(BUILD)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/unit-tests: $(UNIT_SRCS) $(LIB_OBJS) | $(BUILD)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD):
+	mkdir -p $@
+
+-include $(OBJS:.o=.d)
+
+# Installs what is missing (Debian packages), quietly when all is present.
+deps:
+	@scripts/install-deps.sh
+
+test: deps
+	$(MAKE) all $(BUILD)/unit-tests
+	$(MAKE) test-unit test-e2e
+
+test-unit: $(BUILD)/unit-tests
+	$(BUILD)/unit-tests
+
+test-e2e: $(BUILD)/imdbfs
+	IMDBFS_BIN=$(abspath $(BUILD)/imdbfs) $(PYTEST) -q tests/e2e $(PYTEST_ARGS)
+
+test-stress: deps all
+	IMDBFS_BIN=$(abspath $(BUILD)/imdbfs) IMDBFS_STRESS=1 $(PYTEST) -q tests/e2e $(PYTEST_ARGS)
+
+check-asan: deps
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g $(SANITIZE)" LDFLAGS="$(SANITIZE)" \
+		all build-asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 build-asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 IMDBFS_BIN=$(abspath build-asan/imdbfs) \
+		$(PYTEST) -q tests/e2e $(PYTEST_ARGS)
+
+bench: deps all
+	scripts/bench
+
+# Mounts the real IMDb origin with the local cache (daemonized; unmount with
+# fusermount3 -u $(MOUNT)).
+run: all
+	mkdir -p $(MOUNT)
+	$(BUILD)/imdbfs $(MOUNT)
+	@echo "mounted at $(MOUNT); unmount with: fusermount3 -u $(MOUNT)"
+
+# Mounts generated sample data served by a local nginx: no internet needed.
+demo: deps all
+	scripts/demo start $(MOUNT)
+
+demo-stop:
+	scripts/demo stop $(MOUNT)
+
+format:
+	clang-format -i src/*.c include/*.h tests/unit/*.c
+
+clean:
+	rm -rf build build-asan

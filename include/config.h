@@ -1,0 +1,49 @@
+/*
+ * config.h - the effective configuration: command-line options, then their
+ * environment variables, then defaults (command line beats environment beats
+ * default). Validated once at start-up, read-only afterwards, so any thread
+ * may read it without a lock.
+ */
+#ifndef IMDBFS_CONFIG_H
+#define IMDBFS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "log.h"
+
+struct fuse_args;
+
+enum storage_kind { STORAGE_LOCAL, STORAGE_AZURE };
+
+struct config {
+	char *origin;	 /* base URL, always ends in '/' */
+	char *cache_dir; /* local cache directory */
+	enum storage_kind storage;
+	char *container; /* Azure container name */
+	unsigned concurrency;
+	long max_age; /* seconds before a cached copy is revalidated */
+	char *cafile; /* NULL: the system's CAs */
+	enum log_level log_level;
+	bool foreground; /* -f or -d given */
+};
+
+#define CONFIG_DEFAULT_ORIGIN "https://datasets.imdbws.com/"
+
+/* Looks up an environment variable; getenv() in the daemon, a table in tests. */
+typedef const char *(*config_env_fn)(const char *name);
+
+/*
+ * Takes imdbfs's own options out of args (FUSE's stay), resolves each
+ * against env and the defaults, and validates. On error returns -EINVAL with
+ * a one-line reason in err. The strings in cfg are owned by cfg; free them
+ * with config_free().
+ */
+int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, char *err,
+		size_t errlen);
+
+void config_free(struct config *cfg);
+
+const char *config_storage_name(enum storage_kind kind);
+
+#endif

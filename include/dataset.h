@@ -1,0 +1,124 @@
+/*
+ * dataset.h - the per-dataset state machine, the transfers that move a
+ * dataset between states, and the readers waiting on them.
+ *
+ * States (what .control/status shows), and who moves a dataset between them:
+ *
+ *                 dataset_download / a read
+ *   absent ------------------------------------> queued      (download thread)
+ *   queued --- a slot of `concurrency` free ---> downloading
+ *   downloading --- body complete -------------> verifying
+ *   verifying --- length, CRC, ISIZE ok -------> cached      (commit_download)
+ *   cached --- dataset_extract / a .tsv read --> extracting  (extract thread)
+ *   extracting --- stream ended cleanly -------> extracted   (commit_extract)
+ *   any transfer --- permanent fault ----------> failed      (finish_transfer)
+ *
+ * A refresh of a cached dataset runs through the same states while the old
+ * copy stays served; only a verified copy replaces it. Extraction may start
+ * while the download is still running: it follows the download's feed, so a
+ * .tsv streams as soon as the first compressed bytes arrive.
+ *
+ * At most one download and one extraction run per dataset: a second request
+ * joins the one in flight. Readers of a file not yet committed read the
+ * transfer's feed (see feed.h).
+ *
+ * Locking: each dataset has one mutex guarding its fields and those of its
+ * transfers. Lock order: dataset lock, then feed lock. No dataset lock is
+ * held while calling the store, the network or the kernel (invalidation).
+ */
+#ifndef IMDBFS_DATASET_H
+#define IMDBFS_DATASET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "meta.h"
+
+struct config;
+struct feed;
+struct store;
+
+enum ds_state {
+	DS_ABSENT,
+	DS_QUEUED,
+	DS_DOWNLOADING,
+	DS_VERIFYING,
+	DS_CACHED,
+	DS_EXTRACTING,
+	DS_EXTRACTED,
+	DS_FAILED,
+};
+
+const char *dataset_state_name(enum ds_state st);
+
+/* A snapshot of one dataset, for status and files. */
+struct dataset_info {
+	enum ds_state state;
+	bool cached;	     /* a verified .tsv.gz is in the cache */
+	bool extracted;	     /* a .tsv is in the cache */
+	struct meta gz;	     /* valid when cached */
+	struct meta tsv;     /* valid when extracted */
+	uint64_t bytes_done; /* of the running transfer, else of the cached copy */
+	int64_t bytes_total; /* -1 unknown */
+	double rate_bps;     /* of the running transfer, else 0 */
+	char error[256];     /* the last failure, "" when none */
+};
+
+/* What one transfer came to, for a job's result. */
+struct dataset_result {
+	int err;	 /* 0 or -errno */
+	bool changed;	 /* a new copy was committed (not 304, not already current) */
+	char error[256]; /* the reason when err */
+};
+
+/* Reads the cache; no threads are started. The config and store must outlive the datasets. */
+int datasets_init(const struct config *cfg, struct store *store);
+
+/* Cancels every transfer and waits (bounded) for their threads to end. */
+void datasets_shutdown(void);
+
+/* Called, with no lock held, after a committed file changes or goes away. */
+void datasets_on_change(void (*fn)(const char *file));
+
+/* Size (0 while unknown) and modification time to show for a data file. */
+void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime);
+
+/* An open data file: a committed copy (fd >= 0) or a transfer's feed. */
+struct dataset_reader {
+	int fd;
+	struct feed *feed;
+};
+
+/*
+ * Opens a data file for reading, starting its fetch or decompression when
+ * it is not cached and waiting (interruptibly) until the first bytes can be
+ * read. 0, -EINTR, or -EIO when the transfer failed. Release with
+ * dataset_close().
+ */
+int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*interrupted)(void *),
+		 void *ctx);
+
+void dataset_close(struct dataset_reader *r);
+
+struct transfer;
+
+/* Starts a download (or joins the one in flight). NULL on ENOMEM; wait with dataset_wait. */
+struct transfer *dataset_download(int ds, bool force);
+
+/* Starts a decompression (downloading first if needed), or joins one in flight. */
+struct transfer *dataset_extract(int ds);
+
+/* Blocks until t ends, fills res, and releases t. */
+void dataset_wait(struct transfer *t, struct dataset_result *res);
+
+/*
+ * Evicts a committed copy (.tsv.gz takes the .tsv with it). Returns the kinds
+ * removed as bits (1 << KIND_GZ, 1 << KIND_TSV); 0 when nothing was cached.
+ * A transfer in flight is not cancelled: its readers keep reading.
+ */
+int dataset_evict(int ds, enum file_kind kind);
+
+void dataset_info(int ds, struct dataset_info *info);
+
+#endif

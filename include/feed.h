@@ -1,0 +1,57 @@
+/*
+ * feed.h - a file being filled by one writer while any number of readers
+ * read it: the object that makes downloads and decompressions streamable.
+ *
+ * The writer pwrite()s into the file and then calls feed_grow() to publish
+ * the bytes; readers call feed_wait() for the range they want and pread() the
+ * file themselves. A reader blocks only until its own range is filled, the
+ * feed ends, or its interrupt check fires. Once the feed has failed, a read
+ * past the filled bytes gets the failure, never a silent end of file.
+ *
+ * The feed owns its descriptor; the file may be renamed or unlinked while the
+ * feed lives, and readers holding a reference keep reading the same bytes.
+ *
+ * Locking: every field is guarded by feed->lock, a leaf lock (nothing else is
+ * taken while holding it).
+ */
+#ifndef IMDBFS_FEED_H
+#define IMDBFS_FEED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct feed;
+
+/* Wraps fd (taken over) in a feed of expected size (-1 unknown); one reference. */
+struct feed *feed_new(int fd, int64_t size);
+
+void feed_ref(struct feed *f);
+
+/* Drops a reference; the last one closes the descriptor and frees the feed. */
+void feed_unref(struct feed *f);
+
+int feed_fd(const struct feed *f);
+
+/* Writer: bytes [0, filled) are now readable. */
+void feed_grow(struct feed *f, uint64_t filled);
+
+/* Writer: the total size became known (or changed). */
+void feed_set_size(struct feed *f, int64_t size);
+
+/* Writer: the feed ends, complete (err 0) or failed (-errno). Wakes every reader. */
+void feed_finish(struct feed *f, int err);
+
+/*
+ * Reader: waits until [off, off+len) is filled, the feed ends, or
+ * interrupted(ctx) returns non-zero (checked every few tens of milliseconds;
+ * may be NULL). Returns the number of bytes readable at off (> 0), 0 at the
+ * end of a complete feed, -EINTR, or the feed's error past its filled bytes.
+ * With partial_ok, returns as soon as any byte at off is readable.
+ */
+int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
+		  int (*interrupted)(void *), void *ctx);
+
+/* A consistent snapshot: bytes filled, size (-1 unknown), 1 when ended, error. */
+void feed_progress(struct feed *f, uint64_t *filled, int64_t *size, int *ended, int *err);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * http.h - GET over HTTP(S), the only module that sees libcurl.
+ *
+ * One call is one request: conditional (If-None-Match, If-Modified-Since),
+ * optionally ranged and tied to a version (Range + If-Range), with bounded
+ * connect and stall timeouts and verified TLS. The body streams to a sink.
+ * Failures come back as a class the caller can act on, with one line of
+ * text that never contains credentials:
+ *
+ *   0            200/206 body complete, or 304 Not Modified
+ *   -EAGAIN      transient: connection refused/reset, timeout, stall,
+ *                truncated body, 5xx, 429, 408 (worth retrying)
+ *   -ENOENT      404, 410 (the origin does not have it)
+ *   -EACCES      401, 403, TLS verification failure (permanent)
+ *   -EPROTO      any other status or protocol error (permanent)
+ *   -ECANCELED   the cancel check fired
+ *   other        the sink's own error, passed through
+ */
+#ifndef IMDBFS_HTTP_H
+#define IMDBFS_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct http_request {
+	const char *url;
+	const char *if_none_match;     /* ETag, or NULL */
+	const char *if_modified_since; /* HTTP date, or NULL */
+	uint64_t range_from;	       /* > 0: ask for the bytes from here on */
+	const char *if_range;	       /* with range_from: the ETag or date it continues */
+	const char *cafile;	       /* NULL: system CAs */
+	long stall_seconds;	       /* abort when under 1 KiB/s for this long; 0: 60 */
+	int (*cancelled)(void *ctx);   /* polled during the transfer; may be NULL */
+	void *cancel_ctx;
+};
+
+struct http_response {
+	long status;
+	char etag[256];
+	char last_modified[64];
+	int64_t mtime;	     /* Last-Modified as epoch seconds, 0 unknown */
+	int64_t length;	     /* Content-Length of this response, -1 unknown */
+	int64_t total;	     /* size of the whole file, -1 unknown */
+	int64_t range_start; /* 206: offset of the first byte; else 0 */
+	bool accept_ranges;
+};
+
+struct http_sink {
+	/* Status 200 or 206, headers complete, before any body. */
+	int (*on_response)(void *ctx, const struct http_response *rs);
+	int (*on_body)(void *ctx, const void *buf, size_t len);
+	void *ctx;
+};
+
+/* Once, before any thread starts. 0 or -EIO. */
+int http_global_init(void);
+void http_global_cleanup(void);
+
+/* Performs rq; fills rs (always); see the header comment for the result. */
+int http_get(const struct http_request *rq, struct http_response *rs, const struct http_sink *sink,
+	     char *err, size_t errlen);
+
+#endif

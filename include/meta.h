@@ -1,0 +1,32 @@
+/*
+ * meta.h - what the cache knows about one cached file, and its JSON form.
+ *
+ * Each cached file has a metadata file beside it (NAME.meta) describing the
+ * origin version it holds. A .tsv carries the ETag and Last-Modified of the
+ * .tsv.gz it was decompressed from, so a stale decompression is recognised.
+ */
+#ifndef IMDBFS_META_H
+#define IMDBFS_META_H
+
+#include <stdint.h>
+
+struct meta {
+	char url[1024];		/* where the .tsv.gz came from */
+	char etag[256];		/* origin ETag, "" when the origin gave none */
+	char last_modified[64]; /* origin Last-Modified, as sent */
+	int64_t mtime;		/* Last-Modified in epoch seconds, 0 unknown */
+	int64_t size;		/* bytes of this file */
+	int64_t tsv_size;	/* .tsv.gz only: bytes once decompressed, -1 unknown */
+	double fetched_at;	/* when this copy was stored (epoch seconds) */
+};
+
+/* Renders m as a JSON object followed by a newline; NULL on ENOMEM. Caller frees. */
+char *meta_to_json(const struct meta *m);
+
+/* Parses text into m; -EINVAL when it is not a well-formed metadata object. */
+int meta_from_json(const char *text, struct meta *m);
+
+/* The same version of the origin file: ETag when both have one, else Last-Modified. */
+int meta_same_version(const struct meta *a, const struct meta *b);
+
+#endif

@@ -1,0 +1,273 @@
+/* config.c - see config.h */
+#define FUSE_USE_VERSION 35
+#include "config.h"
+
+#include <errno.h>
+#include <fuse_opt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_key {
+	KEY_ORIGIN,
+	KEY_CACHE_DIR,
+	KEY_STORAGE,
+	KEY_CONTAINER,
+	KEY_CONCURRENCY,
+	KEY_MAX_AGE,
+	KEY_CAFILE,
+	KEY_LOG_LEVEL,
+	KEY_COUNT,
+	KEY_FOREGROUND = KEY_COUNT,
+};
+
+/* Option name, then the environment variables that stand in for it, in order. */
+static const struct {
+	const char *name;
+	const char *env[3];
+} options[KEY_COUNT] = {
+    [KEY_ORIGIN] = {"origin", {"IMDBFS_ORIGIN"}},
+    [KEY_CACHE_DIR] = {"cache_dir", {"IMDBFS_CACHE_DIR", "DOWNLOAD_DIR"}},
+    [KEY_STORAGE] = {"storage", {"IMDBFS_STORAGE"}},
+    [KEY_CONTAINER] = {"container", {"AZURE_CONTAINER_NAME"}},
+    [KEY_CONCURRENCY] = {"concurrency", {"IMDBFS_CONCURRENCY"}},
+    [KEY_MAX_AGE] = {"max_age", {"IMDBFS_MAX_AGE"}},
+    [KEY_CAFILE] = {"cafile", {"IMDBFS_CAFILE"}},
+    [KEY_LOG_LEVEL] = {"log_level", {"LOG_LEVEL"}},
+};
+
+struct raw_opts {
+	char *value[KEY_COUNT]; /* from the command line; owned */
+	bool foreground;
+};
+
+static const struct fuse_opt opt_spec[] = {
+    FUSE_OPT_KEY("origin=", KEY_ORIGIN),
+    FUSE_OPT_KEY("cache_dir=", KEY_CACHE_DIR),
+    FUSE_OPT_KEY("storage=", KEY_STORAGE),
+    FUSE_OPT_KEY("container=", KEY_CONTAINER),
+    FUSE_OPT_KEY("concurrency=", KEY_CONCURRENCY),
+    FUSE_OPT_KEY("max_age=", KEY_MAX_AGE),
+    FUSE_OPT_KEY("cafile=", KEY_CAFILE),
+    FUSE_OPT_KEY("log_level=", KEY_LOG_LEVEL),
+    FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+    FUSE_OPT_KEY("-d", KEY_FOREGROUND),
+    FUSE_OPT_KEY("debug", KEY_FOREGROUND),
+    FUSE_OPT_END,
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct raw_opts *raw = data;
+	const char *eq;
+
+	(void)outargs;
+	if (key == KEY_FOREGROUND) {
+		raw->foreground = true;
+		return 1; /* FUSE needs to see it too */
+	}
+	if (key < 0 || key >= KEY_COUNT)
+		return 1;
+	eq = strchr(arg, '=');
+	free(raw->value[key]);
+	raw->value[key] = strdup(eq + 1);
+	return raw->value[key] ? 0 : -1;
+}
+
+/* Command line, then each environment variable, then NULL. */
+static const char *pick(const struct raw_opts *raw, int key, config_env_fn env)
+{
+	if (raw->value[key])
+		return raw->value[key];
+	for (int i = 0; i < 3 && options[key].env[i]; i++) {
+		const char *v = env(options[key].env[i]);
+		if (v && *v)
+			return v;
+	}
+	return NULL;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, const char *name, const char *value)
+{
+	snprintf(err, errlen, fmt, name, value);
+	return -EINVAL;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int resolve_origin(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	size_t n;
+	const char *host;
+
+	if (!v)
+		v = CONFIG_DEFAULT_ORIGIN;
+	if (strncmp(v, "http://", 7) == 0)
+		host = v + 7;
+	else if (strncmp(v, "https://", 8) == 0)
+		host = v + 8;
+	else
+		return fail(err, errlen, "invalid %s '%s': must be an http:// or https:// URL",
+			    "origin", v);
+	if (*host == '\0' || *host == '/' || strpbrk(v, " \t\r\n?#"))
+		return fail(err, errlen, "invalid %s '%s': must be an http:// or https:// URL",
+			    "origin", v);
+	n = strlen(v);
+	cfg->origin = malloc(n + 2);
+	if (!cfg->origin)
+		return -ENOMEM;
+	memcpy(cfg->origin, v, n + 1);
+	if (v[n - 1] != '/')
+		strcpy(cfg->origin + n, "/");
+	return 0;
+}
+
+static int resolve_cache_dir(struct config *cfg, const char *v, config_env_fn env, char *err,
+			     size_t errlen)
+{
+	char buf[PATH_MAX];
+	const char *base;
+
+	if (v) {
+		cfg->cache_dir = strdup(v);
+		return cfg->cache_dir ? 0 : -ENOMEM;
+	}
+	if ((base = env("XDG_CACHE_HOME")) && *base)
+		snprintf(buf, sizeof(buf), "%s/imdbfs", base);
+	else if ((base = env("HOME")) && *base)
+		snprintf(buf, sizeof(buf), "%s/.cache/imdbfs", base);
+	else
+		return fail(err, errlen, "no %s given and %s unset: pass -o cache_dir=DIR",
+			    "cache_dir", "HOME");
+	cfg->cache_dir = strdup(buf);
+	return cfg->cache_dir ? 0 : -ENOMEM;
+}
+
+static int resolve_storage(struct config *cfg, const char *v, config_env_fn env, char *err,
+			   size_t errlen)
+{
+	const char *azure = env("USE_AZURE_BLOB");
+
+	if (!v)
+		v = azure && strcasecmp(azure, "true") == 0 ? "azure" : "local";
+	if (strcmp(v, "local") == 0)
+		cfg->storage = STORAGE_LOCAL;
+	else if (strcmp(v, "azure") == 0)
+		cfg->storage = STORAGE_AZURE;
+	else
+		return fail(err, errlen, "invalid %s '%s': must be local or azure", "storage", v);
+	return 0;
+}
+
+static int resolve_container(struct config *cfg, const char *v, char *err, size_t errlen)
+{
+	size_t n;
+
+	if (!v)
+		v = "imdb-datasets";
+	n = strlen(v);
+	if (n < 3 || n > 63 || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789-") != n ||
+	    v[0] == '-' || strstr(v, "--"))
+		return fail(err, errlen,
+			    "invalid %s '%s': 3-63 lower-case letters, digits and single hyphens",
+			    "container", v);
+	cfg->container = strdup(v);
+	return cfg->container ? 0 : -ENOMEM;
+}
+
+static int resolve_numbers(struct config *cfg, const struct raw_opts *raw, config_env_fn env,
+			   char *err, size_t errlen)
+{
+	const char *v;
+	long n;
+
+	v = pick(raw, KEY_CONCURRENCY, env);
+	cfg->concurrency = 7;
+	if (v) {
+		if (parse_long(v, 1, 64, &n))
+			return fail(err, errlen, "invalid %s '%s': must be an integer from 1 to 64",
+				    "concurrency", v);
+		cfg->concurrency = (unsigned)n;
+	}
+	v = pick(raw, KEY_MAX_AGE, env);
+	cfg->max_age = 86400;
+	if (v) {
+		if (parse_long(v, 0, 10L * 365 * 86400, &n))
+			return fail(err, errlen, "invalid %s '%s': must be a number of seconds",
+				    "max_age", v);
+		cfg->max_age = n;
+	}
+	return 0;
+}
+
+static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn env, char *err,
+		   size_t errlen)
+{
+	const char *v;
+	int rc;
+
+	if ((rc = resolve_origin(cfg, pick(raw, KEY_ORIGIN, env), err, errlen)) ||
+	    (rc = resolve_cache_dir(cfg, pick(raw, KEY_CACHE_DIR, env), env, err, errlen)) ||
+	    (rc = resolve_storage(cfg, pick(raw, KEY_STORAGE, env), env, err, errlen)) ||
+	    (rc = resolve_container(cfg, pick(raw, KEY_CONTAINER, env), err, errlen)) ||
+	    (rc = resolve_numbers(cfg, raw, env, err, errlen)))
+		return rc;
+	v = pick(raw, KEY_LOG_LEVEL, env);
+	cfg->log_level = LOGL_INFO;
+	if (v && log_level_parse(v, &cfg->log_level))
+		return fail(err, errlen, "invalid %s '%s': must be error, warn, info or debug",
+			    "log_level", v);
+	if ((v = pick(raw, KEY_CAFILE, env)) && !(cfg->cafile = strdup(v)))
+		return -ENOMEM;
+	return 0;
+}
+
+int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, char *err,
+		size_t errlen)
+{
+	struct raw_opts raw = {0};
+	int rc;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (fuse_opt_parse(args, &raw, opt_spec, opt_proc) != 0) {
+		snprintf(err, errlen, "cannot parse options");
+		rc = -EINVAL;
+		goto out;
+	}
+	cfg->foreground = raw.foreground;
+	rc = resolve(cfg, &raw, env, err, errlen);
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "out of memory");
+out:
+	for (int i = 0; i < KEY_COUNT; i++)
+		free(raw.value[i]);
+	if (rc)
+		config_free(cfg);
+	return rc;
+}
+
+void config_free(struct config *cfg)
+{
+	free(cfg->origin);
+	free(cfg->cache_dir);
+	free(cfg->container);
+	free(cfg->cafile);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+const char *config_storage_name(enum storage_kind kind)
+{
+	return kind == STORAGE_AZURE ? "azure" : "local";
+}

@@ -1,0 +1,436 @@
+/* control.c - see control.h */
+#include "control.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "config.h"
+#include "metrics.h"
+#include "store.h"
+#include "version.h"
+
+static const char *const names[CTL_COUNT] = {
+    [CTL_HEALTH] = "health",	 [CTL_DATASETS] = "datasets", [CTL_FILES] = "files",
+    [CTL_STATUS] = "status",	 [CTL_CONFIG] = "config",     [CTL_METRICS] = "metrics",
+    [CTL_DOWNLOAD] = "download", [CTL_EXTRACT] = "extract",   [CTL_FULL_PROCESS] = "full-process",
+    [CTL_DELETE] = "delete",
+};
+
+/* Set by control_init() before the mount; read-only afterwards. */
+static const struct config *config;
+static struct store *store;
+static double mounted_at;
+
+static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+static cJSON *command_error; /* guarded by ctl_lock */
+
+void control_init(const struct config *cfg, struct store *st, double when)
+{
+	config = cfg;
+	store = st;
+	mounted_at = when;
+}
+
+int control_lookup(const char *name)
+{
+	for (int i = 0; i < CTL_COUNT; i++) {
+		if (strcmp(name, names[i]) == 0)
+			return i;
+	}
+	return -ENOENT;
+}
+
+const char *control_name(enum control_file id)
+{
+	return names[id];
+}
+
+bool control_is_command(enum control_file id)
+{
+	return id >= CTL_DOWNLOAD;
+}
+
+/* ---- command parsing ------------------------------------------------------ */
+
+static int refuse(char *err, size_t errlen, const char *fmt, const char *word)
+{
+	snprintf(err, errlen, fmt, word);
+	return -EINVAL;
+}
+
+static int parse_words(enum job_command cmd, char *line, struct command *out, char *err,
+		       size_t errlen)
+{
+	bool forceable = cmd == CMD_DOWNLOAD || cmd == CMD_FULL_PROCESS;
+	char *save = NULL;
+	int ds;
+
+	for (char *w = strtok_r(line, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		if (out->force)
+			return refuse(err, errlen, "'force' must come last (found '%s' after it)",
+				      w);
+		if (strcmp(w, "force") == 0) {
+			if (!forceable)
+				return refuse(err, errlen, "'%s' takes no 'force'",
+					      names[cmd + CTL_DOWNLOAD]);
+			out->force = true;
+		} else if (strcmp(w, "all") == 0) {
+			out->mask = (1u << CATALOG_COUNT) - 1;
+		} else if ((ds = catalog_lookup_dataset(w)) >= 0) {
+			out->mask |= 1u << ds;
+		} else {
+			return refuse(
+			    err, errlen,
+			    "unknown dataset '%.64s': use 'all' or names like title.basics", w);
+		}
+	}
+	if (!out->mask)
+		return refuse(err, errlen, "%s", "no dataset named: write 'all' or dataset names");
+	return 0;
+}
+
+int control_parse_command(enum job_command cmd, const char *buf, size_t len, struct command *out,
+			  char *err, size_t errlen)
+{
+	char line[CONTROL_MAX_WRITE + 1];
+
+	memset(out, 0, sizeof(*out));
+	out->cmd = cmd;
+	if (len > CONTROL_MAX_WRITE)
+		return refuse(err, errlen, "%s", "command too long");
+	if (len && buf[len - 1] == '\n')
+		len--;
+	if (len && buf[len - 1] == '\r')
+		len--;
+	if (memchr(buf, '\n', len) || memchr(buf, '\0', len))
+		return refuse(err, errlen, "%s", "one command per write, on one line");
+	memcpy(line, buf, len);
+	line[len] = '\0';
+	return parse_words(cmd, line, out, err, errlen);
+}
+
+static void remember_error(enum control_file id, const char *buf, size_t len, const char *why)
+{
+	cJSON *e = cJSON_CreateObject();
+	char stamp[32], input[128];
+
+	if (!e)
+		return;
+	snprintf(input, sizeof(input), "%.*s", (int)(len < 100 ? len : 100), buf);
+	input[strcspn(input, "\r\n")] = '\0';
+	clock_iso8601(clock_wall(), stamp, sizeof(stamp));
+	cJSON_AddStringToObject(e, "file", names[id]);
+	cJSON_AddStringToObject(e, "input", input);
+	cJSON_AddStringToObject(e, "error", why);
+	cJSON_AddStringToObject(e, "at", stamp);
+	pthread_mutex_lock(&ctl_lock);
+	cJSON_Delete(command_error);
+	command_error = e;
+	pthread_mutex_unlock(&ctl_lock);
+}
+
+int control_write(enum control_file id, const char *buf, size_t len)
+{
+	enum job_command cmd = (enum job_command)(id - CTL_DOWNLOAD);
+	struct command c;
+	char err[256], text[128];
+	int rc;
+
+	rc = control_parse_command(cmd, buf, len, &c, err, sizeof(err));
+	if (rc) {
+		remember_error(id, buf, len, err);
+		return rc;
+	}
+	snprintf(text, sizeof(text), "%.*s", (int)(len < 120 ? len : 120), buf);
+	text[strcspn(text, "\r\n")] = '\0';
+	rc = jobs_submit(&c, text);
+	if (rc == -EBUSY)
+		remember_error(id, buf, len, "too many jobs running; try again when one ends");
+	return rc;
+}
+
+/* ---- rendering ---------------------------------------------------------------- */
+
+static void add_time(cJSON *o, const char *name, double t)
+{
+	char stamp[32];
+
+	if (t <= 0) {
+		cJSON_AddNullToObject(o, name);
+		return;
+	}
+	clock_iso8601(t, stamp, sizeof(stamp));
+	cJSON_AddStringToObject(o, name, stamp);
+}
+
+static void add_string_or_null(cJSON *o, const char *name, const char *s)
+{
+	if (s && *s)
+		cJSON_AddStringToObject(o, name, s);
+	else
+		cJSON_AddNullToObject(o, name);
+}
+
+static cJSON *file_json(const char *name, const struct meta *m, const char *type, const char *state)
+{
+	cJSON *f = cJSON_CreateObject();
+
+	if (!f)
+		return NULL;
+	cJSON_AddStringToObject(f, "name", name);
+	cJSON_AddNumberToObject(f, "size_bytes", (double)m->size);
+	cJSON_AddNumberToObject(f, "size_mb", (double)(long long)(m->size / 10485.76) / 100.0);
+	add_time(f, "last_modified", (double)m->mtime);
+	add_string_or_null(f, "etag", m->etag);
+	cJSON_AddStringToObject(f, "content_type", type);
+	cJSON_AddStringToObject(f, "state", state);
+	add_time(f, "fetched_at", m->fetched_at);
+	return f;
+}
+
+cJSON *control_files_json(const struct dataset_info info[CATALOG_COUNT], const char *directory)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *files = cJSON_AddArrayToObject(o, "files");
+	int n = 0;
+
+	if (!o || !files) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		const char *state = dataset_state_name(info[i].state);
+		if (info[i].cached && ++n)
+			cJSON_AddItemToArray(files, file_json(catalog_file(i, KIND_GZ), &info[i].gz,
+							      "application/gzip", state));
+		if (info[i].extracted && ++n)
+			cJSON_AddItemToArray(files,
+					     file_json(catalog_file(i, KIND_TSV), &info[i].tsv,
+						       "text/tab-separated-values", state));
+	}
+	cJSON_AddNumberToObject(o, "total_files", n);
+	cJSON_AddStringToObject(o, "directory", directory);
+	return o;
+}
+
+static cJSON *dataset_status_json(const struct dataset_info *in)
+{
+	cJSON *o = cJSON_CreateObject();
+	double left;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "state", dataset_state_name(in->state));
+	cJSON_AddBoolToObject(o, "cached", in->cached);
+	cJSON_AddBoolToObject(o, "extracted", in->extracted);
+	cJSON_AddNumberToObject(o, "bytes_done", (double)in->bytes_done);
+	if (in->bytes_total >= 0)
+		cJSON_AddNumberToObject(o, "bytes_total", (double)in->bytes_total);
+	else
+		cJSON_AddNullToObject(o, "bytes_total");
+	cJSON_AddNumberToObject(o, "rate_bps", (double)(long long)in->rate_bps);
+	left = (double)in->bytes_total - (double)in->bytes_done;
+	if (in->rate_bps > 0 && in->bytes_total >= 0)
+		cJSON_AddNumberToObject(o, "eta_s", (double)(long long)(left / in->rate_bps + 0.5));
+	else
+		cJSON_AddNullToObject(o, "eta_s");
+	add_string_or_null(o, "error", in->error);
+	add_string_or_null(o, "etag", in->cached ? in->gz.etag : NULL);
+	add_time(o, "fetched_at", in->cached ? in->gz.fetched_at : 0);
+	if (in->cached)
+		cJSON_AddNumberToObject(o, "size_bytes", (double)in->gz.size);
+	if (in->extracted)
+		cJSON_AddNumberToObject(o, "tsv_size_bytes", (double)in->tsv.size);
+	return o;
+}
+
+cJSON *control_datasets_status_json(const struct dataset_info info[CATALOG_COUNT])
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	for (int i = 0; i < CATALOG_COUNT; i++)
+		cJSON_AddItemToObject(o, catalog_name(i), dataset_status_json(&info[i]));
+	return o;
+}
+
+cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const struct config *cfg,
+			   double now, double started)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *problems = cJSON_CreateArray();
+	char line[400];
+
+	if (!o || !problems) {
+		cJSON_Delete(o);
+		cJSON_Delete(problems);
+		return NULL;
+	}
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		if (info[i].state != DS_FAILED)
+			continue;
+		snprintf(line, sizeof(line), "%s: %s", catalog_name(i), info[i].error);
+		cJSON_AddItemToArray(problems, cJSON_CreateString(line));
+	}
+	cJSON_AddStringToObject(o, "status", cJSON_GetArraySize(problems) ? "degraded" : "healthy");
+	cJSON_AddStringToObject(o, "message", "imdbfs: the IMDb datasets as files");
+	cJSON_AddStringToObject(o, "version", IMDBFS_VERSION);
+	add_time(o, "timestamp", now);
+	cJSON_AddStringToObject(o, "storage", config_storage_name(cfg->storage));
+	cJSON_AddStringToObject(o, "origin", cfg->origin);
+	cJSON_AddNumberToObject(o, "uptime_s", (double)(long long)(now - started));
+	cJSON_AddItemToObject(o, "problems", problems);
+	return o;
+}
+
+static bool env_set(const char *(*env)(const char *), const char *name)
+{
+	const char *v = env(name);
+
+	return v && *v;
+}
+
+cJSON *control_config_json(const struct config *cfg, const char *(*env)(const char *))
+{
+	static const char *const secrets[] = {"AZURE_STORAGE_CONNECTION_STRING",
+					      "AZURE_STORAGE_ACCOUNT_KEY",
+					      "AZURE_STORAGE_SAS_TOKEN"};
+	cJSON *o = cJSON_CreateObject();
+	cJSON *creds;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "origin", cfg->origin);
+	cJSON_AddStringToObject(o, "cache_dir", cfg->cache_dir);
+	cJSON_AddStringToObject(o, "storage", config_storage_name(cfg->storage));
+	cJSON_AddStringToObject(o, "container", cfg->container);
+	cJSON_AddNumberToObject(o, "concurrency", cfg->concurrency);
+	cJSON_AddNumberToObject(o, "max_age", (double)cfg->max_age);
+	add_string_or_null(o, "cafile", cfg->cafile);
+	cJSON_AddStringToObject(o, "log_level", log_level_name(cfg->log_level));
+	creds = cJSON_AddObjectToObject(o, "azure_credentials");
+	for (size_t i = 0; creds && i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+		if (env_set(env, secrets[i]))
+			cJSON_AddStringToObject(creds, secrets[i], "***");
+		else
+			cJSON_AddNullToObject(creds, secrets[i]);
+	}
+	if (creds)
+		add_string_or_null(creds, "AZURE_STORAGE_ACCOUNT_NAME",
+				   env("AZURE_STORAGE_ACCOUNT_NAME"));
+	return o;
+}
+
+static const char *real_env(const char *name)
+{
+	return getenv(name);
+}
+
+static void snapshot(struct dataset_info info[CATALOG_COUNT])
+{
+	for (int i = 0; i < CATALOG_COUNT; i++)
+		dataset_info(i, &info[i]);
+}
+
+static cJSON *status_json(void)
+{
+	struct dataset_info info[CATALOG_COUNT];
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	snapshot(info);
+	cJSON_AddItemToObject(o, "datasets", control_datasets_status_json(info));
+	if (jobs_add_status(o)) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	pthread_mutex_lock(&ctl_lock);
+	if (command_error)
+		cJSON_AddItemToObject(o, "command_error", cJSON_Duplicate(command_error, 1));
+	else
+		cJSON_AddNullToObject(o, "command_error");
+	pthread_mutex_unlock(&ctl_lock);
+	return o;
+}
+
+static cJSON *datasets_json(void)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *list = cJSON_AddArrayToObject(o, "datasets");
+
+	if (!o || !list) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	for (int i = 0; i < CATALOG_COUNT; i++)
+		cJSON_AddItemToArray(list, cJSON_CreateString(catalog_file(i, KIND_GZ)));
+	cJSON_AddNumberToObject(o, "total_count", CATALOG_COUNT);
+	return o;
+}
+
+static cJSON *build(enum control_file id)
+{
+	struct dataset_info info[CATALOG_COUNT];
+
+	switch (id) {
+	case CTL_HEALTH:
+		snapshot(info);
+		return control_health_json(info, config, clock_wall(), mounted_at);
+	case CTL_DATASETS:
+		return datasets_json();
+	case CTL_FILES:
+		snapshot(info);
+		return control_files_json(info, store->ops->location(store));
+	case CTL_STATUS:
+		return status_json();
+	case CTL_CONFIG:
+		return control_config_json(config, real_env);
+	default:
+		return NULL;
+	}
+}
+
+static int json_line(cJSON *o, char **out, size_t *len)
+{
+	char *text = o ? cJSON_Print(o) : NULL;
+	char *line;
+	size_t n;
+
+	cJSON_Delete(o);
+	if (!text)
+		return -ENOMEM;
+	n = strlen(text);
+	line = realloc(text, n + 2);
+	if (!line) {
+		free(text);
+		return -ENOMEM;
+	}
+	memcpy(line + n, "\n", 2);
+	*out = line;
+	*len = n + 1;
+	return 0;
+}
+
+int control_render(enum control_file id, char **out, size_t *len)
+{
+	char *text;
+
+	if (id == CTL_METRICS)
+		text = metrics_render(clock_wall() - mounted_at);
+	else if (control_is_command(id))
+		text = jobs_result((enum job_command)(id - CTL_DOWNLOAD));
+	else
+		return json_line(build(id), out, len);
+	if (!text)
+		return -ENOMEM;
+	*out = text;
+	*len = strlen(text);
+	return 0;
+}

@@ -1,0 +1,1140 @@
+/* dataset.c - see dataset.h */
+#include "dataset.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "config.h"
+#include "feed.h"
+#include "gunzip.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#define CHUNK		(256 * 1024)
+#define MAX_ATTEMPTS	4
+#define BACKOFF_BASE_S	1.0
+#define BACKOFF_MAX_S	30.0
+#define POLL_NS		(50 * 1000 * 1000)
+#define SHUTDOWN_WAIT_S 10
+
+struct dataset;
+
+struct transfer {
+	struct dataset *ds;
+	enum file_kind kind;  /* KIND_GZ: a download; KIND_TSV: a decompression */
+	bool force;	      /* constant */
+	struct transfer *src; /* a decompression's download, followed; constant */
+	_Atomic bool cancel;
+	int refs;		   /* guarded by ds->lock */
+	bool done;		   /* guarded by ds->lock */
+	enum ds_state phase;	   /* guarded by ds->lock */
+	struct feed *feed;	   /* guarded by ds->lock; holds a reference */
+	double body_started;	   /* guarded by ds->lock; monotonic */
+	struct dataset_result res; /* guarded by ds->lock; final once done */
+};
+
+struct dataset {
+	int index; /* constant */
+	pthread_mutex_t lock;
+	pthread_cond_t changed;	   /* a transfer published a feed or ended */
+	bool cached;		   /* guarded by lock */
+	bool extracted;		   /* guarded by lock */
+	bool failed;		   /* guarded by lock: the last transfer failed */
+	struct meta gz;		   /* guarded by lock; valid when cached */
+	struct meta tsv;	   /* guarded by lock; valid when extracted */
+	double checked_at;	   /* guarded by lock: when gz was last known current */
+	struct transfer *download; /* guarded by lock; in flight or NULL */
+	struct transfer *extract;  /* guarded by lock; in flight or NULL */
+	char error[256];	   /* guarded by lock */
+};
+
+static struct dataset sets[CATALOG_COUNT];
+
+/* Set by datasets_init() before any thread exists; read-only afterwards. */
+static const struct config *config;
+static struct store *store;
+static void (*change_hook)(const char *file);
+
+/* Transfer threads, counted so that shutdown can wait for them. */
+static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t threads_gone = PTHREAD_COND_INITIALIZER;
+static int threads_live;   /* guarded by threads_lock */
+static bool shutting_down; /* guarded by threads_lock */
+
+/* Download slots: at most config->concurrency downloads talk to the origin. */
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slots_free = PTHREAD_COND_INITIALIZER;
+static unsigned slots_used; /* guarded by slots_lock */
+
+static const char *const state_names[] = {
+    [DS_ABSENT] = "absent",	  [DS_QUEUED] = "queued", [DS_DOWNLOADING] = "downloading",
+    [DS_VERIFYING] = "verifying", [DS_CACHED] = "cached", [DS_EXTRACTING] = "extracting",
+    [DS_EXTRACTED] = "extracted", [DS_FAILED] = "failed",
+};
+
+const char *dataset_state_name(enum ds_state st)
+{
+	return state_names[st];
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void deadline_in(struct timespec *ts, long ns)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_nsec += ns;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+static int transfer_cancelled(void *ctx)
+{
+	struct transfer *t = ctx;
+
+	return atomic_load(&t->cancel);
+}
+
+static const char *file_of(const struct transfer *t)
+{
+	return catalog_file(t->ds->index, t->kind);
+}
+
+static void notify_change(const char *file)
+{
+	if (change_hook)
+		change_hook(file);
+}
+
+static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Sleeps for seconds unless t is cancelled first; -ECANCELED then. */
+static int sleep_unless_cancelled(struct transfer *t, double seconds)
+{
+	double until = clock_mono() + seconds;
+	struct timespec ts = {0, POLL_NS};
+
+	while (clock_mono() < until) {
+		if (transfer_cancelled(t))
+			return -ECANCELED;
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+/* ---- transfer lifecycle --------------------------------------------------- */
+
+static void thread_done(void)
+{
+	pthread_mutex_lock(&threads_lock);
+	threads_live--;
+	pthread_cond_broadcast(&threads_gone);
+	pthread_mutex_unlock(&threads_lock);
+}
+
+static int spawn(void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	pthread_t th;
+	int rc;
+
+	pthread_mutex_lock(&threads_lock);
+	if (shutting_down) {
+		pthread_mutex_unlock(&threads_lock);
+		return -ESHUTDOWN;
+	}
+	threads_live++;
+	pthread_mutex_unlock(&threads_lock);
+	rc = pthread_attr_init(&attr);
+	if (!rc) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		rc = pthread_create(&th, &attr, fn, arg);
+		pthread_attr_destroy(&attr);
+	}
+	if (rc) {
+		thread_done();
+		return -rc;
+	}
+	return 0;
+}
+
+/* Drops one reference; called with t->ds->lock held. */
+static void put_locked(struct transfer *t)
+{
+	if (--t->refs > 0)
+		return;
+	if (t->src)
+		put_locked(t->src);
+	feed_unref(t->feed);
+	free(t);
+}
+
+static void put(struct transfer *t)
+{
+	struct dataset *d = t->ds;
+
+	pthread_mutex_lock(&d->lock);
+	put_locked(t);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void *download_main(void *arg);
+static void *extract_main(void *arg);
+
+/*
+ * Starts a transfer of kind for d; called with d->lock held. The dataset and
+ * the thread each hold a reference. NULL when no thread could be started.
+ */
+static struct transfer *start_locked(struct dataset *d, enum file_kind kind, bool force)
+{
+	struct transfer *t = calloc(1, sizeof(*t));
+	struct transfer **slot = kind == KIND_GZ ? &d->download : &d->extract;
+
+	if (!t)
+		return NULL;
+	t->ds = d;
+	t->kind = kind;
+	t->force = force;
+	t->refs = 2;
+	t->phase = kind == KIND_GZ ? DS_QUEUED : DS_EXTRACTING;
+	if (kind == KIND_TSV && !d->cached) {
+		t->src = d->download ? d->download : start_locked(d, KIND_GZ, false);
+		if (!t->src) {
+			free(t);
+			return NULL;
+		}
+		t->src->refs++;
+	}
+	if (spawn(kind == KIND_GZ ? download_main : extract_main, t)) {
+		if (t->src)
+			put_locked(t->src);
+		free(t);
+		return NULL;
+	}
+	*slot = t;
+	return t;
+}
+
+/* Publishes the feed readers should follow (or none); called without the lock. */
+static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase)
+{
+	struct dataset *d = t->ds;
+	struct feed *old;
+
+	pthread_mutex_lock(&d->lock);
+	old = t->feed;
+	t->feed = f;
+	t->phase = phase;
+	t->body_started = clock_mono();
+	pthread_cond_broadcast(&d->changed);
+	pthread_mutex_unlock(&d->lock);
+	feed_unref(old);
+}
+
+static void set_phase(struct transfer *t, enum ds_state phase)
+{
+	pthread_mutex_lock(&t->ds->lock);
+	t->phase = phase;
+	pthread_mutex_unlock(&t->ds->lock);
+}
+
+/* Records the outcome, wakes every waiter and drops the thread's reference. */
+static void finish_transfer(struct transfer *t, int err, bool changed, const char *error)
+{
+	struct dataset *d = t->ds;
+	struct transfer **slot = t->kind == KIND_GZ ? &d->download : &d->extract;
+
+	if (t->feed)
+		feed_finish(t->feed, err ? -EIO : 0);
+	pthread_mutex_lock(&d->lock);
+	t->done = true;
+	t->res.err = err;
+	t->res.changed = changed;
+	snprintf(t->res.error, sizeof(t->res.error), "%s", err ? error : "");
+	if (*slot == t) {
+		*slot = NULL;
+		t->refs--; /* the dataset's reference; the thread's is dropped below */
+	}
+	if (err != -ECANCELED) {
+		d->failed = err != 0;
+		snprintf(d->error, sizeof(d->error), "%s", err ? error : "");
+	}
+	pthread_cond_broadcast(&d->changed);
+	put_locked(t);
+	pthread_mutex_unlock(&d->lock);
+	thread_done();
+}
+
+/* ---- downloads -------------------------------------------------------------- */
+
+struct fetch {
+	struct transfer *t;
+	bool conditional; /* old is a committed copy to revalidate */
+	struct meta old;
+	struct meta next;  /* the version being received */
+	int64_t total;	   /* its size, -1 unknown */
+	int fd;		   /* the temporary; owned by feed */
+	struct feed *feed; /* owned by t->feed */
+	struct gunzip *gz; /* verifies the stream as it arrives */
+	uint64_t written;  /* bytes of next in the temporary */
+	char url[1024];
+	char error[256];
+};
+
+static bool same_version(const struct meta *m, const struct http_response *rs)
+{
+	if (m->etag[0] && rs->etag[0])
+		return strcmp(m->etag, rs->etag) == 0;
+	return m->last_modified[0] && strcmp(m->last_modified, rs->last_modified) == 0;
+}
+
+/* Readers of an abandoned feed get EIO past what they could already read. */
+static void abandon_feed(struct fetch *f)
+{
+	if (!f->feed)
+		return;
+	feed_finish(f->feed, -EIO);
+	publish_feed(f->t, NULL, DS_DOWNLOADING);
+	store->ops->discard_temp(store, file_of(f->t));
+	f->feed = NULL;
+	gunzip_free(f->gz);
+	f->gz = NULL;
+	f->written = 0;
+}
+
+static int begin_body(struct fetch *f, const struct http_response *rs)
+{
+	struct feed *feed;
+	int fd, rc;
+
+	rc = store->ops->create_temp(store, file_of(f->t), &fd);
+	if (rc) {
+		snprintf(f->error, sizeof(f->error), "cannot create a temporary: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	feed = feed_new(fd, rs->total);
+	f->gz = gunzip_new(NULL, NULL);
+	if (!feed || !f->gz) {
+		if (feed)
+			feed_unref(feed);
+		else
+			close(fd);
+		snprintf(f->error, sizeof(f->error), "out of memory");
+		return -ENOMEM;
+	}
+	memset(&f->next, 0, sizeof(f->next));
+	snprintf(f->next.url, sizeof(f->next.url), "%s", f->url);
+	snprintf(f->next.etag, sizeof(f->next.etag), "%s", rs->etag);
+	snprintf(f->next.last_modified, sizeof(f->next.last_modified), "%s", rs->last_modified);
+	f->next.mtime = rs->mtime;
+	f->total = rs->total;
+	f->fd = fd;
+	f->feed = feed;
+	f->written = 0;
+	publish_feed(f->t, feed, DS_DOWNLOADING);
+	return 0;
+}
+
+static int on_response(void *ctx, const struct http_response *rs)
+{
+	struct fetch *f = ctx;
+
+	if (!f->feed)
+		return begin_body(f, rs);
+	if (rs->status == 206 && rs->range_start == (int64_t)f->written &&
+	    same_version(&f->next, rs))
+		return 0;
+	if (rs->status == 200 && same_version(&f->next, rs)) {
+		/* The same bytes again from the start: rewrite them under the readers. */
+		gunzip_free(f->gz);
+		f->gz = gunzip_new(NULL, NULL);
+		f->written = 0;
+		return f->gz ? 0 : -ENOMEM;
+	}
+	log_info("%s: the origin has a new version; starting over", file_of(f->t));
+	abandon_feed(f);
+	return begin_body(f, rs);
+}
+
+static int on_body(void *ctx, const void *buf, size_t len)
+{
+	struct fetch *f = ctx;
+	int rc;
+
+	rc = pwrite_all(f->fd, buf, len, f->written);
+	if (rc) {
+		snprintf(f->error, sizeof(f->error), "cannot write the temporary: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	rc = gunzip_write(f->gz, buf, len);
+	if (rc) {
+		snprintf(f->error, sizeof(f->error), "corrupt gzip data at byte %llu",
+			 (unsigned long long)f->written);
+		return rc;
+	}
+	f->written += len;
+	feed_grow(f->feed, f->written);
+	metrics_add(M_ORIGIN_BYTES, len);
+	return 0;
+}
+
+static int commit_download(struct fetch *f)
+{
+	struct transfer *t = f->t;
+	struct dataset *d = t->ds;
+	bool reextract;
+	int rc;
+
+	if (f->total >= 0 && f->written != (uint64_t)f->total) {
+		snprintf(f->error, sizeof(f->error), "short body: %llu of %lld bytes",
+			 (unsigned long long)f->written, (long long)f->total);
+		return -EAGAIN;
+	}
+	if (gunzip_finish(f->gz)) {
+		snprintf(f->error, sizeof(f->error), "corrupt gzip data: the stream is truncated");
+		return -EBADMSG;
+	}
+	set_phase(t, DS_VERIFYING);
+	f->next.size = (int64_t)f->written;
+	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
+	f->next.fetched_at = clock_wall();
+	rc = store->ops->commit(store, file_of(t), f->fd, &f->next);
+	if (rc) {
+		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&d->lock);
+	d->gz = f->next;
+	d->cached = true;
+	d->checked_at = f->next.fetched_at;
+	reextract = d->extracted && !meta_same_version(&d->tsv, &d->gz) && !d->extract;
+	pthread_mutex_unlock(&d->lock);
+	notify_change(file_of(t));
+	if (reextract) {
+		struct transfer *x = dataset_extract(d->index);
+		if (x)
+			put(x);
+	}
+	return 0;
+}
+
+static void build_request(struct fetch *f, struct http_request *rq)
+{
+	memset(rq, 0, sizeof(*rq));
+	rq->url = f->url;
+	rq->cafile = config->cafile;
+	rq->cancelled = transfer_cancelled;
+	rq->cancel_ctx = f->t;
+	if (f->feed && f->written > 0) {
+		/* Continue where the last attempt stopped, tied to the same version. */
+		rq->range_from = f->written;
+		rq->if_range = f->next.etag[0] ? f->next.etag : f->next.last_modified;
+		if (!*rq->if_range)
+			rq->range_from = 0;
+	} else if (f->conditional && !f->feed) {
+		rq->if_none_match = f->old.etag;
+		rq->if_modified_since = f->old.last_modified;
+	}
+}
+
+/* One request; 0 with *unchanged set for a 304, or -errno with f->error. */
+static int fetch_once(struct fetch *f, bool *unchanged)
+{
+	struct http_sink sink = {on_response, on_body, f};
+	struct http_request rq;
+	struct http_response rs;
+	char err[256];
+	int rc;
+
+	if (f->feed && f->total >= 0 && f->written == (uint64_t)f->total)
+		return commit_download(f); /* every byte arrived before the fault */
+	build_request(f, &rq);
+	metrics_add(M_ORIGIN_REQUESTS, 1);
+	f->error[0] = '\0';
+	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
+	if (rc) {
+		if (!f->error[0])
+			snprintf(f->error, sizeof(f->error), "%s", err);
+		return rc;
+	}
+	if (rs.status == 304) {
+		if (f->conditional && !f->feed) {
+			metrics_add(M_ORIGIN_NOT_MODIFIED, 1);
+			*unchanged = true;
+			return 0;
+		}
+		snprintf(f->error, sizeof(f->error), "unexpected 304 Not Modified");
+		return -EPROTO;
+	}
+	return commit_download(f);
+}
+
+static double backoff_seconds(int attempt)
+{
+	double base = BACKOFF_BASE_S * (double)(1 << (attempt - 1));
+	unsigned seed = (unsigned)(clock_mono() * 1e6);
+
+	if (base > BACKOFF_MAX_S)
+		base = BACKOFF_MAX_S;
+	return base * (0.75 + 0.5 * (double)(rand_r(&seed) % 1000) / 1000.0);
+}
+
+static int fetch_with_retries(struct fetch *f, bool *unchanged)
+{
+	const char *file = file_of(f->t);
+	int rc;
+
+	for (int attempt = 1;; attempt++) {
+		rc = fetch_once(f, unchanged);
+		if (rc == 0 || rc == -ECANCELED)
+			return rc;
+		if (rc == -EBADMSG)
+			abandon_feed(f); /* corrupt: the next attempt starts from scratch */
+		if ((rc != -EAGAIN && rc != -EBADMSG) || attempt == MAX_ATTEMPTS)
+			return rc;
+		double wait = backoff_seconds(attempt);
+		log_warn("%s: %s; retrying in %.1f s (attempt %d of %d)", file, f->error, wait,
+			 attempt + 1, MAX_ATTEMPTS);
+		metrics_add(M_RETRIES, 1);
+		if (sleep_unless_cancelled(f->t, wait))
+			return -ECANCELED;
+	}
+}
+
+static int slot_acquire(struct transfer *t)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	pthread_mutex_lock(&slots_lock);
+	while (slots_used >= config->concurrency) {
+		if (transfer_cancelled(t)) {
+			rc = -ECANCELED;
+			break;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += POLL_NS;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&slots_free, &slots_lock, &ts);
+	}
+	if (!rc)
+		slots_used++;
+	pthread_mutex_unlock(&slots_lock);
+	return rc;
+}
+
+static void slot_release(void)
+{
+	pthread_mutex_lock(&slots_lock);
+	slots_used--;
+	pthread_cond_signal(&slots_free);
+	pthread_mutex_unlock(&slots_lock);
+}
+
+static void *download_main(void *arg)
+{
+	struct transfer *t = arg;
+	struct dataset *d = t->ds;
+	struct fetch f = {.t = t, .fd = -1, .total = -1};
+	bool unchanged = false;
+	double started = clock_mono();
+	int rc;
+
+	snprintf(f.url, sizeof(f.url), "%s%s", config->origin, catalog_file(d->index, KIND_GZ));
+	pthread_mutex_lock(&d->lock);
+	f.conditional = d->cached && !t->force;
+	f.old = d->gz;
+	pthread_mutex_unlock(&d->lock);
+	rc = slot_acquire(t);
+	if (rc == 0) {
+		set_phase(t, DS_DOWNLOADING);
+		log_debug("%s: GET %s%s", file_of(t), f.url, f.conditional ? " (conditional)" : "");
+		rc = fetch_with_retries(&f, &unchanged);
+		slot_release();
+	} else {
+		snprintf(f.error, sizeof(f.error), "cancelled");
+	}
+	if (rc) {
+		if (f.feed)
+			store->ops->discard_temp(store, file_of(t));
+		metrics_add(M_DOWNLOADS_FAILED, 1);
+		if (rc != -ECANCELED)
+			log_error("%s: download failed: %s", file_of(t), f.error);
+	} else if (unchanged) {
+		pthread_mutex_lock(&d->lock);
+		d->checked_at = clock_wall();
+		pthread_mutex_unlock(&d->lock);
+		log_info("%s: unchanged (304)", file_of(t));
+	} else {
+		metrics_add(M_DOWNLOADS_OK, 1);
+		log_info("%s: downloaded %llu bytes in %.1f s", file_of(t),
+			 (unsigned long long)f.written, clock_mono() - started);
+	}
+	gunzip_free(f.gz);
+	finish_transfer(t, rc, rc == 0 && !unchanged, f.error);
+	return NULL;
+}
+
+/* ---- decompression ------------------------------------------------------------ */
+
+struct extract {
+	struct transfer *t;
+	int src_fd;	       /* the committed .tsv.gz, or -1 when following a download */
+	struct feed *src_feed; /* the download's feed when following; a reference */
+	struct meta src;       /* version of the source, once known */
+	int fd;		       /* the temporary .tsv; owned by feed */
+	struct feed *feed;     /* owned by t->feed */
+	uint64_t in, out;
+	char error[256];
+};
+
+static int write_out(void *ctx, const void *buf, size_t len)
+{
+	struct extract *x = ctx;
+	int rc = pwrite_all(x->fd, buf, len, x->out);
+
+	if (rc) {
+		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	x->out += len;
+	feed_grow(x->feed, x->out);
+	metrics_add(M_INFLATED_BYTES, len);
+	return 0;
+}
+
+/* Waits for the followed download to publish its feed or end; d->lock held. */
+static int follow_locked(struct extract *x)
+{
+	struct transfer *src = x->t->src;
+	struct dataset *d = x->t->ds;
+	struct timespec ts;
+
+	while (!src->feed && !src->done) {
+		if (transfer_cancelled(x->t))
+			return -ECANCELED;
+		deadline_in(&ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	if (src->done && src->res.err) {
+		snprintf(x->error, sizeof(x->error), "download failed: %.200s", src->res.error);
+		return -EIO;
+	}
+	if (src->feed && !src->done) {
+		x->src_feed = src->feed;
+		feed_ref(x->src_feed);
+	}
+	return 0;
+}
+
+static int pick_source(struct extract *x)
+{
+	struct dataset *d = x->t->ds;
+	int rc = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (x->t->src)
+		rc = follow_locked(x);
+	if (!rc && !x->src_feed) {
+		if (d->cached)
+			x->src = d->gz;
+		else
+			rc = -ENOENT;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (rc == -ENOENT)
+		snprintf(x->error, sizeof(x->error), "not downloaded");
+	if (rc || x->src_feed)
+		return rc;
+	rc = store->ops->open(store, catalog_file(d->index, KIND_GZ), &x->src_fd);
+	if (rc)
+		snprintf(x->error, sizeof(x->error), "cannot open the download: %s", strerror(-rc));
+	return rc;
+}
+
+static ssize_t read_source(struct extract *x, void *buf)
+{
+	int64_t n;
+
+	if (x->src_fd >= 0) {
+		ssize_t r = pread(x->src_fd, buf, CHUNK, (off_t)x->in);
+		return r < 0 ? -errno : r;
+	}
+	n = feed_wait(x->src_feed, x->in, CHUNK, 1, transfer_cancelled, x->t);
+	if (n <= 0)
+		return n;
+	n = pread(feed_fd(x->src_feed), buf, (size_t)n, (off_t)x->in);
+	return n < 0 ? -errno : n;
+}
+
+/* After following a download: the version it committed must be what we read. */
+static int settle_source(struct extract *x)
+{
+	struct transfer *src = x->t->src;
+	struct dataset *d = x->t->ds;
+	struct timespec ts;
+	int rc = 0;
+
+	if (!x->src_feed)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	while (!src->done) {
+		deadline_in(&ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	if (src->res.err || !d->cached || d->gz.size != (int64_t)x->in)
+		rc = -EIO;
+	else
+		x->src = d->gz;
+	pthread_mutex_unlock(&d->lock);
+	if (rc)
+		snprintf(x->error, sizeof(x->error), "the download did not complete");
+	return rc;
+}
+
+static int decompress(struct extract *x)
+{
+	struct gunzip *gz = gunzip_new(write_out, x);
+	char *buf = malloc(CHUNK);
+	ssize_t n;
+	int rc = -ENOMEM;
+
+	if (!gz || !buf) {
+		snprintf(x->error, sizeof(x->error), "out of memory");
+		goto out;
+	}
+	while ((n = read_source(x, buf)) > 0) {
+		if ((rc = gunzip_write(gz, buf, (size_t)n))) {
+			if (rc == -EBADMSG)
+				snprintf(x->error, sizeof(x->error),
+					 "corrupt gzip data near byte %llu",
+					 (unsigned long long)x->in);
+			goto out;
+		}
+		x->in += (uint64_t)n;
+	}
+	if (n < 0) {
+		rc = (int)n;
+		if (rc != -ECANCELED && rc != -EINTR)
+			snprintf(x->error, sizeof(x->error), "download failed");
+		else
+			rc = -ECANCELED;
+		goto out;
+	}
+	rc = gunzip_finish(gz);
+	if (rc)
+		snprintf(x->error, sizeof(x->error), "corrupt gzip data: the stream is truncated");
+out:
+	if (transfer_cancelled(x->t))
+		rc = -ECANCELED;
+	free(buf);
+	gunzip_free(gz);
+	return rc;
+}
+
+static int commit_extract(struct extract *x)
+{
+	struct dataset *d = x->t->ds;
+	struct meta m = x->src;
+	int rc;
+
+	m.size = (int64_t)x->out;
+	m.tsv_size = -1;
+	m.fetched_at = clock_wall();
+	rc = store->ops->commit(store, file_of(x->t), x->fd, &m);
+	if (rc) {
+		snprintf(x->error, sizeof(x->error), "cannot store the decompression: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&d->lock);
+	d->tsv = m;
+	d->extracted = true;
+	pthread_mutex_unlock(&d->lock);
+	notify_change(file_of(x->t));
+	return 0;
+}
+
+static int run_extract(struct extract *x)
+{
+	int64_t size;
+	int rc;
+
+	if ((rc = pick_source(x)))
+		return rc;
+	rc = store->ops->create_temp(store, file_of(x->t), &x->fd);
+	if (rc) {
+		snprintf(x->error, sizeof(x->error), "cannot create a temporary: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	size = x->src_feed ? -1 : x->src.tsv_size;
+	x->feed = feed_new(x->fd, size);
+	if (!x->feed) {
+		close(x->fd);
+		snprintf(x->error, sizeof(x->error), "out of memory");
+		return -ENOMEM;
+	}
+	publish_feed(x->t, x->feed, DS_EXTRACTING);
+	if ((rc = decompress(x)) || (rc = settle_source(x)))
+		return rc;
+	return commit_extract(x);
+}
+
+static void *extract_main(void *arg)
+{
+	struct transfer *t = arg;
+	struct extract x = {.t = t, .src_fd = -1, .fd = -1};
+	double started = clock_mono();
+	int rc = run_extract(&x);
+
+	if (x.src_fd >= 0)
+		close(x.src_fd);
+	feed_unref(x.src_feed);
+	if (rc) {
+		if (x.feed)
+			store->ops->discard_temp(store, file_of(t));
+		metrics_add(M_EXTRACTIONS_FAILED, 1);
+		if (rc != -ECANCELED)
+			log_error("%s: decompression failed: %s", file_of(t), x.error);
+	} else {
+		metrics_add(M_EXTRACTIONS_OK, 1);
+		log_info("%s: decompressed %llu bytes in %.1f s", file_of(t),
+			 (unsigned long long)x.out, clock_mono() - started);
+	}
+	finish_transfer(t, rc, rc == 0, x.error);
+	return NULL;
+}
+
+/* ---- the public interface -------------------------------------------------------- */
+
+static int init_dataset(struct dataset *d, int index)
+{
+	pthread_condattr_t attr;
+	int rc;
+
+	d->index = index;
+	if ((rc = pthread_mutex_init(&d->lock, NULL)))
+		return -rc;
+	if ((rc = pthread_condattr_init(&attr)))
+		return -rc;
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(&d->changed, &attr);
+	pthread_condattr_destroy(&attr);
+	if (rc)
+		return -rc;
+	d->cached = store->ops->lookup(store, catalog_file(index, KIND_GZ), &d->gz) == 0;
+	d->extracted = store->ops->lookup(store, catalog_file(index, KIND_TSV), &d->tsv) == 0;
+	if (d->cached && d->extracted && !meta_same_version(&d->gz, &d->tsv)) {
+		log_info("%s: decompression of an older version; dropping it",
+			 catalog_file(index, KIND_TSV));
+		store->ops->evict(store, catalog_file(index, KIND_TSV));
+		d->extracted = false;
+	}
+	d->checked_at = d->cached ? d->gz.fetched_at : 0;
+	return 0;
+}
+
+int datasets_init(const struct config *cfg, struct store *st)
+{
+	int rc;
+
+	config = cfg;
+	store = st;
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		if ((rc = init_dataset(&sets[i], i)))
+			return rc;
+	}
+	return 0;
+}
+
+void datasets_on_change(void (*fn)(const char *file))
+{
+	change_hook = fn;
+}
+
+void datasets_shutdown(void)
+{
+	struct timespec ts;
+
+	pthread_mutex_lock(&threads_lock);
+	shutting_down = true;
+	pthread_mutex_unlock(&threads_lock);
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		struct dataset *d = &sets[i];
+		pthread_mutex_lock(&d->lock);
+		if (d->download)
+			atomic_store(&d->download->cancel, true);
+		if (d->extract)
+			atomic_store(&d->extract->cancel, true);
+		pthread_mutex_unlock(&d->lock);
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += SHUTDOWN_WAIT_S;
+	pthread_mutex_lock(&threads_lock);
+	while (threads_live > 0) {
+		if (pthread_cond_timedwait(&threads_gone, &threads_lock, &ts) == ETIMEDOUT) {
+			log_warn("shutdown: %d transfers did not stop in time", threads_live);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&threads_lock);
+}
+
+void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime)
+{
+	struct dataset *d = &sets[ds];
+	struct transfer *t;
+	uint64_t filled;
+	int ended, err;
+
+	pthread_mutex_lock(&d->lock);
+	*size = 0;
+	*mtime = d->cached ? d->gz.mtime : 0;
+	if (kind == KIND_GZ && d->cached) {
+		*size = d->gz.size;
+	} else if (kind == KIND_TSV && d->extracted) {
+		*size = d->tsv.size;
+		*mtime = d->tsv.mtime;
+	} else if (kind == KIND_TSV && d->cached && d->gz.tsv_size >= 0) {
+		*size = d->gz.tsv_size;
+	} else if ((t = kind == KIND_GZ ? d->download : d->extract) && t->feed) {
+		feed_progress(t->feed, &filled, size, &ended, &err);
+		if (*size < 0)
+			*size = 0;
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* A stale copy is served at once while a conditional refresh runs behind it. */
+static void revalidate_if_stale_locked(struct dataset *d)
+{
+	if (d->cached && !d->download && clock_wall() - d->checked_at > (double)config->max_age) {
+		log_info("%s: older than max_age; revalidating", catalog_file(d->index, KIND_GZ));
+		start_locked(d, KIND_GZ, false);
+	}
+}
+
+static int open_committed(struct dataset_reader *r, int ds, enum file_kind kind)
+{
+	int rc = store->ops->open(store, catalog_file(ds, kind), &r->fd);
+
+	if (rc == 0)
+		metrics_add(M_CACHE_HITS, 1);
+	return rc;
+}
+
+/* Waits until t publishes a feed or ends; d->lock held. */
+static int wait_for_feed_locked(struct dataset *d, struct transfer *t, int (*interrupted)(void *),
+				void *ctx)
+{
+	struct timespec ts;
+
+	while (!t->feed && !t->done) {
+		if (interrupted && interrupted(ctx))
+			return -EINTR;
+		deadline_in(&ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	return 0;
+}
+
+int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*interrupted)(void *),
+		 void *ctx)
+{
+	struct dataset *d = &sets[ds];
+	struct transfer *t;
+	int rc = -EIO;
+
+	r->fd = -1;
+	r->feed = NULL;
+	pthread_mutex_lock(&d->lock);
+	for (int tries = 0; tries < 3; tries++) {
+		revalidate_if_stale_locked(d);
+		if (kind == KIND_GZ ? d->cached : d->extracted) {
+			rc = open_committed(r, ds, kind);
+			if (rc != -ENOENT)
+				break;
+			/* Evicted under us: fall through and fetch it again. */
+		}
+		t = kind == KIND_GZ ? d->download : d->extract;
+		if (!t)
+			t = start_locked(d, kind, false);
+		if (!t) {
+			rc = -EIO;
+			break;
+		}
+		t->refs++;
+		rc = wait_for_feed_locked(d, t, interrupted, ctx);
+		if (!rc && t->feed && !t->res.err) {
+			r->feed = t->feed;
+			feed_ref(r->feed);
+			metrics_add(M_CACHE_MISSES, 1);
+		} else if (!rc && t->done && t->res.err) {
+			rc = -EIO;
+		}
+		put_locked(t);
+		if (rc || r->feed)
+			break;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+void dataset_close(struct dataset_reader *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	feed_unref(r->feed);
+	r->fd = -1;
+	r->feed = NULL;
+}
+
+struct transfer *dataset_download(int ds, bool force)
+{
+	struct dataset *d = &sets[ds];
+	struct transfer *t;
+
+	pthread_mutex_lock(&d->lock);
+	t = d->download ? d->download : start_locked(d, KIND_GZ, force);
+	if (t)
+		t->refs++;
+	pthread_mutex_unlock(&d->lock);
+	return t;
+}
+
+/* A transfer that has nothing to do: the decompression is already current. */
+static struct transfer *already_done(struct dataset *d)
+{
+	struct transfer *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->ds = d;
+	t->kind = KIND_TSV;
+	t->refs = 1;
+	t->done = true;
+	return t;
+}
+
+struct transfer *dataset_extract(int ds)
+{
+	struct dataset *d = &sets[ds];
+	struct transfer *t;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->extract) {
+		t = d->extract;
+		t->refs++;
+	} else if (d->extracted && d->cached && meta_same_version(&d->tsv, &d->gz)) {
+		t = already_done(d);
+	} else if ((t = start_locked(d, KIND_TSV, false))) {
+		t->refs++;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return t;
+}
+
+void dataset_wait(struct transfer *t, struct dataset_result *res)
+{
+	struct dataset *d = t->ds;
+
+	pthread_mutex_lock(&d->lock);
+	while (!t->done)
+		pthread_cond_wait(&d->changed, &d->lock);
+	*res = t->res;
+	put_locked(t);
+	pthread_mutex_unlock(&d->lock);
+}
+
+int dataset_evict(int ds, enum file_kind kind)
+{
+	struct dataset *d = &sets[ds];
+	int removed = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (kind == KIND_GZ) {
+		if (store->ops->evict(store, catalog_file(ds, KIND_GZ)) == 0)
+			removed |= 1 << KIND_GZ;
+		d->cached = false;
+	}
+	if (store->ops->evict(store, catalog_file(ds, KIND_TSV)) == 0)
+		removed |= 1 << KIND_TSV;
+	d->extracted = false;
+	d->failed = false;
+	d->error[0] = '\0';
+	pthread_mutex_unlock(&d->lock);
+	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		if (removed & (1 << k)) {
+			metrics_add(M_EVICTIONS, 1);
+			notify_change(catalog_file(ds, (enum file_kind)k));
+		}
+	}
+	return removed;
+}
+
+void dataset_info(int ds, struct dataset_info *info)
+{
+	struct dataset *d = &sets[ds];
+	struct transfer *t;
+	int ended, err;
+
+	memset(info, 0, sizeof(*info));
+	pthread_mutex_lock(&d->lock);
+	info->cached = d->cached;
+	info->extracted = d->extracted;
+	info->gz = d->gz;
+	info->tsv = d->tsv;
+	snprintf(info->error, sizeof(info->error), "%s", d->error);
+	t = d->download ? d->download : d->extract;
+	if (t) {
+		info->state = t->phase;
+		info->bytes_total = -1;
+		if (t->feed) {
+			feed_progress(t->feed, &info->bytes_done, &info->bytes_total, &ended, &err);
+			double secs = clock_mono() - t->body_started;
+			info->rate_bps = secs > 0.05 ? (double)info->bytes_done / secs : 0;
+		}
+	} else {
+		info->state = d->failed	     ? DS_FAILED
+			      : d->extracted ? DS_EXTRACTED
+			      : d->cached    ? DS_CACHED
+					     : DS_ABSENT;
+		info->bytes_total = d->cached ? d->gz.size : 0;
+		info->bytes_done = (uint64_t)info->bytes_total;
+	}
+	pthread_mutex_unlock(&d->lock);
+}

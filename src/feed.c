@@ -1,0 +1,159 @@
+/* feed.c - see feed.h */
+#include "feed.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+struct feed {
+	pthread_mutex_t lock;
+	pthread_cond_t grown; /* signalled on every grow and at the end */
+	int fd;		      /* constant after feed_new */
+	int refs;	      /* guarded by lock */
+	uint64_t filled;      /* guarded by lock */
+	int64_t size;	      /* guarded by lock */
+	bool ended;	      /* guarded by lock */
+	int err;	      /* guarded by lock; valid once ended */
+};
+
+/* How often a blocked reader looks at its interrupt check. */
+#define POLL_NS (50 * 1000 * 1000)
+
+struct feed *feed_new(int fd, int64_t size)
+{
+	struct feed *f = calloc(1, sizeof(*f));
+	pthread_condattr_t attr;
+
+	if (!f)
+		return NULL;
+	if (pthread_condattr_init(&attr))
+		goto fail;
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&f->grown, &attr)) {
+		pthread_condattr_destroy(&attr);
+		goto fail;
+	}
+	pthread_condattr_destroy(&attr);
+	if (pthread_mutex_init(&f->lock, NULL)) {
+		pthread_cond_destroy(&f->grown);
+		goto fail;
+	}
+	f->fd = fd;
+	f->size = size;
+	f->refs = 1;
+	return f;
+fail:
+	free(f);
+	return NULL;
+}
+
+void feed_ref(struct feed *f)
+{
+	pthread_mutex_lock(&f->lock);
+	f->refs++;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void feed_unref(struct feed *f)
+{
+	int left;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	left = --f->refs;
+	pthread_mutex_unlock(&f->lock);
+	if (left)
+		return;
+	close(f->fd);
+	pthread_cond_destroy(&f->grown);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+int feed_fd(const struct feed *f)
+{
+	return f->fd;
+}
+
+void feed_grow(struct feed *f, uint64_t filled)
+{
+	pthread_mutex_lock(&f->lock);
+	if (filled > f->filled) {
+		f->filled = filled;
+		pthread_cond_broadcast(&f->grown);
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+void feed_set_size(struct feed *f, int64_t size)
+{
+	pthread_mutex_lock(&f->lock);
+	f->size = size;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void feed_finish(struct feed *f, int err)
+{
+	pthread_mutex_lock(&f->lock);
+	f->ended = true;
+	f->err = err;
+	if (err == 0)
+		f->size = (int64_t)f->filled;
+	pthread_cond_broadcast(&f->grown);
+	pthread_mutex_unlock(&f->lock);
+}
+
+static void deadline_in(struct timespec *ts, long ns)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_nsec += ns;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
+		  int (*interrupted)(void *), void *ctx)
+{
+	uint64_t want = off + len;
+	struct timespec ts;
+	int64_t rc;
+
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		if (f->filled >= want || (partial_ok && f->filled > off)) {
+			rc = (int64_t)((f->filled < want ? f->filled : want) - off);
+			break;
+		}
+		if (f->ended) {
+			if (f->filled > off)
+				rc = (int64_t)(f->filled - off);
+			else
+				rc = f->err ? f->err : 0;
+			break;
+		}
+		if (interrupted && interrupted(ctx)) {
+			rc = -EINTR;
+			break;
+		}
+		deadline_in(&ts, POLL_NS);
+		pthread_cond_timedwait(&f->grown, &f->lock, &ts);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+void feed_progress(struct feed *f, uint64_t *filled, int64_t *size, int *ended, int *err)
+{
+	pthread_mutex_lock(&f->lock);
+	*filled = f->filled;
+	*size = f->size;
+	*ended = f->ended;
+	*err = f->err;
+	pthread_mutex_unlock(&f->lock);
+}

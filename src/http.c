@@ -1,0 +1,313 @@
+/* http.c - see http.h */
+#include "http.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "version.h"
+
+#define CONNECT_TIMEOUT_S 20
+#define BUFFER_BYTES	  (256 * 1024)
+
+struct transfer {
+	CURL *curl;
+	const struct http_request *rq;
+	struct http_response *rs;
+	const struct http_sink *sink;
+	bool responded; /* on_response was called */
+	bool cancelled; /* our cancel check stopped it */
+	int sink_err;	/* the sink's error that stopped it */
+};
+
+int http_global_init(void)
+{
+	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+}
+
+void http_global_cleanup(void)
+{
+	curl_global_cleanup();
+}
+
+static void reset_response(struct http_response *rs, long status)
+{
+	memset(rs, 0, sizeof(*rs));
+	rs->status = status;
+	rs->length = -1;
+	rs->total = -1;
+}
+
+static void copy_value(char *dst, size_t cap, const char *v, size_t n)
+{
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(dst, v, n);
+	dst[n] = '\0';
+}
+
+static int64_t parse_int64(const char *v)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	return errno || end == v || n < 0 ? -1 : (int64_t)n;
+}
+
+/* "bytes START-END/TOTAL" */
+static void parse_content_range(struct http_response *rs, const char *v)
+{
+	long long start, end, total;
+
+	if (sscanf(v, "bytes %lld-%lld/%lld", &start, &end, &total) == 3 && start >= 0 &&
+	    end >= start && total > end) {
+		rs->range_start = start;
+		rs->total = total;
+	}
+}
+
+static void parse_header(struct http_response *rs, const char *line, size_t n)
+{
+	char value[512];
+	const char *colon = memchr(line, ':', n);
+	size_t name_len, vlen;
+	const char *v;
+
+	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+		const char *sp = memchr(line, ' ', n);
+		reset_response(rs, sp ? strtol(sp + 1, NULL, 10) : 0);
+		return;
+	}
+	if (!colon)
+		return;
+	name_len = (size_t)(colon - line);
+	v = colon + 1;
+	vlen = n - name_len - 1;
+	while (vlen && isspace((unsigned char)*v))
+		v++, vlen--;
+	while (vlen && isspace((unsigned char)v[vlen - 1]))
+		vlen--;
+	copy_value(value, sizeof(value), v, vlen);
+#define IS(name) (name_len == sizeof(name) - 1 && strncasecmp(line, name, name_len) == 0)
+	if (IS("etag")) {
+		copy_value(rs->etag, sizeof(rs->etag), v, vlen);
+	} else if (IS("last-modified")) {
+		copy_value(rs->last_modified, sizeof(rs->last_modified), v, vlen);
+		time_t t = curl_getdate(value, NULL);
+		rs->mtime = t > 0 ? (int64_t)t : 0;
+	} else if (IS("content-length")) {
+		rs->length = parse_int64(value);
+	} else if (IS("content-range")) {
+		parse_content_range(rs, value);
+	} else if (IS("accept-ranges")) {
+		rs->accept_ranges = strcasecmp(value, "bytes") == 0;
+	}
+#undef IS
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct transfer *t = userdata;
+
+	parse_header(t->rs, buf, size * nitems);
+	return size * nitems;
+}
+
+static bool is_success(long status)
+{
+	return status == 200 || status == 206;
+}
+
+static int respond(struct transfer *t)
+{
+	struct http_response *rs = t->rs;
+
+	t->responded = true;
+	if (rs->status == 200)
+		rs->total = rs->length;
+	return t->sink->on_response ? t->sink->on_response(t->sink->ctx, rs) : 0;
+}
+
+static size_t on_body(char *buf, size_t size, size_t nmemb, void *userdata)
+{
+	struct transfer *t = userdata;
+	size_t n = size * nmemb;
+	int rc;
+
+	if (!is_success(t->rs->status))
+		return n; /* an error page: not ours to keep */
+	if (t->rq->cancelled && t->rq->cancelled(t->rq->cancel_ctx)) {
+		t->cancelled = true;
+		return CURL_WRITEFUNC_ERROR;
+	}
+	if (!t->responded && (rc = respond(t))) {
+		t->sink_err = rc;
+		return CURL_WRITEFUNC_ERROR;
+	}
+	if ((rc = t->sink->on_body(t->sink->ctx, buf, n))) {
+		t->sink_err = rc;
+		return CURL_WRITEFUNC_ERROR;
+	}
+	return n;
+}
+
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	struct transfer *t = userdata;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (t->rq->cancelled && t->rq->cancelled(t->rq->cancel_ctx)) {
+		t->cancelled = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int add_header(struct curl_slist **list, const char *name, const char *value)
+{
+	char line[512];
+	struct curl_slist *l;
+
+	snprintf(line, sizeof(line), "%s: %s", name, value);
+	l = curl_slist_append(*list, line);
+	if (!l)
+		return -ENOMEM;
+	*list = l;
+	return 0;
+}
+
+static int build_headers(const struct http_request *rq, struct curl_slist **list)
+{
+	char range[64];
+	int rc = 0;
+
+	if (rq->if_none_match && *rq->if_none_match)
+		rc = add_header(list, "If-None-Match", rq->if_none_match);
+	if (!rc && rq->if_modified_since && *rq->if_modified_since)
+		rc = add_header(list, "If-Modified-Since", rq->if_modified_since);
+	if (!rc && rq->range_from > 0) {
+		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", rq->range_from);
+		rc = add_header(list, "Range", range);
+		if (!rc && rq->if_range && *rq->if_range)
+			rc = add_header(list, "If-Range", rq->if_range);
+	}
+	return rc;
+}
+
+static int setup(struct transfer *t, struct curl_slist *headers, char *errbuf)
+{
+	const struct http_request *rq = t->rq;
+	CURL *c = t->curl;
+	long stall = rq->stall_seconds > 0 ? rq->stall_seconds : 60;
+
+	if (curl_easy_setopt(c, CURLOPT_URL, rq->url) != CURLE_OK)
+		return -EPROTO;
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)CONNECT_TIMEOUT_S);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, stall);
+	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)BUFFER_BYTES);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "imdbfs/" IMDBFS_VERSION);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, t);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	if (rq->cafile && curl_easy_setopt(c, CURLOPT_CAINFO, rq->cafile) != CURLE_OK)
+		return -EPROTO;
+	return 0;
+}
+
+static int classify_status(long status, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "HTTP %ld", status);
+	if (status == 404 || status == 410)
+		return -ENOENT;
+	if (status == 401 || status == 403)
+		return -EACCES;
+	if (status >= 500 || status == 429 || status == 408)
+		return -EAGAIN;
+	return -EPROTO;
+}
+
+static int classify_curl(CURLcode cc, const char *detail, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "%s", *detail ? detail : curl_easy_strerror(cc));
+	switch (cc) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+		return -EACCES;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_TOO_MANY_REDIRECTS:
+		return -EPROTO;
+	default:
+		return -EAGAIN;
+	}
+}
+
+static int finish(struct transfer *t, CURLcode cc, const char *detail, char *err, size_t errlen)
+{
+	struct http_response *rs = t->rs;
+
+	if (t->cancelled) {
+		snprintf(err, errlen, "cancelled");
+		return -ECANCELED;
+	}
+	if (t->sink_err)
+		return t->sink_err;
+	if (cc != CURLE_OK)
+		return classify_curl(cc, detail, err, errlen);
+	if (rs->status == 304)
+		return 0;
+	if (!is_success(rs->status))
+		return classify_status(rs->status, err, errlen);
+	if (!t->responded && (t->sink_err = respond(t)))
+		return t->sink_err;
+	return 0;
+}
+
+int http_get(const struct http_request *rq, struct http_response *rs, const struct http_sink *sink,
+	     char *err, size_t errlen)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	struct curl_slist *headers = NULL;
+	struct transfer t = {.rq = rq, .rs = rs, .sink = sink};
+	CURLcode cc;
+	int rc;
+
+	reset_response(rs, 0);
+	snprintf(err, errlen, "ok");
+	t.curl = curl_easy_init();
+	if (!t.curl) {
+		snprintf(err, errlen, "cannot start a transfer");
+		return -ENOMEM;
+	}
+	if ((rc = build_headers(rq, &headers)) || (rc = setup(&t, headers, errbuf))) {
+		snprintf(err, errlen, "cannot set up the request");
+		goto out;
+	}
+	cc = curl_easy_perform(t.curl);
+	rc = finish(&t, cc, errbuf, err, errlen);
+out:
+	curl_slist_free_all(headers);
+	curl_easy_cleanup(t.curl);
+	return rc;
+}

@@ -1,0 +1,132 @@
+/*
+ * main.c - start-up and teardown: subcommands, options, the cache, then the
+ * mount. Everything that can be wrong with the configuration is reported
+ * here, in one line, before anything is mounted.
+ */
+#define FUSE_USE_VERSION 35
+#include <fuse.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "clock.h"
+#include "config.h"
+#include "control.h"
+#include "dataset.h"
+#include "fs.h"
+#include "http.h"
+#include "log.h"
+#include "store.h"
+#include "version.h"
+
+static const char usage[] =
+    "usage: imdbfs [options] MOUNTPOINT\n"
+    "       imdbfs status MOUNTPOINT [--watch]\n"
+    "       imdbfs wait MOUNTPOINT [--timeout SECONDS]\n"
+    "       imdbfs --help | --version\n"
+    "\n"
+    "Mounts the IMDb non-commercial datasets as files: NAME.tsv.gz as served by\n"
+    "the origin and NAME.tsv decompressed, fetched on demand into a local cache.\n"
+    "Unmount with: fusermount3 -u MOUNTPOINT\n"
+    "\n"
+    "options (-o key=value[,key=value...]; each has an environment variable):\n"
+    "    -o origin=URL          IMDBFS_ORIGIN       (https://datasets.imdbws.com/)\n"
+    "    -o cache_dir=DIR       IMDBFS_CACHE_DIR, DOWNLOAD_DIR\n"
+    "                           ($XDG_CACHE_HOME/imdbfs, else ~/.cache/imdbfs)\n"
+    "    -o storage=local|azure IMDBFS_STORAGE, USE_AZURE_BLOB=true  (local)\n"
+    "    -o container=NAME      AZURE_CONTAINER_NAME (imdb-datasets)\n"
+    "    -o concurrency=N       IMDBFS_CONCURRENCY  (7) downloads at once\n"
+    "    -o max_age=SECONDS     IMDBFS_MAX_AGE      (86400) revalidate older copies\n"
+    "    -o cafile=PATH         IMDBFS_CAFILE       (system CAs)\n"
+    "    -o log_level=LEVEL     LOG_LEVEL           (info) error|warn|info|debug\n"
+    "    -f                     stay in the foreground, log to stderr\n"
+    "    -d                     foreground with FUSE debug output\n"
+    "    -s                     single-threaded\n"
+    "    -o allow_other         let other users read the mount\n"
+    "\n"
+    "Command line beats environment beats default.\n";
+
+static const char *env_lookup(const char *name)
+{
+	return getenv(name);
+}
+
+static bool wants(int argc, char *argv[], const char *a, const char *b)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], a) == 0 || strcmp(argv[i], b) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int mount_and_serve(struct fuse_args *args, struct config *cfg)
+{
+	struct store *store = NULL;
+	char err[512];
+	int rc;
+
+	if (cfg->storage == STORAGE_AZURE) {
+		fprintf(stderr, "imdbfs: storage=azure is not available in this version; "
+				"use storage=local\n");
+		return 1;
+	}
+	if (http_global_init()) {
+		fprintf(stderr, "imdbfs: cannot initialise libcurl\n");
+		return 1;
+	}
+	if (store_local_open(cfg->cache_dir, &store, err, sizeof(err))) {
+		fprintf(stderr, "imdbfs: %s\n", err);
+		rc = 1;
+		goto out;
+	}
+	log_init(cfg->log_level, !cfg->foreground);
+	if ((rc = datasets_init(cfg, store))) {
+		fprintf(stderr, "imdbfs: cannot initialise: %s\n", strerror(-rc));
+		rc = 1;
+		goto out;
+	}
+	control_init(cfg, store, clock_wall());
+	rc = fs_main(args, cfg);
+out:
+	if (store)
+		store->ops->destroy(store);
+	http_global_cleanup();
+	return rc;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct config cfg;
+	char err[512];
+	int rc;
+
+	if (argc >= 2 && strcmp(argv[1], "status") == 0)
+		return cli_status(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "wait") == 0)
+		return cli_wait(argc - 1, argv + 1);
+	if (wants(argc, argv, "--help", "-h")) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (wants(argc, argv, "--version", "-V")) {
+		printf("imdbfs %s (libfuse %d)\n", IMDBFS_VERSION, fuse_version());
+		return 0;
+	}
+	if (config_load(&cfg, &args, env_lookup, err, sizeof(err))) {
+		fprintf(stderr, "imdbfs: %s\n", err);
+		fuse_opt_free_args(&args);
+		return 1;
+	}
+	if (fuse_opt_insert_arg(&args, 1, "-ofsname=imdbfs,subtype=imdbfs")) {
+		fprintf(stderr, "imdbfs: out of memory\n");
+		rc = 1;
+	} else {
+		rc = mount_and_serve(&args, &cfg);
+	}
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+	return rc;
+}

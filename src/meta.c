@@ -1,0 +1,101 @@
+/* meta.c - see meta.h */
+#include "meta.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+
+char *meta_to_json(const struct meta *m)
+{
+	cJSON *o = cJSON_CreateObject();
+	char stamp[32];
+	char *text = NULL;
+	char *line;
+	size_t n;
+
+	if (!o)
+		return NULL;
+	clock_iso8601(m->fetched_at, stamp, sizeof(stamp));
+	if (!cJSON_AddStringToObject(o, "url", m->url) ||
+	    !cJSON_AddStringToObject(o, "etag", m->etag) ||
+	    !cJSON_AddStringToObject(o, "last_modified", m->last_modified) ||
+	    !cJSON_AddNumberToObject(o, "mtime", (double)m->mtime) ||
+	    !cJSON_AddNumberToObject(o, "size", (double)m->size) ||
+	    !cJSON_AddNumberToObject(o, "tsv_size", (double)m->tsv_size) ||
+	    !cJSON_AddNumberToObject(o, "fetched_at_epoch", m->fetched_at) ||
+	    !cJSON_AddStringToObject(o, "fetched_at", stamp))
+		goto out;
+	text = cJSON_Print(o);
+out:
+	cJSON_Delete(o);
+	if (!text)
+		return NULL;
+	n = strlen(text);
+	line = realloc(text, n + 2);
+	if (!line) {
+		free(text);
+		return NULL;
+	}
+	memcpy(line + n, "\n", 2);
+	return line;
+}
+
+static int get_string(const cJSON *o, const char *key, char *dst, size_t cap)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap)
+		return -EINVAL;
+	strcpy(dst, v->valuestring);
+	return 0;
+}
+
+/* Integral numbers only: sizes and times must survive the round trip exactly. */
+static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t *dst)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	double d;
+
+	if (!cJSON_IsNumber(v))
+		return -EINVAL;
+	d = v->valuedouble;
+	if (d != floor(d) || d < (double)lo || d > 9.0e15)
+		return -EINVAL;
+	*dst = (int64_t)d;
+	return 0;
+}
+
+int meta_from_json(const char *text, struct meta *m)
+{
+	cJSON *o = cJSON_Parse(text);
+	const cJSON *at;
+	int rc = -EINVAL;
+
+	memset(m, 0, sizeof(*m));
+	if (!cJSON_IsObject(o))
+		goto out;
+	at = cJSON_GetObjectItemCaseSensitive(o, "fetched_at_epoch");
+	if (get_string(o, "url", m->url, sizeof(m->url)) ||
+	    get_string(o, "etag", m->etag, sizeof(m->etag)) ||
+	    get_string(o, "last_modified", m->last_modified, sizeof(m->last_modified)) ||
+	    get_int(o, "mtime", 0, &m->mtime) || get_int(o, "size", 0, &m->size) ||
+	    get_int(o, "tsv_size", -1, &m->tsv_size) || !cJSON_IsNumber(at))
+		goto out;
+	m->fetched_at = at->valuedouble;
+	rc = 0;
+out:
+	cJSON_Delete(o);
+	return rc;
+}
+
+int meta_same_version(const struct meta *a, const struct meta *b)
+{
+	if (a->etag[0] && b->etag[0])
+		return strcmp(a->etag, b->etag) == 0;
+	return a->last_modified[0] && strcmp(a->last_modified, b->last_modified) == 0;
+}

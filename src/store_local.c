@@ -1,0 +1,323 @@
+/*
+ * store_local.c - the cache on local disk.
+ *
+ * Layout of the cache directory:
+ *   NAME             committed copy (title.basics.tsv.gz, title.basics.tsv)
+ *   NAME.meta        its metadata, JSON (see meta.h)
+ *   .partial/NAME    the temporary being written; never served after a restart
+ *
+ * Commit order: fsync the temporary, rename it over NAME, then write
+ * NAME.meta through a temporary and rename. A crash between the renames
+ * leaves a complete new copy with the old metadata: lookup() sees the size
+ * disagree and drops both, so a copy is served only with its own metadata.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define PARTIAL_DIR   ".partial"
+#define META_MAX_SIZE (64 * 1024)
+
+struct store_local {
+	struct store base;
+	char *dir;
+	int dirfd;     /* the cache directory */
+	int partialfd; /* its .partial subdirectory */
+};
+
+static struct store_local *local(struct store *st)
+{
+	return (struct store_local *)st;
+}
+
+static void meta_name(const char *file, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s.meta", file);
+}
+
+static int read_small_file(int dirfd, const char *name, char **out)
+{
+	char *buf = NULL;
+	struct stat sb;
+	ssize_t n;
+	int fd, rc;
+
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (sb.st_size > META_MAX_SIZE) {
+		rc = -EFBIG;
+		goto out;
+	}
+	buf = malloc((size_t)sb.st_size + 1);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	n = pread(fd, buf, (size_t)sb.st_size, 0);
+	if (n < 0) {
+		rc = -errno;
+		goto out;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	buf = NULL;
+	rc = 0;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+static void drop(struct store_local *sl, const char *file, const char *why)
+{
+	char mname[NAME_MAX + 1];
+
+	meta_name(file, mname, sizeof(mname));
+	log_warn("cache: dropping %s/%s: %s", sl->dir, file, why);
+	unlinkat(sl->dirfd, file, 0);
+	unlinkat(sl->dirfd, mname, 0);
+}
+
+static int local_lookup(struct store *st, const char *file, struct meta *m)
+{
+	struct store_local *sl = local(st);
+	char mname[NAME_MAX + 1];
+	char *text = NULL;
+	struct stat sb;
+	int rc, have_file;
+
+	meta_name(file, mname, sizeof(mname));
+	have_file = fstatat(sl->dirfd, file, &sb, 0) == 0;
+	rc = read_small_file(sl->dirfd, mname, &text);
+	if (rc == -ENOENT && !have_file)
+		return -ENOENT;
+	if (rc) {
+		drop(sl, file, "no readable metadata");
+		return -ENOENT;
+	}
+	rc = meta_from_json(text, m);
+	free(text);
+	if (rc) {
+		drop(sl, file, "malformed metadata");
+		return -ENOENT;
+	}
+	if (!have_file || !S_ISREG(sb.st_mode) || sb.st_size != m->size) {
+		drop(sl, file, "metadata does not match the file");
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static int local_open(struct store *st, const char *file, int *fd)
+{
+	*fd = openat(local(st)->dirfd, file, O_RDONLY | O_CLOEXEC);
+	return *fd < 0 ? -errno : 0;
+}
+
+static int local_create_temp(struct store *st, const char *file, int *fd)
+{
+	/* A fresh inode: readers of an earlier temporary keep their bytes. */
+	if (unlinkat(local(st)->partialfd, file, 0) < 0 && errno != ENOENT)
+		return -errno;
+	*fd = openat(local(st)->partialfd, file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	return *fd < 0 ? -errno : 0;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int write_meta(struct store_local *sl, const char *file, const struct meta *m)
+{
+	char mname[NAME_MAX + 1], tmp[NAME_MAX + 1];
+	char *text = meta_to_json(m);
+	int fd, rc;
+
+	if (!text)
+		return -ENOMEM;
+	meta_name(file, mname, sizeof(mname));
+	snprintf(tmp, sizeof(tmp), "%s.meta", file);
+	fd = openat(sl->partialfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = write_all(fd, text, strlen(text));
+	if (!rc && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && !rc)
+		rc = -errno;
+	if (!rc && renameat(sl->partialfd, tmp, sl->dirfd, mname) < 0)
+		rc = -errno;
+	if (rc)
+		unlinkat(sl->partialfd, tmp, 0);
+out:
+	free(text);
+	return rc;
+}
+
+static int local_commit(struct store *st, const char *file, int fd, const struct meta *m)
+{
+	struct store_local *sl = local(st);
+	int rc;
+
+	if (fsync(fd) < 0)
+		return -errno;
+	if (renameat(sl->partialfd, file, sl->dirfd, file) < 0)
+		return -errno;
+	rc = write_meta(sl, file, m);
+	if (rc) {
+		drop(sl, file, "cannot write its metadata");
+		return rc;
+	}
+	if (fsync(sl->dirfd) < 0)
+		return -errno;
+	return 0;
+}
+
+static void local_discard_temp(struct store *st, const char *file)
+{
+	unlinkat(local(st)->partialfd, file, 0);
+}
+
+static int local_evict(struct store *st, const char *file)
+{
+	struct store_local *sl = local(st);
+	char mname[NAME_MAX + 1];
+	int had_file, had_meta;
+
+	meta_name(file, mname, sizeof(mname));
+	/* The metadata goes first: a crash in between leaves an orphan, never a lie. */
+	had_meta = unlinkat(sl->dirfd, mname, 0) == 0;
+	had_file = unlinkat(sl->dirfd, file, 0) == 0;
+	return had_file || had_meta ? 0 : -ENOENT;
+}
+
+static const char *local_location(const struct store *st)
+{
+	return ((const struct store_local *)st)->dir;
+}
+
+static void local_destroy(struct store *st)
+{
+	struct store_local *sl = local(st);
+
+	if (sl->partialfd >= 0)
+		close(sl->partialfd);
+	if (sl->dirfd >= 0)
+		close(sl->dirfd);
+	free(sl->dir);
+	free(sl);
+}
+
+static const struct store_ops local_ops = {
+    .lookup = local_lookup,
+    .open = local_open,
+    .create_temp = local_create_temp,
+    .commit = local_commit,
+    .discard_temp = local_discard_temp,
+    .evict = local_evict,
+    .location = local_location,
+    .destroy = local_destroy,
+};
+
+/* Temporaries of an earlier run cannot be trusted to be whole: remove them. */
+static void clear_partial(struct store_local *sl)
+{
+	int fd = dup(sl->partialfd);
+	struct dirent *de;
+	DIR *d;
+
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		log_info("cache: removing leftover temporary %s/%s/%s", sl->dir, PARTIAL_DIR,
+			 de->d_name);
+		unlinkat(sl->partialfd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
+static int make_dirs(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int store_local_open(const char *dir, struct store **out, char *err, size_t errlen)
+{
+	struct store_local *sl;
+	int rc;
+
+	if ((rc = make_dirs(dir))) {
+		snprintf(err, errlen, "cache_dir %s: %s", dir, strerror(-rc));
+		return rc;
+	}
+	sl = calloc(1, sizeof(*sl));
+	if (!sl || !(sl->dir = strdup(dir))) {
+		free(sl);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	sl->base.ops = &local_ops;
+	sl->partialfd = -1;
+	sl->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sl->dirfd < 0 || faccessat(sl->dirfd, ".", W_OK | X_OK, AT_EACCESS) < 0 ||
+	    (mkdirat(sl->dirfd, PARTIAL_DIR, 0700) < 0 && errno != EEXIST) ||
+	    (sl->partialfd = openat(sl->dirfd, PARTIAL_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) <
+		0) {
+		rc = -errno;
+		snprintf(err, errlen, "cache_dir %s: %s", dir, strerror(errno));
+		local_destroy(&sl->base);
+		return rc;
+	}
+	clear_partial(sl);
+	*out = &sl->base;
+	return 0;
+}
