@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages imdbfs needs to build, test and benchmark.
+# Idempotent and silent when everything is already present.
+set -euo pipefail
+
+packages=(
+	gcc make pkg-config
+	libfuse3-dev fuse3
+	libcurl4-openssl-dev zlib1g-dev libssl-dev libcjson-dev
+	libcmocka-dev
+	nginx-light curl gzip
+	python3 python3-pytest
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+	[[ $status == ii* ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "install-deps: missing packages: ${missing[*]}" >&2
+	echo "install-deps: run as root, or: sudo apt-get install ${missing[*]}" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# A package's post-install may start a system nginx; the tests run their own.
+if command -v service >/dev/null && service nginx status >/dev/null 2>&1; then
+	service nginx stop >/dev/null 2>&1 || true
+fi
