@@ -120,7 +120,11 @@ int main(int argc, char *argv[])
 		fuse_opt_free_args(&args);
 		return 1;
 	}
-	if (fuse_opt_insert_arg(&args, 1, "-ofsname=imdbfs,subtype=imdbfs")) {
+	/*
+	 * libfuse 3.14 complains about its own default max_idle_threads; the
+	 * value it meant to use is set explicitly (the user's -o still wins).
+	 */
+	if (fuse_opt_insert_arg(&args, 1, "-ofsname=imdbfs,subtype=imdbfs,max_idle_threads=10")) {
 		fprintf(stderr, "imdbfs: out of memory\n");
 		rc = 1;
 	} else {
