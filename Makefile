@@ -7,9 +7,9 @@ PKGS      := fuse3 libcurl zlib libcjson
 WARN      := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wshadow \
              -Wformat=2 -Wno-format-nonliteral
 CFLAGS    ?= -O2 -g
-CFLAGS    += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Iinclude \
+ALL_CFLAGS = $(CFLAGS) -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Iinclude \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
 SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRCS      := $(wildcard src/*.c)
@@ -26,13 +26,13 @@ MOUNT     ?= $(HOME)/imdb
 all: $(BUILD)/imdbfs
 
 $(BUILD)/imdbfs: $(OBJS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/unit-tests: $(UNIT_SRCS) $(LIB_OBJS) | $(BUILD)
-	$(CC) $(CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(BUILD):
 	mkdir -p $@
