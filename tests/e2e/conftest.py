@@ -10,8 +10,9 @@ Fixtures
                   scale 1; title.akas (MULTI_MEMBER) is written as 3 gzip members. `.path` is
                   the dir, `.rows[dataset]` the rows written (without the header). Read-only:
                   tests that change origin files use `private_data`.
-  big_data        (session) SampleData with only a title.principals.tsv.gz of ~10 MB of gzip,
-                  for streaming tests behind the rate-limited locations.
+  big_data        (session) SampleData like sample_data (one member each) but with a
+                  title.principals.tsv.gz of ~10 MB, for tests behind the rate-limited locations
+                  (/slow/ sends it in ~4 s).
   private_data    a per-test copy of sample_data that the test may modify (new versions ...).
   origin_factory  origin_factory(data_dir) -> util.Origin: a fresh nginx on a free loopback
                   port serving data_dir at `/`, `/slow/` (2 MB/s), `/slow200k/` (200 KB/s) and
@@ -83,15 +84,18 @@ def pytest_runtest_call(item):
     marker = item.get_closest_marker("timeout_s")
     seconds = int(marker.args[0]) if marker else DEFAULT_TIMEOUT_S
     done = threading.Event()
+    message = ("test did not finish within %d s (per-test limit; @pytest.mark.timeout_s(N) "
+               "changes it)" % seconds)
 
     def on_alarm(signum, frame):
-        raise _Timeout("test did not finish within %d s (per-test limit; "
-                       "@pytest.mark.timeout_s(N) changes it)" % seconds)
+        item._e2e_timeout = message
+        raise _Timeout(message)
 
     def watchdog():
         # Non-fatal signals do not interrupt a process waiting on a FUSE reply:
         # if the alarm has not ended the test, kill the daemons so requests fail.
         if not done.wait(seconds + 5):
+            item._e2e_timeout = message + "; its imdbfs daemons were killed"
             for m in list(util.LIVE_MOUNTS):
                 m.kill()
 
@@ -105,6 +109,17 @@ def pytest_runtest_call(item):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
         done.set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A timed-out test fails even if the alarm's exception got lost on the way up."""
+    outcome = yield
+    report = outcome.get_result()
+    timeout = getattr(item, "_e2e_timeout", None)
+    if call.when == "call" and timeout and report.outcome != "failed":
+        report.outcome = "failed"
+        report.longrepr = timeout
 
 
 # ----------------------------------------------------------------- data
@@ -134,7 +149,8 @@ def sample_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def big_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("origin-big")
-    rows = util.gen_sample_data(d, "--scale", "75", "--only", "title.principals")
+    rows = util.gen_sample_data(d, "--scale", "1")
+    rows.update(util.gen_sample_data(d, "--scale", "75", "--only", "title.principals"))
     size = os.path.getsize(d / "title.principals.tsv.gz")
     assert size > 8 << 20, "big_data title.principals.tsv.gz is only %d bytes" % size
     return SampleData(d, rows)

@@ -342,9 +342,10 @@ class Mount:
         if self.returncode is not None:
             return self.returncode
         try:
-            if os.path.ismount(self.path) or self.proc.poll() is None:
-                subprocess.run(["fusermount3", "-u", "-z", str(self.path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+            # Also when the daemon died: its mount is then still in the table
+            # (ENOTCONN), and os.path.ismount() says False.
+            if in_mount_table(self.path) or self.proc.poll() is None:
+                lazy_unmount(self.path)
             try:
                 self.proc.wait(10)
                 self.killed = False
@@ -379,6 +380,21 @@ class Mount:
         return problems
 
 
+def in_mount_table(path):
+    want = {str(path), os.path.realpath(path)}
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            mnt = line.split()[1].encode().decode("unicode_escape")  # octal escapes such as \040
+            if mnt in want:
+                return True
+    return False
+
+
+def lazy_unmount(path):
+    subprocess.run(["fusermount3", "-u", "-z", str(path)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+
+
 def tail(text, lines=60):
     return "\n".join(text.splitlines()[-lines:])
 
@@ -408,15 +424,14 @@ def mount_expecting_failure(mountpoint, opts, env=None, timeout=10):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+        lazy_unmount(mountpoint)
         proc.kill()
         out, err = proc.communicate()
         raise AssertionError("imdbfs -o %s was still running after %d s (mounted: it should have "
                              "refused); output:\n%s%s" % (opts, timeout, out, err))
-    mounted = os.path.ismount(mountpoint)
+    mounted = in_mount_table(mountpoint)
     if mounted:
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], timeout=10)
+        lazy_unmount(mountpoint)
     assert not mounted, "imdbfs -o %s left %s mounted" % (opts, mountpoint)
     return proc.returncode, err
 
@@ -433,3 +448,28 @@ def interrupt_after(proc, delay, sig=signal.SIGINT):
         proc.wait(10)
         return float("inf")
     return time.monotonic() - t0
+
+
+# ----------------------------------------------------------------- expectations
+
+MIB = 1024 * 1024
+
+
+def nginx_send_time(size, rate):
+    """Least time nginx's limit_rate needs to send size bytes: it allows rate * (t + 1) by time t."""
+    return max(0.0, size / rate - 1)
+
+
+def origin_gz(data, dataset):
+    """The bytes the origin serves for dataset (a name like title.basics)."""
+    return read_bytes(Path(data) / (dataset + ".tsv.gz"))
+
+
+def origin_tsv(data, dataset):
+    """What the mount's NAME.tsv must hold: the decompression of the origin's file."""
+    return zcat_bytes(Path(data) / (dataset + ".tsv.gz"))
+
+
+def strip_etag(etag):
+    """ETag without quotes or weak marker, to compare forms that may differ in quoting."""
+    return etag[2:].strip('"') if etag.startswith("W/") else etag.strip('"')

@@ -1,0 +1,221 @@
+"""The local cache: layout, eviction with rm, remounts, revalidation, new origin versions."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from util import (DATASETS, DATA_NAMES, GEN_SAMPLE_DATA, origin_gz, origin_tsv, read_bytes,
+                  read_json, run, strip_etag, wait_for)
+
+META_FIELDS = {"url", "etag", "last_modified", "size", "fetched_at"}
+
+
+def full_process(m):
+    m.command("full-process", "all")
+    assert m.wait_job() == 0, m.control("full-process")
+
+
+def test_cache_layout(origin, mount, sample_data):
+    m = mount(origin.url())
+    full_process(m)
+    for d in DATASETS:
+        gz = m.cache_dir / (d + ".tsv.gz")
+        assert read_bytes(gz) == origin_gz(sample_data, d)
+        meta = read_json(m.cache_dir / (d + ".tsv.gz.meta"))
+        assert META_FIELDS <= set(meta), meta
+        assert meta["url"] == origin.url() + d + ".tsv.gz"
+        assert meta["size"] == os.path.getsize(gz)
+        assert strip_etag(meta["etag"]) == strip_etag(origin.gets(d + ".tsv.gz")[0]["etag"])
+        assert meta["last_modified"]
+        assert read_bytes(m.cache_dir / (d + ".tsv")) == origin_tsv(sample_data, d)
+        assert (m.cache_dir / (d + ".tsv.meta")).is_file()
+        read_json(m.cache_dir / (d + ".tsv.meta"))
+    data_names = {n for n in os.listdir(m.cache_dir) if not n.startswith(".")}
+    assert data_names == set(DATA_NAMES) | {n + ".meta" for n in DATA_NAMES}
+    partial = m.cache_dir / ".partial"
+    assert not partial.exists() or os.listdir(partial) == [], os.listdir(partial)
+
+
+@pytest.mark.timeout_s(90)
+def test_download_in_progress_lives_under_partial(origin_factory, mount, big_data):
+    origin = origin_factory(big_data.path)
+    m = mount(origin.url("/slow/"))
+    name = "title.principals.tsv.gz"
+    reader = subprocess.Popen(["cat", str(m / name)], stdout=subprocess.PIPE)
+    out = []
+    t = threading.Thread(target=lambda: out.append(reader.stdout.read()))
+    t.start()
+    try:
+        wait_for(lambda: (m.cache_dir / ".partial").is_dir() and os.listdir(m.cache_dir / ".partial"),
+                 10, "a file under CACHE/.partial/ while downloading")
+        assert reader.poll() is None, "download finished too soon for this test"
+        assert not (m.cache_dir / name).exists(), "in-progress download under its final name"
+        assert not (m.cache_dir / (name + ".meta")).exists()
+    finally:
+        t.join(60)
+        reader.wait(10)
+    assert reader.returncode == 0
+    assert out[0] == origin_gz(big_data, "title.principals")
+    wait_for(lambda: (m.cache_dir / name).exists(), 10, "the committed cache file")
+    assert read_bytes(m.cache_dir / name) == out[0]
+
+
+def test_rm_gz_evicts_and_refetches(origin, mount, sample_data):
+    m = mount(origin.url())
+    d = "title.ratings"
+    assert read_bytes(m / (d + ".tsv")) == origin_tsv(sample_data, d)
+    assert (m.cache_dir / (d + ".tsv.gz")).exists()
+    os.unlink(m / (d + ".tsv.gz"))
+    assert sorted(os.listdir(m.path)) == sorted(DATA_NAMES + [".control"])
+    assert not (m.cache_dir / (d + ".tsv.gz")).exists()
+    assert not (m.cache_dir / (d + ".tsv.gz.meta")).exists()
+    assert not (m.cache_dir / (d + ".tsv")).exists(), "rm of .gz must evict the .tsv too"
+    assert [f["name"] for f in m.control("files")["files"]] == []
+    assert m.control("status")["datasets"][d]["state"] == "absent"
+    mark = origin.mark()
+    assert read_bytes(m / (d + ".tsv.gz")) == origin_gz(sample_data, d)
+    assert len(origin.gets(d + ".tsv.gz", since=mark)) == 1
+
+
+def test_rm_with_shell(origin, mount, sample_data):
+    m = mount(origin.url())
+    read_bytes(m / "title.crew.tsv.gz")
+    run(["rm", "-f", m / "title.crew.tsv.gz"], check=True)
+    assert not (m.cache_dir / "title.crew.tsv.gz").exists()
+    assert "title.crew.tsv.gz" in os.listdir(m.path)
+
+
+def test_rm_tsv_evicts_only_the_decompressed_copy(origin, mount, sample_data):
+    m = mount(origin.url())
+    d = "title.episode"
+    m.command("full-process", d)
+    assert m.wait_job() == 0
+    assert (m.cache_dir / (d + ".tsv")).exists()
+    os.unlink(m / (d + ".tsv"))
+    assert not (m.cache_dir / (d + ".tsv")).exists()
+    assert read_bytes(m.cache_dir / (d + ".tsv.gz")) == origin_gz(sample_data, d)
+    names = sorted(f["name"] for f in m.control("files")["files"])
+    assert names == [d + ".tsv.gz"]
+    assert m.control("status")["datasets"][d]["state"] == "cached"
+    mark = origin.mark()
+    assert read_bytes(m / (d + ".tsv")) == origin_tsv(sample_data, d)
+    origin.settle(quiet=0.1)
+    assert origin.requests(mark) == [], "the .gz was cached: no request needed"
+
+
+def test_open_handle_keeps_reading_after_rm(origin, mount, sample_data):
+    m = mount(origin.url())
+    d = "title.principals"
+    want = origin_tsv(sample_data, d)
+    with open(m / (d + ".tsv"), "rb", buffering=0) as f:
+        head = f.read(1000)
+        os.unlink(m / (d + ".tsv.gz"))
+        rest = b""
+        while True:
+            b = f.read(65536)
+            if not b:
+                break
+            rest += b
+    assert head + rest == want
+
+
+def test_tsv_of_a_cached_gz_needs_no_request(origin, mount, sample_data):
+    m = mount(origin.url())
+    read_bytes(m / "title.crew.tsv.gz")
+    origin.settle(quiet=0.1)
+    mark = origin.mark()
+    assert read_bytes(m / "title.crew.tsv") == origin_tsv(sample_data, "title.crew")
+    assert origin.requests(mark) == []
+
+
+def test_remount_serves_everything_without_requests(origin, mount, sample_data, tmp_path):
+    cache = tmp_path / "shared-cache"
+    m = mount(origin.url(), cache_dir=cache)
+    full_process(m)
+    m.unmount()
+    origin.settle(quiet=0.1)
+    mark = origin.mark()
+    m2 = mount(origin.url(), cache_dir=cache)
+    for d in DATASETS:
+        assert read_bytes(m2 / (d + ".tsv.gz")) == origin_gz(sample_data, d), d
+        assert read_bytes(m2 / (d + ".tsv")) == origin_tsv(sample_data, d), d
+        st = m2.control("status")["datasets"][d]
+        assert st["state"] == "extracted", (d, st)
+    origin.settle(quiet=0.2)
+    assert origin.requests(mark) == [], "a remount with a fresh cache must not touch the origin"
+    assert len(m2.control("files")["files"]) == 14
+
+
+def test_remount_with_only_gz_cached(origin, mount, sample_data, tmp_path):
+    cache = tmp_path / "shared-cache"
+    m = mount(origin.url(), cache_dir=cache)
+    m.command("download", "all")
+    assert m.wait_job() == 0
+    m.unmount()
+    mark = origin.mark()
+    m2 = mount(origin.url(), cache_dir=cache)
+    for d in DATASETS:
+        assert read_bytes(m2 / (d + ".tsv")) == origin_tsv(sample_data, d), d
+    origin.settle(quiet=0.2)
+    assert origin.requests(mark) == []
+
+
+def test_stale_copy_is_revalidated_with_a_conditional_request(origin, mount, sample_data):
+    m = mount(origin.url(), extra_opts=("max_age=0",))
+    d = "title.ratings"
+    assert read_bytes(m / (d + ".tsv.gz")) == origin_gz(sample_data, d)
+    origin.settle(quiet=0.1)
+    mark = origin.mark()
+    time.sleep(1.1)
+    assert read_bytes(m / (d + ".tsv.gz")) == origin_gz(sample_data, d)
+    entries = wait_for(lambda: origin.requests(mark), 5, "a revalidation request")
+    for e in entries:
+        assert e["status"] == 304, e
+        assert e["if_none_match"] or e["if_modified_since"], e
+
+
+def new_origin_version(data_dir, dataset):
+    """Replace dataset in data_dir with another version; returns its bytes."""
+    path = data_dir / (dataset + ".tsv.gz")
+    old = read_bytes(path)
+    old_mtime = os.stat(path).st_mtime
+    run([sys.executable, GEN_SAMPLE_DATA, "--version", "2", "--only", dataset, data_dir], check=True)
+    os.utime(path, (old_mtime + 3600, old_mtime + 3600))
+    new = read_bytes(path)
+    assert new != old
+    return new
+
+
+def test_forced_download_gets_a_new_origin_version(origin_factory, mount, private_data):
+    origin = origin_factory(private_data.path)
+    m = mount(origin.url())
+    d = "title.ratings"
+    assert read_bytes(m / (d + ".tsv")) == origin_tsv(private_data, d)
+    new = new_origin_version(private_data.path, d)
+    m.command("download", d + " force")
+    assert m.wait_job() == 0
+    r = m.control("download")
+    assert r["downloaded_files"] == [d + ".tsv.gz"]
+    assert read_bytes(m / (d + ".tsv.gz")) == new
+    assert read_bytes(m / (d + ".tsv")) == origin_tsv(private_data, d)
+    assert os.stat(m / (d + ".tsv.gz")).st_size == len(new)
+
+
+def test_download_without_force_sees_a_new_version(origin_factory, mount, private_data):
+    origin = origin_factory(private_data.path)
+    m = mount(origin.url())
+    m.command("download", "all")
+    assert m.wait_job() == 0
+    d = "title.crew"
+    new = new_origin_version(private_data.path, d)
+    m.command("download", "all")
+    assert m.wait_job() == 0
+    r = m.control("download")
+    assert r["downloaded_files"] == [d + ".tsv.gz"]
+    assert sorted(r["unchanged_files"]) == sorted(n + ".tsv.gz" for n in DATASETS if n != d)
+    assert read_bytes(m / (d + ".tsv.gz")) == new
+    assert read_bytes(m / (d + ".tsv")) == origin_tsv(private_data, d)
