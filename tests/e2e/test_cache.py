@@ -195,9 +195,14 @@ def test_forced_download_gets_a_new_origin_version(origin_factory, mount, privat
     m = mount(origin.url())
     d = "title.ratings"
     assert read_bytes(m / (d + ".tsv")) == origin_tsv(private_data, d)
-    new = new_origin_version(private_data.path, d)
-    m.command("download", d + " force")
-    assert m.wait_job() == 0
+    old = read_bytes(m / (d + ".tsv.gz"))
+    with open(m / (d + ".tsv.gz"), "rb", buffering=0) as handle:
+        first = handle.read(100)
+        new = new_origin_version(private_data.path, d)
+        m.command("download", d + " force")
+        assert m.wait_job() == 0
+        rest = handle.read()
+    assert first + rest == old, "an open handle must keep reading the version it opened"
     r = m.control("download")
     assert r["downloaded_files"] == [d + ".tsv.gz"]
     assert read_bytes(m / (d + ".tsv.gz")) == new
@@ -219,3 +224,17 @@ def test_download_without_force_sees_a_new_version(origin_factory, mount, privat
     assert sorted(r["unchanged_files"]) == sorted(n + ".tsv.gz" for n in DATASETS if n != d)
     assert read_bytes(m / (d + ".tsv.gz")) == new
     assert read_bytes(m / (d + ".tsv")) == origin_tsv(private_data, d)
+
+
+def test_cached_copy_is_served_while_the_origin_is_down(origin, mount, sample_data):
+    m = mount(origin.url(), extra_opts=("max_age=0",), expected_errors=[r"."])
+    d = "title.ratings"
+    assert read_bytes(m / (d + ".tsv.gz")) == origin_gz(sample_data, d)
+    origin.stop()
+    time.sleep(1.1)
+    for _ in range(3):
+        assert read_bytes(m / (d + ".tsv.gz")) == origin_gz(sample_data, d)
+        assert read_bytes(m / (d + ".tsv")) == origin_tsv(sample_data, d)
+    wait_for(lambda: m.control("health")["status"] == "degraded", 15,
+             "health to say degraded while the origin is down")
+    assert m.control("status")["datasets"][d]["cached"] is True

@@ -163,6 +163,7 @@ def test_download_all_with_shell_echo(origin, mount, sample_data):
         assert strip_etag(st["etag"]) == strip_etag(origin.gets(d + ".tsv.gz")[0]["etag"])
         assert ISO8601.match(st["fetched_at"]), st["fetched_at"]
     job = s["job"]
+    assert "id" in job
     assert job["command"] == "download" and job["args"] == "all"
     assert job["state"] == "succeeded"
     assert ISO8601.match(job["started_at"]) and ISO8601.match(job["finished_at"])

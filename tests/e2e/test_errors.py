@@ -45,6 +45,37 @@ def test_download_of_missing_files_reports_404(origin, mount):
         assert len(origin.gets(name)) == 1, (name, origin.gets(name))
 
 
+def corrupt_trailer(path):
+    """Change the gzip CRC of the last member: same length, wrong content."""
+    data = bytearray(read_bytes(path))
+    data[-8] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate_trailer(path):
+    """Cut the last member's 8-byte trailer: the origin serves a consistent but short file."""
+    path.write_bytes(read_bytes(path)[:-8])
+
+
+@pytest.mark.parametrize("damage", [corrupt_trailer, truncate_trailer])
+def test_file_failing_verification_is_eio_and_not_cached(origin_factory, mount, private_data, damage):
+    d = "title.episode"
+    damage(private_data / (d + ".tsv.gz"))
+    origin = origin_factory(private_data.path)
+    m = mount(origin.url(), expected_errors=[r"."])
+    for name in (d + ".tsv.gz", d + ".tsv"):
+        with pytest.raises(OSError) as e:
+            read_bytes(m / name)
+        assert e.value.errno == errno.EIO, (name, e.value)
+    assert not (m.cache_dir / (d + ".tsv.gz")).exists(), "a file that failed verification was cached"
+    assert not (m.cache_dir / (d + ".tsv")).exists()
+    assert m.control("files")["files"] == []
+    m.command("download", d)
+    assert m.wait_job() == 1
+    [failed] = m.control("download")["failed_downloads"]
+    assert failed["file"] == d + ".tsv.gz" and failed["error"]
+
+
 def test_missing_file_does_not_leave_cache_files(origin, mount):
     m = mount(origin.url("/missing/"), expected_errors=[r"."])
     with pytest.raises(OSError):

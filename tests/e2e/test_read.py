@@ -68,6 +68,19 @@ def test_shell_tools(origin, mount, sample_data, tmp_path):
     assert p.stdout == want_tsv[-100:]
 
 
+@pytest.mark.parametrize("name", ["title.akas.tsv", "title.akas.tsv.gz"])
+def test_tools_on_a_cold_file(origin, mount, sample_data, tmp_path, name):
+    """Before caching, st_size may be 0 (unknown): tools must still get every byte."""
+    m = mount(origin.url())
+    want = read_bytes(sample_data / "title.akas.tsv.gz")
+    if name.endswith(".tsv"):
+        want = origin_tsv(sample_data, "title.akas")
+    run(["cp", m / name, tmp_path / "copy"], check=True)
+    assert read_bytes(tmp_path / "copy") == want
+    p = run(["wc", "-c", m / name], check=True, universal_newlines=True)
+    assert int(p.stdout.split()[0]) == len(want)
+
+
 def test_random_access_reads(origin, mount, sample_data):
     """pread at any offset of a cold file returns the right bytes (no sequential-only reads)."""
     m = mount(origin.url())
