@@ -1,0 +1,439 @@
+/*
+ * test_config.c - config_load: command line beats environment beats
+ * default, our options leave args and FUSE's stay, and every invalid value
+ * fails with -EINVAL and a message naming the option.
+ */
+#include <errno.h>
+#include <fuse_opt.h>
+#include <string.h>
+
+#include "config.h"
+#include "unit.h"
+
+struct env_var {
+	const char *name;
+	const char *value;
+};
+
+/* The environment the fake getenv() sees; a NULL-terminated table set by each test. */
+static const struct env_var *env_table;
+
+static const char *fake_env(const char *name)
+{
+	for (const struct env_var *e = env_table; e && e->name; e++) {
+		if (strcmp(e->name, name) == 0)
+			return e->value;
+	}
+	return NULL;
+}
+
+static const struct env_var home_only[] = {{"HOME", "/home/u"}, {NULL, NULL}};
+
+#define ARGC(argv) ((int)(sizeof(argv) / sizeof((argv)[0])))
+
+/* Runs config_load on argv with env; args is left for the caller to inspect and free. */
+static int load(struct config *cfg, struct fuse_args *args, const struct env_var *env, int argc,
+		char **argv, char *err, size_t errlen)
+{
+	struct fuse_args init = FUSE_ARGS_INIT(argc, argv);
+
+	*args = init;
+	env_table = env;
+	err[0] = '\0';
+	return config_load(cfg, args, fake_env, err, errlen);
+}
+
+static bool has_arg(const struct fuse_args *args, const char *needle)
+{
+	for (int i = 0; i < args->argc; i++) {
+		if (strstr(args->argv[i], needle))
+			return true;
+	}
+	return false;
+}
+
+/* Whether one of the -o groups left in args holds exactly the sub-option opt. */
+static bool has_suboption(const struct fuse_args *args, const char *opt)
+{
+	size_t n = strlen(opt);
+
+	for (int i = 1; i < args->argc; i++) {
+		const char *s = args->argv[i];
+
+		if (strcmp(s, "-o") == 0 && i + 1 < args->argc)
+			s = args->argv[++i];
+		else if (strncmp(s, "-o", 2) == 0)
+			s += 2;
+		else
+			continue;
+		for (const char *p = s; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+			if (strncmp(p, opt, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+				return true;
+		}
+	}
+	return false;
+}
+
+static void test_config_defaults_with_only_home(void **state)
+{
+	char *argv[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.origin, CONFIG_DEFAULT_ORIGIN);
+	assert_string_equal(cfg.origin, "https://datasets.imdbws.com/");
+	assert_string_equal(cfg.cache_dir, "/home/u/.cache/imdbfs");
+	assert_int_equal(cfg.storage, STORAGE_LOCAL);
+	assert_string_equal(cfg.container, "imdb-datasets");
+	assert_int_equal(cfg.concurrency, 7);
+	assert_int_equal(cfg.max_age, 86400);
+	assert_null(cfg.cafile);
+	assert_int_equal(cfg.log_level, LOGL_INFO);
+	assert_false(cfg.foreground);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_our_options_leave_args_mountpoint_stays(void **state)
+{
+	char *argv[] = {"imdbfs", "-o", "origin=http://a/,concurrency=3", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.origin, "http://a/");
+	assert_int_equal(cfg.concurrency, 3);
+	assert_int_equal(args.argc, 2);
+	assert_string_equal(args.argv[0], "imdbfs");
+	assert_string_equal(args.argv[1], "/mnt");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_fuse_options_stay_in_args(void **state)
+{
+	char *argv[] = {"imdbfs",   "-o", "origin=http://a/,allow_other,concurrency=3,ro",
+			"-f",	    "-o", "max_age=60,log_level=debug,default_permissions",
+			"/mnt/imdb"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_true(cfg.foreground);
+	assert_int_equal(cfg.max_age, 60);
+	assert_int_equal(cfg.log_level, LOGL_DEBUG);
+	assert_true(has_suboption(&args, "allow_other"));
+	assert_true(has_suboption(&args, "ro"));
+	assert_true(has_suboption(&args, "default_permissions"));
+	assert_false(has_suboption(&args, "concurrency=3"));
+	assert_true(has_arg(&args, "-f"));
+	assert_string_equal(args.argv[args.argc - 1], "/mnt/imdb");
+	assert_false(has_arg(&args, "origin="));
+	assert_false(has_arg(&args, "concurrency="));
+	assert_false(has_arg(&args, "max_age="));
+	assert_false(has_arg(&args, "log_level="));
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_command_line_beats_env_beats_default(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"},
+	    {"IMDBFS_ORIGIN", "http://env/"},
+	    {"IMDBFS_CONCURRENCY", "5"},
+	    {"IMDBFS_MAX_AGE", "60"},
+	    {"LOG_LEVEL", "warn"},
+	    {"IMDBFS_CAFILE", "/etc/env-ca.pem"},
+	    {NULL, NULL},
+	};
+	char *argv[] = {"imdbfs", "-o", "origin=http://cli/,concurrency=3", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.origin, "http://cli/"); /* command line */
+	assert_int_equal(cfg.concurrency, 3);		/* command line */
+	assert_int_equal(cfg.max_age, 60);		/* environment */
+	assert_int_equal(cfg.log_level, LOGL_WARN);	/* environment */
+	assert_string_equal(cfg.cafile, "/etc/env-ca.pem");
+	assert_string_equal(cfg.container, "imdb-datasets"); /* default */
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_env_used_when_no_option(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"},
+	    {"IMDBFS_ORIGIN", "https://mirror.example/imdb"},
+	    {"AZURE_CONTAINER_NAME", "my-container"},
+	    {"IMDBFS_STORAGE", "azure"},
+	    {NULL, NULL},
+	};
+	char *argv[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.origin, "https://mirror.example/imdb/");
+	assert_string_equal(cfg.container, "my-container");
+	assert_int_equal(cfg.storage, STORAGE_AZURE);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_download_dir_when_cache_dir_env_unset(void **state)
+{
+	static const struct env_var env[] = {{"HOME", "/home/u"},
+					     {"XDG_CACHE_HOME", "/xdg"},
+					     {"DOWNLOAD_DIR", "/data/dl"},
+					     {NULL, NULL}};
+	char *argv[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.cache_dir, "/data/dl");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_imdbfs_cache_dir_beats_download_dir(void **state)
+{
+	static const struct env_var env[] = {{"HOME", "/home/u"},
+					     {"DOWNLOAD_DIR", "/data/dl"},
+					     {"IMDBFS_CACHE_DIR", "/data/imdbfs"},
+					     {NULL, NULL}};
+	char *argv[] = {"imdbfs", "/mnt"};
+	char *argv_cli[] = {"imdbfs", "-o", "cache_dir=/cli/cache", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.cache_dir, "/data/imdbfs");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv_cli), argv_cli, err, sizeof(err)), 0);
+	assert_string_equal(cfg.cache_dir, "/cli/cache");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_xdg_cache_home_beats_home(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"XDG_CACHE_HOME", "/xdg"}, {NULL, NULL}};
+	char *argv[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.cache_dir, "/xdg/imdbfs");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_no_home_no_cache_dir_fails(void **state)
+{
+	static const struct env_var env[] = {{NULL, NULL}};
+	char *argv[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "cache_dir"));
+	assert_null(cfg.origin);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_use_azure_blob_true_selects_azure(void **state)
+{
+	static const struct env_var yes[] = {
+	    {"HOME", "/home/u"}, {"USE_AZURE_BLOB", "true"}, {NULL, NULL}};
+	static const struct env_var no[] = {
+	    {"HOME", "/home/u"}, {"USE_AZURE_BLOB", "false"}, {NULL, NULL}};
+	char *argv[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, yes, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_int_equal(cfg.storage, STORAGE_AZURE);
+	assert_string_equal(config_storage_name(cfg.storage), "azure");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+
+	assert_int_equal(load(&cfg, &args, no, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_int_equal(cfg.storage, STORAGE_LOCAL);
+	assert_string_equal(config_storage_name(cfg.storage), "local");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_storage_option_beats_use_azure_blob(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"USE_AZURE_BLOB", "true"}, {NULL, NULL}};
+	char *argv[] = {"imdbfs", "-o", "storage=local", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_int_equal(cfg.storage, STORAGE_LOCAL);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_origin_gets_trailing_slash(void **state)
+{
+	char *argv[] = {"imdbfs", "-o", "origin=http://a", "/mnt"};
+	char *argv_path[] = {"imdbfs", "-o", "origin=https://host:8443/imdb/data", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.origin, "http://a/");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv_path), argv_path, err, sizeof(err)),
+			 0);
+	assert_string_equal(cfg.origin, "https://host:8443/imdb/data/");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_number_bounds_accepted(void **state)
+{
+	char *low[] = {"imdbfs", "-o", "concurrency=1,max_age=0", "/mnt"};
+	char *high[] = {"imdbfs", "-o", "concurrency=64", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(low), low, err, sizeof(err)), 0);
+	assert_int_equal(cfg.concurrency, 1);
+	assert_int_equal(cfg.max_age, 0);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(high), high, err, sizeof(err)), 0);
+	assert_int_equal(cfg.concurrency, 64);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_each_invalid_option_fails_naming_it(void **state)
+{
+	static const struct {
+		const char *opt;
+		const char *name;
+	} bad[] = {
+	    {"origin=notaurl", "origin"},      {"origin=ftp://x", "origin"},
+	    {"origin=http://", "origin"},      {"concurrency=0", "concurrency"},
+	    {"concurrency=65", "concurrency"}, {"concurrency=abc", "concurrency"},
+	    {"concurrency=3x", "concurrency"}, {"max_age=-1", "max_age"},
+	    {"max_age=soon", "max_age"},       {"storage=floppy", "storage"},
+	    {"log_level=loud", "log_level"},   {"container=Bad_Name", "container"},
+	    {"container=ab", "container"},     {"container=-imdb", "container"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *argv[] = {"imdbfs", "-o", (char *)bad[i].opt, "/mnt"};
+		struct fuse_args args;
+		struct config cfg;
+		char err[256];
+		int rc = load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err));
+
+		fuse_opt_free_args(&args);
+		if (rc == 0)
+			config_free(&cfg);
+		if (rc != -EINVAL || !strstr(err, bad[i].name))
+			fail_msg("%s: rc %d, message '%s'", bad[i].opt, rc, err);
+		if (cfg.origin || cfg.cache_dir || cfg.container || cfg.cafile)
+			fail_msg("%s: config not freed after failure", bad[i].opt);
+	}
+}
+
+static void test_config_invalid_env_value_fails_too(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"IMDBFS_CONCURRENCY", "0"}, {NULL, NULL}};
+	char *argv[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "concurrency"));
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_valid_option_overrides_invalid_env(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"LOG_LEVEL", "loud"}, {NULL, NULL}};
+	char *argv[] = {"imdbfs", "-o", "log_level=error", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_int_equal(cfg.log_level, LOGL_ERROR);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+int test_config_group(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_config_defaults_with_only_home),
+	    cmocka_unit_test(test_config_our_options_leave_args_mountpoint_stays),
+	    cmocka_unit_test(test_config_fuse_options_stay_in_args),
+	    cmocka_unit_test(test_config_command_line_beats_env_beats_default),
+	    cmocka_unit_test(test_config_env_used_when_no_option),
+	    cmocka_unit_test(test_config_download_dir_when_cache_dir_env_unset),
+	    cmocka_unit_test(test_config_imdbfs_cache_dir_beats_download_dir),
+	    cmocka_unit_test(test_config_xdg_cache_home_beats_home),
+	    cmocka_unit_test(test_config_no_home_no_cache_dir_fails),
+	    cmocka_unit_test(test_config_use_azure_blob_true_selects_azure),
+	    cmocka_unit_test(test_config_storage_option_beats_use_azure_blob),
+	    cmocka_unit_test(test_config_origin_gets_trailing_slash),
+	    cmocka_unit_test(test_config_number_bounds_accepted),
+	    cmocka_unit_test(test_config_each_invalid_option_fails_naming_it),
+	    cmocka_unit_test(test_config_invalid_env_value_fails_too),
+	    cmocka_unit_test(test_config_valid_option_overrides_invalid_env),
+	};
+
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

@@ -1,0 +1,28 @@
+/* test_main.c - runs every unit-test group; exits non-zero if any test failed. */
+#include <stdio.h>
+
+#include "unit.h"
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		int (*run)(void);
+	} groups[] = {
+	    {"catalog", test_catalog_group},
+	    {"clock", test_clock_group},
+	    {"config", test_config_group},
+	};
+	int failed = 0;
+
+	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {
+		int n = groups[i].run();
+
+		if (n)
+			fprintf(stderr, "unit tests: group %s: %d failed\n", groups[i].name, n);
+		failed += n;
+	}
+	fprintf(stderr, "unit tests: %zu groups, %d failed tests\n",
+		sizeof(groups) / sizeof(groups[0]), failed);
+	return failed ? 1 : 0;
+}

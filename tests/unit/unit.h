@@ -1,0 +1,21 @@
+/*
+ * unit.h - the group runners of the C unit tests. Every tests/unit/test_*.c
+ * links into one binary (build/unit-tests); each file defines one runner
+ * that returns its number of failed tests, and test_main.c calls them all.
+ */
+#ifndef IMDBFS_TESTS_UNIT_H
+#define IMDBFS_TESTS_UNIT_H
+
+/* cmocka needs these before <cmocka.h>. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+int test_catalog_group(void);
+int test_clock_group(void);
+int test_config_group(void);
+
+#endif
