@@ -9,9 +9,9 @@ int main(void)
 		const char *name;
 		int (*run)(void);
 	} groups[] = {
-	    {"catalog", test_catalog_group},
-	    {"clock", test_clock_group},
-	    {"config", test_config_group},
+	    {"catalog", test_catalog_group}, {"clock", test_clock_group},
+	    {"config", test_config_group},   {"gunzip", test_gunzip_group},
+	    {"meta", test_meta_group},
 	};
 	int failed = 0;
 
