@@ -10,8 +10,8 @@ int main(void)
 		int (*run)(void);
 	} groups[] = {
 	    {"catalog", test_catalog_group}, {"clock", test_clock_group},
-	    {"config", test_config_group},   {"gunzip", test_gunzip_group},
-	    {"meta", test_meta_group},
+	    {"config", test_config_group},   {"feed", test_feed_group},
+	    {"gunzip", test_gunzip_group},   {"meta", test_meta_group},
 	};
 	int failed = 0;
 
