@@ -9,9 +9,14 @@ int main(void)
 		const char *name;
 		int (*run)(void);
 	} groups[] = {
-	    {"catalog", test_catalog_group}, {"clock", test_clock_group},
-	    {"config", test_config_group},   {"feed", test_feed_group},
-	    {"gunzip", test_gunzip_group},   {"meta", test_meta_group},
+	    {"catalog", test_catalog_group},
+	    {"clock", test_clock_group},
+	    {"config", test_config_group},
+	    {"control_parse", test_control_parse_group},
+	    {"control_json", test_control_json_group},
+	    {"feed", test_feed_group},
+	    {"gunzip", test_gunzip_group},
+	    {"meta", test_meta_group},
 	};
 	int failed = 0;
 

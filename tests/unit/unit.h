@@ -17,6 +17,8 @@
 int test_catalog_group(void);
 int test_clock_group(void);
 int test_config_group(void);
+int test_control_parse_group(void);
+int test_control_json_group(void);
 int test_feed_group(void);
 int test_gunzip_group(void);
 int test_meta_group(void);
