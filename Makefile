@@ -9,7 +9,7 @@ WARN      := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wsh
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = $(CFLAGS) -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Iinclude \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm
 SANITIZE  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRCS      := $(wildcard src/*.c)

@@ -1,6 +1,7 @@
 /* clock.c - see clock.h */
 #include "clock.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -22,12 +23,15 @@ double clock_mono(void)
 
 void clock_iso8601(double t, char *buf, size_t len)
 {
-	time_t secs = (time_t)t;
-	int ms = (int)((t - (double)secs) * 1000.0);
+	long long total_ms = llround(t * 1000.0);
+	time_t secs = (time_t)(total_ms / 1000);
+	int ms = (int)(total_ms % 1000);
 	struct tm tm;
 
-	if (ms < 0 || ms > 999)
-		ms = 0;
+	if (ms < 0) {
+		ms += 1000;
+		secs--;
+	}
 	gmtime_r(&secs, &tm);
 	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
 		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);

@@ -140,6 +140,8 @@ static int resolve_cache_dir(struct config *cfg, const char *v, config_env_fn en
 	char buf[PATH_MAX];
 	const char *base;
 
+	if (v && !*v)
+		return fail(err, errlen, "invalid %s '%s': must be a directory", "cache_dir", v);
 	if (v) {
 		cfg->cache_dir = strdup(v);
 		return cfg->cache_dir ? 0 : -ENOMEM;

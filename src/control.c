@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,7 +185,7 @@ static cJSON *file_json(const char *name, const struct meta *m, const char *type
 		return NULL;
 	cJSON_AddStringToObject(f, "name", name);
 	cJSON_AddNumberToObject(f, "size_bytes", (double)m->size);
-	cJSON_AddNumberToObject(f, "size_mb", (double)(long long)(m->size / 10485.76) / 100.0);
+	cJSON_AddNumberToObject(f, "size_mb", (double)llround((double)m->size / 10485.76) / 100.0);
 	add_time(f, "last_modified", (double)m->mtime);
 	add_string_or_null(f, "etag", m->etag);
 	cJSON_AddStringToObject(f, "content_type", type);
