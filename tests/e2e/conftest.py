@@ -32,7 +32,6 @@ Per-test timeout: 60 s, or @pytest.mark.timeout_s(N). SIGALRM fails the test; a 
 FUSE request (which only SIGKILL interrupts) is freed by a watchdog that kills its daemons.
 """
 
-import errno
 import os
 import shutil
 import signal

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from util import (CONTROL_FILES, DATASETS, GZ_NAMES, STATES, TSV_NAMES, DATA_NAMES, origin_gz,
-                  origin_tsv, read_bytes, read_json, run, strip_etag, wait_for, write_control)
+                  origin_tsv, read_bytes, read_json, run, strip_etag, write_control)
 
 JSON_FILES = [f for f in CONTROL_FILES if f != "metrics"]
 ISO8601 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$")

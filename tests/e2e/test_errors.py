@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from util import (DATA_NAMES, DENIED, GZ_NAMES, MIB, interrupt_after, mount_expecting_failure,
+from util import (DATA_NAMES, DENIED, GZ_NAMES, interrupt_after, mount_expecting_failure,
                   origin_gz, read_bytes, run)
 
 
