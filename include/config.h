@@ -22,8 +22,11 @@ struct config {
 	enum storage_kind storage;
 	char *container; /* Azure container name */
 	unsigned concurrency;
-	long max_age; /* seconds before a cached copy is revalidated */
-	char *cafile; /* NULL: the system's CAs */
+	long max_age;	    /* seconds before a cached copy is revalidated */
+	unsigned retries;   /* retries of a transient fault after the first attempt */
+	double retry_delay; /* seconds: base of the exponential backoff */
+	long timeout;	    /* seconds under 1 KiB/s before a transfer counts as stalled */
+	char *cafile;	    /* NULL: the system's CAs */
 	enum log_level log_level;
 	bool foreground; /* -f or -d given */
 };

@@ -57,6 +57,7 @@ struct dataset_info {
 	enum ds_state state;
 	bool cached;	     /* a verified .tsv.gz is in the cache */
 	bool extracted;	     /* a .tsv is in the cache */
+	bool retrying;	     /* a download is backing off after a transient fault */
 	struct meta gz;	     /* valid when cached */
 	struct meta tsv;     /* valid when extracted */
 	uint64_t bytes_done; /* of the running transfer, else of the cached copy */
@@ -74,6 +75,9 @@ struct dataset_result {
 
 /* Reads the cache; no threads are started. The config and store must outlive the datasets. */
 int datasets_init(const struct config *cfg, struct store *store);
+
+/* Restarts the downloads an earlier run left unfinished; call once the daemon runs. */
+void datasets_resume(void);
 
 /* Cancels every transfer and waits (bounded) for their threads to end. */
 void datasets_shutdown(void);

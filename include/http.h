@@ -31,6 +31,7 @@ struct http_request {
 	const char *if_range;	       /* with range_from: the ETag or date it continues */
 	const char *cafile;	       /* NULL: system CAs */
 	long stall_seconds;	       /* abort when under 1 KiB/s for this long; 0: 60 */
+	long connect_seconds;	       /* connect timeout; 0: 20 */
 	int (*cancelled)(void *ctx);   /* polled during the transfer; may be NULL */
 	void *cancel_ctx;
 };
@@ -44,6 +45,7 @@ struct http_response {
 	int64_t total;	     /* size of the whole file, -1 unknown */
 	int64_t range_start; /* 206: offset of the first byte; else 0 */
 	bool accept_ranges;
+	double retry_after; /* seconds the server asked us to wait (Retry-After), 0 none */
 };
 
 struct http_sink {

@@ -26,6 +26,20 @@ char *meta_to_json(const struct meta *m);
 /* Parses text into m; -EINVAL when it is not a well-formed metadata object. */
 int meta_from_json(const char *text, struct meta *m);
 
+/*
+ * A download in progress, saved beside its temporary so that it can resume
+ * after a restart: the version being received and how much of it is on disk.
+ */
+struct meta_partial {
+	struct meta version; /* url, etag, last_modified, mtime */
+	int64_t total;	     /* size of the whole file, -1 unknown */
+	int64_t durable;     /* bytes fsynced to the temporary */
+};
+
+/* As meta_to_json / meta_from_json, for a partial download's state. */
+char *meta_partial_to_json(const struct meta_partial *p);
+int meta_partial_from_json(const char *text, struct meta_partial *p);
+
 /* The same version of the origin file: ETag when both have one, else Last-Modified. */
 int meta_same_version(const struct meta *a, const struct meta *b);
 

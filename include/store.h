@@ -16,6 +16,7 @@
 #define IMDBFS_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "meta.h"
 
@@ -28,9 +29,18 @@ struct store_ops {
 	int (*open)(struct store *st, const char *file, int *fd);
 	/* A new, empty temporary for file (replacing any earlier one), O_RDWR. */
 	int (*create_temp)(struct store *st, const char *file, int *fd);
+	/* Makes p->durable bytes of the temporary survive a crash, with p as its saved state. */
+	int (*checkpoint)(struct store *st, const char *file, int fd, const struct meta_partial *p);
+	/*
+	 * Reopens a checkpointed temporary; *present is its length, which may
+	 * exceed p->durable (bytes written after the last checkpoint, intact
+	 * unless the machine crashed). -ENOENT when there is none.
+	 */
+	int (*resume)(struct store *st, const char *file, int *fd, struct meta_partial *p,
+		      uint64_t *present);
 	/* Durably replaces the committed copy by the temporary written through fd. */
 	int (*commit)(struct store *st, const char *file, int fd, const struct meta *m);
-	/* Drops the temporary, if any. */
+	/* Drops the temporary and its saved state, if any. */
 	void (*discard_temp)(struct store *st, const char *file);
 	/* Drops the committed copy and its metadata; -ENOENT when there was none. */
 	int (*evict)(struct store *st, const char *file);
@@ -45,7 +55,8 @@ struct store {
 
 /*
  * Opens (creating if needed) a cache directory: checks it is a writable
- * directory and clears temporaries left by an earlier run. The store is
+ * directory, keeps the temporaries of an earlier run that have a valid saved
+ * state (they can resume) and removes the others. The store is
  * owned by the caller; free with ops->destroy. On error, -errno and one line
  * in err.
  */

@@ -18,6 +18,9 @@ enum opt_key {
 	KEY_MAX_AGE,
 	KEY_CAFILE,
 	KEY_LOG_LEVEL,
+	KEY_RETRIES,
+	KEY_RETRY_DELAY,
+	KEY_TIMEOUT,
 	KEY_COUNT,
 	KEY_FOREGROUND = KEY_COUNT,
 };
@@ -35,6 +38,9 @@ static const struct {
     [KEY_MAX_AGE] = {"max_age", {"IMDBFS_MAX_AGE"}},
     [KEY_CAFILE] = {"cafile", {"IMDBFS_CAFILE"}},
     [KEY_LOG_LEVEL] = {"log_level", {"LOG_LEVEL"}},
+    [KEY_RETRIES] = {"retries", {"IMDBFS_RETRIES"}},
+    [KEY_RETRY_DELAY] = {"retry_delay", {"IMDBFS_RETRY_DELAY"}},
+    [KEY_TIMEOUT] = {"timeout", {"IMDBFS_TIMEOUT"}},
 };
 
 struct raw_opts {
@@ -51,6 +57,9 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("max_age=", KEY_MAX_AGE),
     FUSE_OPT_KEY("cafile=", KEY_CAFILE),
     FUSE_OPT_KEY("log_level=", KEY_LOG_LEVEL),
+    FUSE_OPT_KEY("retries=", KEY_RETRIES),
+    FUSE_OPT_KEY("retry_delay=", KEY_RETRY_DELAY),
+    FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_FOREGROUND),
     FUSE_OPT_KEY("debug", KEY_FOREGROUND),
@@ -189,6 +198,43 @@ static int resolve_container(struct config *cfg, const char *v, char *err, size_
 	return cfg->container ? 0 : -ENOMEM;
 }
 
+static int resolve_retry_numbers(struct config *cfg, const struct raw_opts *raw, config_env_fn env,
+				 char *err, size_t errlen)
+{
+	const char *v;
+	char *end;
+	long n;
+
+	v = pick(raw, KEY_RETRIES, env);
+	cfg->retries = 4;
+	if (v) {
+		if (parse_long(v, 0, 100, &n))
+			return fail(err, errlen,
+				    "invalid %s '%s': must be an integer from 0 to 100", "retries",
+				    v);
+		cfg->retries = (unsigned)n;
+	}
+	v = pick(raw, KEY_RETRY_DELAY, env);
+	cfg->retry_delay = 1.0;
+	if (v) {
+		errno = 0;
+		cfg->retry_delay = strtod(v, &end);
+		if (errno || end == v || *end ||
+		    !(cfg->retry_delay >= 0 && cfg->retry_delay <= 3600))
+			return fail(err, errlen, "invalid %s '%s': must be seconds from 0 to 3600",
+				    "retry_delay", v);
+	}
+	v = pick(raw, KEY_TIMEOUT, env);
+	cfg->timeout = 60;
+	if (v) {
+		if (parse_long(v, 1, 86400, &n))
+			return fail(err, errlen, "invalid %s '%s': must be seconds from 1 to 86400",
+				    "timeout", v);
+		cfg->timeout = n;
+	}
+	return 0;
+}
+
 static int resolve_numbers(struct config *cfg, const struct raw_opts *raw, config_env_fn env,
 			   char *err, size_t errlen)
 {
@@ -211,7 +257,7 @@ static int resolve_numbers(struct config *cfg, const struct raw_opts *raw, confi
 				    "max_age", v);
 		cfg->max_age = n;
 	}
-	return 0;
+	return resolve_retry_numbers(cfg, raw, env, err, errlen);
 }
 
 static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn env, char *err,

@@ -229,6 +229,7 @@ static cJSON *dataset_status_json(const struct dataset_info *in)
 	cJSON_AddStringToObject(o, "state", dataset_state_name(in->state));
 	cJSON_AddBoolToObject(o, "cached", in->cached);
 	cJSON_AddBoolToObject(o, "extracted", in->extracted);
+	cJSON_AddBoolToObject(o, "retrying", in->retrying);
 	cJSON_AddNumberToObject(o, "bytes_done", (double)in->bytes_done);
 	if (in->bytes_total >= 0)
 		cJSON_AddNumberToObject(o, "bytes_total", (double)in->bytes_total);
@@ -274,7 +275,7 @@ cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const 
 		return NULL;
 	}
 	for (int i = 0; i < CATALOG_COUNT; i++) {
-		if (info[i].state != DS_FAILED)
+		if (info[i].state != DS_FAILED && !info[i].retrying)
 			continue;
 		snprintf(line, sizeof(line), "%s: %s", catalog_name(i), info[i].error);
 		cJSON_AddItemToArray(problems, cJSON_CreateString(line));
@@ -313,6 +314,9 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	cJSON_AddStringToObject(o, "container", cfg->container);
 	cJSON_AddNumberToObject(o, "concurrency", cfg->concurrency);
 	cJSON_AddNumberToObject(o, "max_age", (double)cfg->max_age);
+	cJSON_AddNumberToObject(o, "retries", cfg->retries);
+	cJSON_AddNumberToObject(o, "retry_delay", cfg->retry_delay);
+	cJSON_AddNumberToObject(o, "timeout", (double)cfg->timeout);
 	add_string_or_null(o, "cafile", cfg->cafile);
 	cJSON_AddStringToObject(o, "log_level", log_level_name(cfg->log_level));
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");

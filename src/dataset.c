@@ -19,12 +19,12 @@
 #include "metrics.h"
 #include "store.h"
 
-#define CHUNK		(256 * 1024)
-#define MAX_ATTEMPTS	4
-#define BACKOFF_BASE_S	1.0
-#define BACKOFF_MAX_S	30.0
-#define POLL_NS		(50 * 1000 * 1000)
-#define SHUTDOWN_WAIT_S 10
+#define CHUNK		 (256 * 1024)
+#define BACKOFF_CAP	 60.0 /* the longest backoff, as a multiple of retry_delay */
+#define CHECKPOINT_BYTES (8u << 20)
+#define CHECKPOINT_S	 1.0
+#define POLL_NS		 (50 * 1000 * 1000)
+#define SHUTDOWN_WAIT_S	 10
 
 struct dataset;
 
@@ -52,6 +52,8 @@ struct dataset {
 	struct meta gz;		   /* guarded by lock; valid when cached */
 	struct meta tsv;	   /* guarded by lock; valid when extracted */
 	double checked_at;	   /* guarded by lock: when gz was last known current */
+	bool resume_pending;	   /* guarded by lock: a partial download waits in the store */
+	bool retrying;		   /* guarded by lock: the download is backing off after a fault */
 	struct transfer *download; /* guarded by lock; in flight or NULL */
 	struct transfer *extract;  /* guarded by lock; in flight or NULL */
 	char error[256];	   /* guarded by lock */
@@ -281,6 +283,8 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 		*slot = NULL;
 		t->refs--; /* the dataset's reference; the thread's is dropped below */
 	}
+	if (t->kind == KIND_GZ)
+		d->retrying = false;
 	if (err != -ECANCELED) {
 		d->failed = err != 0;
 		snprintf(d->error, sizeof(d->error), "%s", err ? error : "");
@@ -303,6 +307,9 @@ struct fetch {
 	struct feed *feed; /* owned by t->feed */
 	struct gunzip *gz; /* verifies the stream as it arrives */
 	uint64_t written;  /* bytes of next in the temporary */
+	uint64_t durable;  /* bytes covered by the last checkpoint */
+	double checkpointed_at;
+	double retry_after; /* the origin asked to wait this long (429/503) */
 	char url[1024];
 	char error[256];
 };
@@ -325,7 +332,94 @@ static void abandon_feed(struct fetch *f)
 	f->feed = NULL;
 	gunzip_free(f->gz);
 	f->gz = NULL;
-	f->written = 0;
+	f->written = f->durable = 0;
+}
+
+/* Saves how far the download got, so that it resumes after a restart. */
+static void checkpoint(struct fetch *f)
+{
+	struct meta_partial p = {
+	    .version = f->next, .total = f->total, .durable = (int64_t)f->written};
+	int rc = store->ops->checkpoint(store, file_of(f->t), f->fd, &p);
+
+	f->checkpointed_at = clock_mono();
+	if (rc)
+		log_warn("%s: cannot checkpoint the download: %s", file_of(f->t), strerror(-rc));
+	else
+		f->durable = f->written;
+}
+
+/* Feeds bytes [0, len) of fd to a fresh verifier; 0 when they are a valid gzip prefix. */
+static int reverify(int fd, uint64_t len, struct gunzip **out)
+{
+	struct gunzip *gz = gunzip_new(NULL, NULL);
+	char *buf = malloc(CHUNK);
+	uint64_t off = 0;
+	int rc = gz && buf ? 0 : -ENOMEM;
+
+	while (!rc && off < len) {
+		size_t want = len - off < CHUNK ? (size_t)(len - off) : CHUNK;
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+		if (n <= 0)
+			rc = n < 0 ? -errno : -EIO;
+		else if (!(rc = gunzip_write(gz, buf, (size_t)n)))
+			off += (uint64_t)n;
+	}
+	free(buf);
+	if (rc) {
+		gunzip_free(gz);
+		return rc;
+	}
+	*out = gz;
+	return 0;
+}
+
+/*
+ * Picks up a download that an earlier attempt or run left in the store. The
+ * bytes written after the last checkpoint are kept when they still verify
+ * (a killed daemon loses nothing); else the download restarts from the
+ * checkpoint, and from scratch when even that does not verify.
+ */
+static void resume_partial(struct fetch *f)
+{
+	const char *file = file_of(f->t);
+	struct meta_partial p;
+	uint64_t present, keep;
+	int fd;
+
+	if (store->ops->resume(store, file, &fd, &p, &present))
+		return;
+	keep = present;
+	if (strcmp(p.version.url, f->url) != 0 ||
+	    !(p.version.etag[0] || p.version.last_modified[0]))
+		goto discard;
+	if (reverify(fd, keep, &f->gz)) {
+		keep = (uint64_t)p.durable;
+		if (ftruncate(fd, (off_t)keep) < 0 || reverify(fd, keep, &f->gz))
+			goto discard;
+	}
+	if (keep == 0) {
+		gunzip_free(f->gz);
+		f->gz = NULL;
+		goto discard;
+	}
+	f->feed = feed_new(fd, p.total);
+	if (!f->feed) {
+		gunzip_free(f->gz);
+		f->gz = NULL;
+		goto discard;
+	}
+	f->fd = fd;
+	f->next = p.version;
+	f->total = p.total;
+	f->written = f->durable = keep;
+	feed_grow(f->feed, keep);
+	publish_feed(f->t, f->feed, DS_DOWNLOADING);
+	log_info("%s: resuming a partial download at byte %llu", file, (unsigned long long)keep);
+	return;
+discard:
+	close(fd);
+	store->ops->discard_temp(store, file);
 }
 
 static int begin_body(struct fetch *f, const struct http_response *rs)
@@ -357,8 +451,10 @@ static int begin_body(struct fetch *f, const struct http_response *rs)
 	f->total = rs->total;
 	f->fd = fd;
 	f->feed = feed;
-	f->written = 0;
+	f->written = f->durable = 0;
 	publish_feed(f->t, feed, DS_DOWNLOADING);
+	if (f->next.etag[0] || f->next.last_modified[0])
+		checkpoint(f); /* resumable from the first byte on */
 	return 0;
 }
 
@@ -403,6 +499,9 @@ static int on_body(void *ctx, const void *buf, size_t len)
 	f->written += len;
 	feed_grow(f->feed, f->written);
 	metrics_add(M_ORIGIN_BYTES, len);
+	if (f->written - f->durable >= CHECKPOINT_BYTES &&
+	    clock_mono() - f->checkpointed_at >= CHECKPOINT_S)
+		checkpoint(f);
 	return 0;
 }
 
@@ -452,6 +551,8 @@ static void build_request(struct fetch *f, struct http_request *rq)
 	memset(rq, 0, sizeof(*rq));
 	rq->url = f->url;
 	rq->cafile = config->cafile;
+	rq->stall_seconds = config->timeout;
+	rq->connect_seconds = config->timeout < 20 ? config->timeout : 20;
 	rq->cancelled = transfer_cancelled;
 	rq->cancel_ctx = f->t;
 	if (f->feed && f->written > 0) {
@@ -481,6 +582,7 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 	metrics_add(M_ORIGIN_REQUESTS, 1);
 	f->error[0] = '\0';
 	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
+	f->retry_after = rs.retry_after;
 	if (rc) {
 		if (!f->error[0])
 			snprintf(f->error, sizeof(f->error), "%s", err);
@@ -498,19 +600,42 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 	return commit_download(f);
 }
 
-static double backoff_seconds(int attempt)
+/* A fault being retried shows in status and health before the download gives up. */
+static void note_retry(struct transfer *t, const char *error)
 {
-	double base = BACKOFF_BASE_S * (double)(1 << (attempt - 1));
-	unsigned seed = (unsigned)(clock_mono() * 1e6);
+	struct dataset *d = t->ds;
 
-	if (base > BACKOFF_MAX_S)
-		base = BACKOFF_MAX_S;
-	return base * (0.75 + 0.5 * (double)(rand_r(&seed) % 1000) / 1000.0);
+	pthread_mutex_lock(&d->lock);
+	d->retrying = true;
+	snprintf(d->error, sizeof(d->error), "%.200s (retrying)", error);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Exponential from retry_delay, capped, with +-25% jitter; at least what the origin asked. */
+static double backoff_seconds(const struct fetch *f, int attempt)
+{
+	double base = config->retry_delay * (double)(1u << (attempt < 16 ? attempt - 1 : 15));
+	double cap = config->retry_delay * BACKOFF_CAP;
+	unsigned seed = (unsigned)(clock_mono() * 1e6) ^ (unsigned)f->t->ds->index;
+	double wait;
+
+	if (base > cap)
+		base = cap;
+	wait = base * (0.75 + 0.5 * (double)(rand_r(&seed) % 1000) / 1000.0);
+	if (f->retry_after > wait)
+		wait = f->retry_after < cap ? f->retry_after : cap;
+	return wait;
+}
+
+static bool transient(int rc)
+{
+	return rc == -EAGAIN || rc == -EBADMSG;
 }
 
 static int fetch_with_retries(struct fetch *f, bool *unchanged)
 {
 	const char *file = file_of(f->t);
+	int attempts = (int)config->retries + 1;
 	int rc;
 
 	for (int attempt = 1;; attempt++) {
@@ -519,11 +644,12 @@ static int fetch_with_retries(struct fetch *f, bool *unchanged)
 			return rc;
 		if (rc == -EBADMSG)
 			abandon_feed(f); /* corrupt: the next attempt starts from scratch */
-		if ((rc != -EAGAIN && rc != -EBADMSG) || attempt == MAX_ATTEMPTS)
+		if (!transient(rc) || attempt >= attempts)
 			return rc;
-		double wait = backoff_seconds(attempt);
-		log_warn("%s: %s; retrying in %.1f s (attempt %d of %d)", file, f->error, wait,
-			 attempt + 1, MAX_ATTEMPTS);
+		double wait = backoff_seconds(f, attempt);
+		note_retry(f->t, f->error);
+		log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, f->error, wait,
+			 attempt + 1, attempts);
 		metrics_add(M_RETRIES, 1);
 		if (sleep_unless_cancelled(f->t, wait))
 			return -ECANCELED;
@@ -580,6 +706,7 @@ static void *download_main(void *arg)
 	rc = slot_acquire(t);
 	if (rc == 0) {
 		set_phase(t, DS_DOWNLOADING);
+		resume_partial(&f);
 		log_debug("%s: GET %s%s", file_of(t), f.url, f.conditional ? " (conditional)" : "");
 		rc = fetch_with_retries(&f, &unchanged);
 		slot_release();
@@ -587,7 +714,10 @@ static void *download_main(void *arg)
 		snprintf(f.error, sizeof(f.error), "cancelled");
 	}
 	if (rc) {
-		if (f.feed)
+		if (f.feed && (rc == -EAGAIN || rc == -ECANCELED) && f.written > 0 &&
+		    (f.next.etag[0] || f.next.last_modified[0]))
+			checkpoint(&f); /* the next attempt, or the next mount, resumes */
+		else if (f.feed)
 			store->ops->discard_temp(store, file_of(t));
 		metrics_add(M_DOWNLOADS_FAILED, 1);
 		if (rc != -ECANCELED)
@@ -841,6 +971,18 @@ static void *extract_main(void *arg)
 
 /* ---- the public interface -------------------------------------------------------- */
 
+static bool has_partial(int index)
+{
+	struct meta_partial p;
+	uint64_t present;
+	int fd;
+
+	if (store->ops->resume(store, catalog_file(index, KIND_GZ), &fd, &p, &present))
+		return false;
+	close(fd);
+	return true;
+}
+
 static int init_dataset(struct dataset *d, int index)
 {
 	pthread_condattr_t attr;
@@ -865,6 +1007,7 @@ static int init_dataset(struct dataset *d, int index)
 		d->extracted = false;
 	}
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
+	d->resume_pending = has_partial(index);
 	return 0;
 }
 
@@ -879,6 +1022,21 @@ int datasets_init(const struct config *cfg, struct store *st)
 			return rc;
 	}
 	return 0;
+}
+
+void datasets_resume(void)
+{
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		struct dataset *d = &sets[i];
+		pthread_mutex_lock(&d->lock);
+		if (d->resume_pending && !d->download) {
+			log_info("%s: resuming the download an earlier run left",
+				 catalog_file(i, KIND_GZ));
+			start_locked(d, KIND_GZ, false);
+		}
+		d->resume_pending = false;
+		pthread_mutex_unlock(&d->lock);
+	}
 }
 
 void datasets_on_change(void (*fn)(const char *file))
@@ -1116,6 +1274,7 @@ void dataset_info(int ds, struct dataset_info *info)
 	pthread_mutex_lock(&d->lock);
 	info->cached = d->cached;
 	info->extracted = d->extracted;
+	info->retrying = d->retrying;
 	info->gz = d->gz;
 	info->tsv = d->tsv;
 	snprintf(info->error, sizeof(info->error), "%s", d->error);

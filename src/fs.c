@@ -399,6 +399,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->negative_timeout = 1.0;
 	atomic_store(&fuse_instance, fuse_get_context()->fuse);
 	datasets_on_change(invalidate);
+	datasets_resume();
 	log_info("mounted: origin %s, cache %s", config->origin, config->cache_dir);
 	return NULL;
 }

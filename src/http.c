@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "version.h"
 
@@ -73,6 +74,18 @@ static void parse_content_range(struct http_response *rs, const char *v)
 	}
 }
 
+/* Retry-After is delay-seconds or an HTTP date. */
+static double parse_retry_after(const char *v)
+{
+	int64_t secs = parse_int64(v);
+	time_t when;
+
+	if (secs >= 0)
+		return (double)secs;
+	when = curl_getdate(v, NULL);
+	return when > 0 && when > time(NULL) ? difftime(when, time(NULL)) : 0;
+}
+
 static void parse_header(struct http_response *rs, const char *line, size_t n)
 {
 	char value[512];
@@ -106,6 +119,8 @@ static void parse_header(struct http_response *rs, const char *line, size_t n)
 		rs->length = parse_int64(value);
 	} else if (IS("content-range")) {
 		parse_content_range(rs, value);
+	} else if (IS("retry-after")) {
+		rs->retry_after = parse_retry_after(value);
 	} else if (IS("accept-ranges")) {
 		rs->accept_ranges = strcasecmp(value, "bytes") == 0;
 	}
@@ -207,6 +222,7 @@ static int setup(struct transfer *t, struct curl_slist *headers, char *errbuf)
 	const struct http_request *rq = t->rq;
 	CURL *c = t->curl;
 	long stall = rq->stall_seconds > 0 ? rq->stall_seconds : 60;
+	long connect = rq->connect_seconds > 0 ? rq->connect_seconds : CONNECT_TIMEOUT_S;
 
 	if (curl_easy_setopt(c, CURLOPT_URL, rq->url) != CURLE_OK)
 		return -EPROTO;
@@ -216,7 +232,7 @@ static int setup(struct transfer *t, struct curl_slist *headers, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)CONNECT_TIMEOUT_S);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, connect);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, stall);
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)BUFFER_BYTES);

@@ -10,13 +10,10 @@
 
 #include "clock.h"
 
-char *meta_to_json(const struct meta *m)
+static cJSON *meta_object(const struct meta *m)
 {
 	cJSON *o = cJSON_CreateObject();
 	char stamp[32];
-	char *text = NULL;
-	char *line;
-	size_t n;
 
 	if (!o)
 		return NULL;
@@ -28,10 +25,20 @@ char *meta_to_json(const struct meta *m)
 	    !cJSON_AddNumberToObject(o, "size", (double)m->size) ||
 	    !cJSON_AddNumberToObject(o, "tsv_size", (double)m->tsv_size) ||
 	    !cJSON_AddNumberToObject(o, "fetched_at_epoch", m->fetched_at) ||
-	    !cJSON_AddStringToObject(o, "fetched_at", stamp))
-		goto out;
-	text = cJSON_Print(o);
-out:
+	    !cJSON_AddStringToObject(o, "fetched_at", stamp)) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* Prints o followed by a newline and deletes it; NULL on ENOMEM. */
+static char *print_line(cJSON *o)
+{
+	char *text = o ? cJSON_Print(o) : NULL;
+	char *line;
+	size_t n;
+
 	cJSON_Delete(o);
 	if (!text)
 		return NULL;
@@ -43,6 +50,23 @@ out:
 	}
 	memcpy(line + n, "\n", 2);
 	return line;
+}
+
+char *meta_to_json(const struct meta *m)
+{
+	return print_line(meta_object(m));
+}
+
+char *meta_partial_to_json(const struct meta_partial *p)
+{
+	cJSON *o = meta_object(&p->version);
+
+	if (o && (!cJSON_AddNumberToObject(o, "total", (double)p->total) ||
+		  !cJSON_AddNumberToObject(o, "durable", (double)p->durable))) {
+		cJSON_Delete(o);
+		o = NULL;
+	}
+	return print_line(o);
 }
 
 static int get_string(const cJSON *o, const char *key, char *dst, size_t cap)
@@ -70,25 +94,38 @@ static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t *dst)
 	return 0;
 }
 
-int meta_from_json(const char *text, struct meta *m)
+static int meta_from_object(const cJSON *o, struct meta *m)
 {
-	cJSON *o = cJSON_Parse(text);
-	const cJSON *at;
-	int rc = -EINVAL;
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "fetched_at_epoch");
 
 	memset(m, 0, sizeof(*m));
-	if (!cJSON_IsObject(o))
-		goto out;
-	at = cJSON_GetObjectItemCaseSensitive(o, "fetched_at_epoch");
-	if (get_string(o, "url", m->url, sizeof(m->url)) ||
+	if (!cJSON_IsObject(o) || get_string(o, "url", m->url, sizeof(m->url)) ||
 	    get_string(o, "etag", m->etag, sizeof(m->etag)) ||
 	    get_string(o, "last_modified", m->last_modified, sizeof(m->last_modified)) ||
 	    get_int(o, "mtime", 0, &m->mtime) || get_int(o, "size", 0, &m->size) ||
 	    get_int(o, "tsv_size", -1, &m->tsv_size) || !cJSON_IsNumber(at))
-		goto out;
+		return -EINVAL;
 	m->fetched_at = at->valuedouble;
-	rc = 0;
-out:
+	return 0;
+}
+
+int meta_from_json(const char *text, struct meta *m)
+{
+	cJSON *o = cJSON_Parse(text);
+	int rc = meta_from_object(o, m);
+
+	cJSON_Delete(o);
+	return rc;
+}
+
+int meta_partial_from_json(const char *text, struct meta_partial *p)
+{
+	cJSON *o = cJSON_Parse(text);
+	int rc = meta_from_object(o, &p->version);
+
+	if (!rc && (get_int(o, "total", -1, &p->total) || get_int(o, "durable", 0, &p->durable) ||
+		    (p->total >= 0 && p->durable > p->total)))
+		rc = -EINVAL;
 	cJSON_Delete(o);
 	return rc;
 }

@@ -4,7 +4,10 @@
  * Layout of the cache directory:
  *   NAME             committed copy (title.basics.tsv.gz, title.basics.tsv)
  *   NAME.meta        its metadata, JSON (see meta.h)
- *   .partial/NAME    the temporary being written; never served after a restart
+ *   .partial/NAME    the temporary being written; never served as a copy
+ *   .partial/NAME.state  its checkpoint (meta.h's meta_partial): a download
+ *                    resumes from there after a restart; a temporary without
+ *                    one is removed at start-up
  *
  * Commit order: fsync the temporary, rename it over NAME, then write
  * NAME.meta through a temporary and rename. A crash between the renames
@@ -17,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,9 +44,16 @@ static struct store_local *local(struct store *st)
 	return (struct store_local *)st;
 }
 
+#define STATE_SUFFIX ".state"
+
 static void meta_name(const char *file, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s.meta", file);
+}
+
+static void state_name(const char *file, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s" STATE_SUFFIX, file);
 }
 
 static int read_small_file(int dirfd, const char *name, char **out)
@@ -153,33 +164,102 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-static int write_meta(struct store_local *sl, const char *file, const struct meta *m)
+/* Writes text to dirfd/name through a temporary in .partial and a rename. */
+static int write_atomically(struct store_local *sl, int dirfd, const char *name, const char *text)
 {
-	char mname[NAME_MAX + 1], tmp[NAME_MAX + 1];
-	char *text = meta_to_json(m);
+	char tmp[NAME_MAX + 1];
 	int fd, rc;
 
-	if (!text)
-		return -ENOMEM;
-	meta_name(file, mname, sizeof(mname));
-	snprintf(tmp, sizeof(tmp), "%s.meta", file);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
 	fd = openat(sl->partialfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
+	if (fd < 0)
+		return -errno;
 	rc = write_all(fd, text, strlen(text));
 	if (!rc && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && !rc)
 		rc = -errno;
-	if (!rc && renameat(sl->partialfd, tmp, sl->dirfd, mname) < 0)
+	if (!rc && renameat(sl->partialfd, tmp, dirfd, name) < 0)
 		rc = -errno;
 	if (rc)
 		unlinkat(sl->partialfd, tmp, 0);
-out:
+	return rc;
+}
+
+static int write_meta(struct store_local *sl, const char *file, const struct meta *m)
+{
+	char mname[NAME_MAX + 1];
+	char *text = meta_to_json(m);
+	int rc;
+
+	if (!text)
+		return -ENOMEM;
+	meta_name(file, mname, sizeof(mname));
+	rc = write_atomically(sl, sl->dirfd, mname, text);
 	free(text);
 	return rc;
+}
+
+static int local_checkpoint(struct store *st, const char *file, int fd,
+			    const struct meta_partial *p)
+{
+	struct store_local *sl = local(st);
+	char sname[NAME_MAX + 1];
+	char *text;
+	int rc;
+
+	if (fdatasync(fd) < 0)
+		return -errno;
+	text = meta_partial_to_json(p);
+	if (!text)
+		return -ENOMEM;
+	state_name(file, sname, sizeof(sname));
+	rc = write_atomically(sl, sl->partialfd, sname, text);
+	free(text);
+	return rc;
+}
+
+/* Loads a temporary's saved state; 0 when it is valid for a file of size bytes. */
+static int load_state(struct store_local *sl, const char *file, off_t size, struct meta_partial *p)
+{
+	char sname[NAME_MAX + 1];
+	char *text = NULL;
+	int rc;
+
+	state_name(file, sname, sizeof(sname));
+	if ((rc = read_small_file(sl->partialfd, sname, &text)))
+		return rc;
+	rc = meta_partial_from_json(text, p);
+	free(text);
+	if (!rc && p->durable > (int64_t)size)
+		rc = -EINVAL;
+	return rc;
+}
+
+static int local_resume(struct store *st, const char *file, int *fd, struct meta_partial *p,
+			uint64_t *present)
+{
+	struct store_local *sl = local(st);
+	struct stat sb;
+
+	*fd = openat(sl->partialfd, file, O_RDWR | O_CLOEXEC);
+	if (*fd < 0)
+		return -ENOENT;
+	if (fstat(*fd, &sb) < 0 || load_state(sl, file, sb.st_size, p)) {
+		close(*fd);
+		*fd = -1;
+		return -ENOENT;
+	}
+	*present = (uint64_t)sb.st_size;
+	return 0;
+}
+
+static void local_discard_state(struct store_local *sl, const char *file)
+{
+	char sname[NAME_MAX + 1];
+
+	state_name(file, sname, sizeof(sname));
+	unlinkat(sl->partialfd, sname, 0);
 }
 
 static int local_commit(struct store *st, const char *file, int fd, const struct meta *m)
@@ -191,6 +271,7 @@ static int local_commit(struct store *st, const char *file, int fd, const struct
 		return -errno;
 	if (renameat(sl->partialfd, file, sl->dirfd, file) < 0)
 		return -errno;
+	local_discard_state(sl, file);
 	rc = write_meta(sl, file, m);
 	if (rc) {
 		drop(sl, file, "cannot write its metadata");
@@ -204,6 +285,7 @@ static int local_commit(struct store *st, const char *file, int fd, const struct
 static void local_discard_temp(struct store *st, const char *file)
 {
 	unlinkat(local(st)->partialfd, file, 0);
+	local_discard_state(local(st), file);
 }
 
 static int local_evict(struct store *st, const char *file)
@@ -240,6 +322,8 @@ static const struct store_ops local_ops = {
     .lookup = local_lookup,
     .open = local_open,
     .create_temp = local_create_temp,
+    .checkpoint = local_checkpoint,
+    .resume = local_resume,
     .commit = local_commit,
     .discard_temp = local_discard_temp,
     .evict = local_evict,
@@ -247,8 +331,38 @@ static const struct store_ops local_ops = {
     .destroy = local_destroy,
 };
 
-/* Temporaries of an earlier run cannot be trusted to be whole: remove them. */
-static void clear_partial(struct store_local *sl)
+static bool has_suffix(const char *name, const char *suffix)
+{
+	size_t n = strlen(name), k = strlen(suffix);
+
+	return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* An earlier run's temporary: kept when its saved state lets it resume. */
+static void sweep_entry(struct store_local *sl, const char *name)
+{
+	struct meta_partial p;
+	struct stat sb;
+
+	if (has_suffix(name, STATE_SUFFIX)) {
+		char data[NAME_MAX + 1];
+		snprintf(data, sizeof(data), "%.*s", (int)(strlen(name) - strlen(STATE_SUFFIX)),
+			 name);
+		if (fstatat(sl->partialfd, data, &sb, 0) == 0)
+			return; /* judged with its data file */
+	} else if (fstatat(sl->partialfd, name, &sb, 0) == 0 && S_ISREG(sb.st_mode) &&
+		   load_state(sl, name, sb.st_size, &p) == 0) {
+		log_info("cache: keeping partial download %s/%s/%s (%lld bytes) to resume", sl->dir,
+			 PARTIAL_DIR, name, (long long)p.durable);
+		return;
+	}
+	log_info("cache: removing leftover temporary %s/%s/%s", sl->dir, PARTIAL_DIR, name);
+	unlinkat(sl->partialfd, name, 0);
+	if (!has_suffix(name, STATE_SUFFIX))
+		local_discard_state(sl, name);
+}
+
+static void sweep_partial(struct store_local *sl)
 {
 	int fd = dup(sl->partialfd);
 	struct dirent *de;
@@ -260,11 +374,8 @@ static void clear_partial(struct store_local *sl)
 		return;
 	}
 	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		log_info("cache: removing leftover temporary %s/%s/%s", sl->dir, PARTIAL_DIR,
-			 de->d_name);
-		unlinkat(sl->partialfd, de->d_name, 0);
+		if (de->d_name[0] != '.')
+			sweep_entry(sl, de->d_name);
 	}
 	closedir(d);
 }
@@ -317,7 +428,7 @@ int store_local_open(const char *dir, struct store **out, char *err, size_t errl
 		local_destroy(&sl->base);
 		return rc;
 	}
-	clear_partial(sl);
+	sweep_partial(sl);
 	*out = &sl->base;
 	return 0;
 }
