@@ -21,6 +21,17 @@ double clock_mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+void clock_deadline(int id, struct timespec *ts, long ns)
+{
+	clock_gettime((clockid_t)id, ts);
+	ts->tv_sec += ns / 1000000000L;
+	ts->tv_nsec += ns % 1000000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 void clock_iso8601(double t, char *buf, size_t len)
 {
 	long long total_ms = llround(t * 1000.0);

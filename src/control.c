@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "json.h"
 #include "metrics.h"
 #include "store.h"
 #include "version.h"
@@ -404,22 +405,10 @@ static cJSON *build(enum control_file id)
 
 static int json_line(cJSON *o, char **out, size_t *len)
 {
-	char *text = o ? cJSON_Print(o) : NULL;
-	char *line;
-	size_t n;
-
-	cJSON_Delete(o);
-	if (!text)
+	*out = json_print_line(o);
+	if (!*out)
 		return -ENOMEM;
-	n = strlen(text);
-	line = realloc(text, n + 2);
-	if (!line) {
-		free(text);
-		return -ENOMEM;
-	}
-	memcpy(line + n, "\n", 2);
-	*out = line;
-	*len = n + 1;
+	*len = strlen(*out);
 	return 0;
 }
 

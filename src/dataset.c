@@ -90,16 +90,6 @@ const char *dataset_state_name(enum ds_state st)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static void deadline_in(struct timespec *ts, long ns)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_nsec += ns;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static int transfer_cancelled(void *ctx)
 {
 	struct transfer *t = ctx;
@@ -667,12 +657,7 @@ static int slot_acquire(struct transfer *t)
 			rc = -ECANCELED;
 			break;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += POLL_NS;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		clock_deadline(CLOCK_REALTIME, &ts, POLL_NS);
 		pthread_cond_timedwait(&slots_free, &slots_lock, &ts);
 	}
 	if (!rc)
@@ -776,7 +761,7 @@ static int follow_locked(struct extract *x)
 	while (!src->feed && !src->done) {
 		if (transfer_cancelled(x->t))
 			return -ECANCELED;
-		deadline_in(&ts, POLL_NS);
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
 		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
 	}
 	if (src->done && src->res.err) {
@@ -842,7 +827,7 @@ static int settle_source(struct extract *x)
 		return 0;
 	pthread_mutex_lock(&d->lock);
 	while (!src->done) {
-		deadline_in(&ts, POLL_NS);
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
 		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
 	}
 	if (src->res.err || !d->cached || d->gz.size != (int64_t)x->in)
@@ -1124,7 +1109,7 @@ static int wait_for_feed_locked(struct dataset *d, struct transfer *t, int (*int
 	while (!t->feed && !t->done) {
 		if (interrupted && interrupted(ctx))
 			return -EINTR;
-		deadline_in(&ts, POLL_NS);
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
 		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
 	}
 	return 0;

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 struct feed {
 	pthread_mutex_t lock;
 	pthread_cond_t grown; /* signalled on every grow and at the end */
@@ -107,16 +109,6 @@ void feed_finish(struct feed *f, int err)
 	pthread_mutex_unlock(&f->lock);
 }
 
-static void deadline_in(struct timespec *ts, long ns)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_nsec += ns;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
 		  int (*interrupted)(void *), void *ctx)
 {
@@ -141,7 +133,7 @@ int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
 			rc = -EINTR;
 			break;
 		}
-		deadline_in(&ts, POLL_NS);
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
 		pthread_cond_timedwait(&f->grown, &f->lock, &ts);
 	}
 	pthread_mutex_unlock(&f->lock);

@@ -12,6 +12,7 @@
 #include "catalog.h"
 #include "clock.h"
 #include "dataset.h"
+#include "json.h"
 #include "log.h"
 
 #define JOB_HISTORY	16
@@ -446,24 +447,6 @@ int jobs_submit(const struct command *c, const char *text)
 	return 0;
 }
 
-static char *print_line(const cJSON *o)
-{
-	char *text = cJSON_Print(o);
-	size_t n;
-	char *line;
-
-	if (!text)
-		return NULL;
-	n = strlen(text);
-	line = realloc(text, n + 2);
-	if (!line) {
-		free(text);
-		return NULL;
-	}
-	memcpy(line + n, "\n", 2);
-	return line;
-}
-
 static cJSON *job_json_locked(const struct job *j)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -491,7 +474,6 @@ static cJSON *job_json_locked(const struct job *j)
 
 char *jobs_result(enum job_command cmd)
 {
-	char *text = NULL;
 	cJSON *o;
 
 	pthread_mutex_lock(&jobs_lock);
@@ -505,10 +487,7 @@ char *jobs_result(enum job_command cmd)
 			set_message(o, "No job has run yet");
 	}
 	pthread_mutex_unlock(&jobs_lock);
-	if (o)
-		text = print_line(o);
-	cJSON_Delete(o);
-	return text;
+	return json_print_line(o);
 }
 
 int jobs_add_status(cJSON *status)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "json.h"
 
 static cJSON *meta_object(const struct meta *m)
 {
@@ -32,29 +33,9 @@ static cJSON *meta_object(const struct meta *m)
 	return o;
 }
 
-/* Prints o followed by a newline and deletes it; NULL on ENOMEM. */
-static char *print_line(cJSON *o)
-{
-	char *text = o ? cJSON_Print(o) : NULL;
-	char *line;
-	size_t n;
-
-	cJSON_Delete(o);
-	if (!text)
-		return NULL;
-	n = strlen(text);
-	line = realloc(text, n + 2);
-	if (!line) {
-		free(text);
-		return NULL;
-	}
-	memcpy(line + n, "\n", 2);
-	return line;
-}
-
 char *meta_to_json(const struct meta *m)
 {
-	return print_line(meta_object(m));
+	return json_print_line(meta_object(m));
 }
 
 char *meta_partial_to_json(const struct meta_partial *p)
@@ -66,7 +47,7 @@ char *meta_partial_to_json(const struct meta_partial *p)
 		cJSON_Delete(o);
 		o = NULL;
 	}
-	return print_line(o);
+	return json_print_line(o);
 }
 
 static int get_string(const cJSON *o, const char *key, char *dst, size_t cap)
