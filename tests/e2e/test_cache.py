@@ -107,20 +107,35 @@ def test_rm_tsv_evicts_only_the_decompressed_copy(origin, mount, sample_data):
     assert origin.requests(mark) == [], "the .gz was cached: no request needed"
 
 
-def test_open_handle_keeps_reading_after_rm(origin, mount, sample_data):
+def read_rest_after_rm(handle, victim, first=1000):
+    """Read `first` bytes from handle, rm victim, read the rest; return all bytes read."""
+    head = handle.read(first)
+    os.unlink(victim)
+    return head + handle.read()
+
+
+@pytest.mark.parametrize("name", ["title.principals.tsv.gz", "title.principals.tsv"])
+def test_open_handle_of_a_cached_file_keeps_reading_after_rm(origin, mount, sample_data, name):
     m = mount(origin.url())
-    d = "title.principals"
-    want = origin_tsv(sample_data, d)
-    with open(m / (d + ".tsv"), "rb", buffering=0) as f:
-        head = f.read(1000)
-        os.unlink(m / (d + ".tsv.gz"))
-        rest = b""
-        while True:
-            b = f.read(65536)
-            if not b:
-                break
-            rest += b
-    assert head + rest == want
+    m.command("full-process", "title.principals")
+    assert m.wait_job() == 0
+    want = read_bytes(m / name)
+    with open(m / name, "rb", buffering=0) as f:
+        assert read_rest_after_rm(f, m / "title.principals.tsv.gz") == want
+    assert not (m.cache_dir / "title.principals.tsv.gz").exists()
+
+
+@pytest.mark.timeout_s(60)
+@pytest.mark.parametrize("name", ["title.principals.tsv.gz", "title.principals.tsv"])
+def test_open_handle_keeps_reading_after_rm_during_the_download(origin_factory, mount, big_data, name):
+    origin = origin_factory(big_data.path)
+    m = mount(origin.url("/slow/"))
+    want = origin_gz(big_data, "title.principals")
+    if name.endswith(".tsv"):
+        want = origin_tsv(big_data, "title.principals")
+    with open(m / name, "rb", buffering=0) as f:
+        got = read_rest_after_rm(f, m / "title.principals.tsv.gz")
+    assert len(got) == len(want) and got == want
 
 
 def test_tsv_of_a_cached_gz_needs_no_request(origin, mount, sample_data):
