@@ -271,7 +271,7 @@ class Mount:
         self.expected_errors = list(expected_errors)
         self.expect_exit = expect_exit
         self.returncode = None
-        self.st_dev = None
+        self.killed = False
         opts = ["origin=" + origin_url, "cache_dir=" + str(cache_dir)]
         if log_level:
             opts.append("log_level=" + log_level)
@@ -280,9 +280,9 @@ class Mount:
         self.env = daemon_env(env)
         self.path.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=self.env)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env)
         LIVE_MOUNTS.append(self)
         try:
             self._wait_mounted()
@@ -297,7 +297,6 @@ class Mount:
                 raise AssertionError("imdbfs exited with %d before mounting; its output:\n%s"
                                      % (self.proc.returncode, self.stderr_text()))
             if os.path.ismount(self.path):
-                self.st_dev = os.stat(self.path).st_dev
                 return
             time.sleep(0.05)
         raise AssertionError("%s not mounted after %d s; imdbfs output:\n%s"
@@ -310,11 +309,7 @@ class Mount:
         return str(self.path)
 
     def stderr_text(self):
-        self._log.flush()
         return self.log_path.read_text(errors="replace")
-
-    def error_lines(self):
-        return [line for line in self.stderr_text().splitlines() if ERROR_LINE.match(line)]
 
     def control(self, name):
         """Parse .control/NAME."""
@@ -348,14 +343,12 @@ class Mount:
                 lazy_unmount(self.path)
             try:
                 self.proc.wait(10)
-                self.killed = False
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
                 self.killed = True
         finally:
             self.returncode = self.proc.returncode
-            self._log.close()
             if self in LIVE_MOUNTS:
                 LIVE_MOUNTS.remove(self)
         return self.returncode
@@ -363,7 +356,7 @@ class Mount:
     def check_clean(self):
         """After unmount: the problems this mount's log or exit show, as a list of strings."""
         problems = []
-        text = self.log_path.read_text(errors="replace")
+        text = self.stderr_text()
         for mark in SANITIZER_MARKS:
             if mark in text:
                 problems.append("sanitizer report (%r) in imdbfs output" % mark)
@@ -371,7 +364,7 @@ class Mount:
                       and not any(re.search(p, line) for p in self.expected_errors)]
         if unexpected:
             problems.append("unexpected ERROR lines from imdbfs:\n  " + "\n  ".join(unexpected[:20]))
-        if getattr(self, "killed", False):
+        if self.killed:
             problems.append("imdbfs did not exit within 10 s of fusermount3 -u -z (SIGKILLed)")
         elif self.expect_exit is not None and self.returncode != self.expect_exit:
             problems.append("imdbfs exited with %s (expected %s)" % (self.returncode, self.expect_exit))
