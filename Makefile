@@ -64,21 +64,21 @@ check-asan: deps
 		$(PYTEST) -q tests/e2e $(PYTEST_ARGS)
 
 bench: deps all
-	scripts/bench
+	@scripts/bench
 
 # Mounts the real IMDb origin with the local cache (daemonized; unmount with
 # fusermount3 -u $(MOUNT)).
 run: all
-	mkdir -p $(MOUNT)
-	$(BUILD)/imdbfs $(MOUNT)
+	mkdir -p "$(MOUNT)"
+	$(BUILD)/imdbfs "$(MOUNT)"
 	@echo "mounted at $(MOUNT); unmount with: fusermount3 -u $(MOUNT)"
 
 # Mounts generated sample data served by a local nginx: no internet needed.
 demo: deps all
-	scripts/demo start $(MOUNT)
+	scripts/demo start "$(MOUNT)"
 
 demo-stop:
-	scripts/demo stop $(MOUNT)
+	scripts/demo stop "$(MOUNT)"
 
 format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c

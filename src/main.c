@@ -5,6 +5,7 @@
  */
 #define FUSE_USE_VERSION 35
 #include <fuse.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,11 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 		goto out;
 	}
 	control_init(cfg, store, clock_wall());
+	/*
+	 * libfuse copies each read reply through a fresh page-aligned buffer of
+	 * up to 128 KiB; glibc would mmap and munmap every one of them.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 4 << 20);
 	rc = fs_main(args, cfg);
 out:
 	if (store)
