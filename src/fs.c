@@ -77,14 +77,36 @@ static struct handle *handle_of(struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
+/*
+ * The size seen through an open handle is that of the version it holds, so
+ * that a refresh or eviction cannot cut short a reader (the kernel asks with
+ * the handle before reading past what it believes is the end).
+ */
+static int64_t handle_size(struct handle *h, int64_t current)
+{
+	struct stat sb;
+	uint64_t filled;
+	int64_t size;
+	int ended, err;
+
+	if (h->node.type != NODE_DATA)
+		return current;
+	if (h->reader.fd >= 0)
+		return fstat(h->reader.fd, &sb) == 0 ? (int64_t)sb.st_size : current;
+	feed_progress(h->reader.feed, &filled, &size, &ended, &err);
+	return size >= 0 ? size : current;
+}
+
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct node n;
 	int64_t size, mtime;
 	int rc;
 
-	(void)fi;
-	if ((rc = resolve(path, &n)))
+	/* An evicted file has no path any more; its open handles still stat. */
+	if (fi)
+		n = handle_of(fi)->node;
+	else if ((rc = resolve(path, &n)))
 		return rc;
 	memset(st, 0, sizeof(*st));
 	st->st_uid = getuid();
@@ -103,6 +125,8 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		break;
 	case NODE_DATA:
 		dataset_stat(n.ds, n.kind, &size, &mtime);
+		if (fi)
+			size = handle_size(handle_of(fi), size);
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
 		st->st_size = (off_t)size;
@@ -398,6 +422,8 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->entry_timeout = 1.0;
 	cfg->attr_timeout = 1.0;
 	cfg->negative_timeout = 1.0;
+	/* rm evicts at once: open handles hold their own descriptor, no hiding needed. */
+	cfg->hard_remove = 1;
 	atomic_store(&fuse_instance, fuse_get_context()->fuse);
 	datasets_on_change(invalidate);
 	datasets_resume();
