@@ -48,6 +48,12 @@ MULTI_MEMBER = "title.akas"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout_s(n): per-test time limit in seconds (default 60)")
+    # A run ended with SIGTERM (CI timeouts, kill) still tears its mounts down, as after Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
 
 
 # ----------------------------------------------------------------- environment
