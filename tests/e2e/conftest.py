@@ -29,7 +29,8 @@ Fixtures
                   than expect_exit (None: any). Mount.unmount() may be called earlier (remounts).
 
 Per-test timeout: 60 s, or @pytest.mark.timeout_s(N). SIGALRM fails the test; a test stuck in a
-FUSE request (which only SIGKILL interrupts) is freed by a watchdog that kills its daemons.
+FUSE request (which only SIGKILL interrupts) is freed by a watchdog that kills its daemons and,
+if a daemon cannot die (a thread stuck in the kernel), aborts their FUSE connections (fusectl).
 """
 
 import os
@@ -98,11 +99,19 @@ def pytest_runtest_call(item):
 
     def watchdog():
         # Non-fatal signals do not interrupt a process waiting on a FUSE reply:
-        # if the alarm has not ended the test, kill the daemons so requests fail.
-        if not done.wait(seconds + 5):
-            item._e2e_timeout = message + "; its imdbfs daemons were killed"
-            for m in list(util.LIVE_MOUNTS):
-                m.kill()
+        # if the alarm has not ended the test, kill the daemons so requests fail,
+        # and if even that does not free it (a daemon thread stuck in the kernel),
+        # abort the FUSE connections.
+        if done.wait(seconds + 5):
+            return
+        item._e2e_timeout = message + "; its imdbfs daemons were killed"
+        for m in list(util.LIVE_MOUNTS):
+            m.kill()
+        if done.wait(3):
+            return
+        item._e2e_timeout = message + "; its imdbfs daemons were killed and their FUSE connections aborted"
+        for m in list(util.LIVE_MOUNTS):
+            m.abort()
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(seconds)

@@ -272,6 +272,7 @@ class Mount:
         self.expect_exit = expect_exit
         self.returncode = None
         self.killed = False
+        self.conn = None  # the FUSE connection's id in fusectl
         opts = ["origin=" + origin_url, "cache_dir=" + str(cache_dir)]
         if log_level:
             opts.append("log_level=" + log_level)
@@ -297,6 +298,7 @@ class Mount:
                 raise AssertionError("imdbfs exited with %d before mounting; its output:\n%s"
                                      % (self.proc.returncode, self.stderr_text()))
             if os.path.ismount(self.path):
+                self.conn = str(os.minor(os.stat(self.path).st_dev))
                 return
             time.sleep(0.05)
         raise AssertionError("%s not mounted after %d s; imdbfs output:\n%s"
@@ -332,6 +334,15 @@ class Mount:
         if self.proc.poll() is None:
             self.proc.kill()
 
+    def abort(self):
+        """Abort the FUSE connection: every pending and future request fails with ENOTCONN.
+
+        The last resort for a daemon that SIGKILL cannot end (a thread stuck in the
+        kernel, e.g. a deadlocked notification); the mount itself stays until unmounted.
+        """
+        if self.conn:
+            abort_fuse_connection(self.conn)
+
     def unmount(self):
         """Lazy unmount, wait for the daemon (SIGKILL after 10 s). Idempotent."""
         if self.returncode is not None:
@@ -344,9 +355,13 @@ class Mount:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
                 self.killed = True
+                self.proc.kill()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.abort()  # unkillable: a thread stuck in the kernel on this mount
+                    self.proc.wait(10)
         finally:
             self.returncode = self.proc.returncode
             if self in LIVE_MOUNTS:
@@ -381,6 +396,21 @@ def in_mount_table(path):
             if mnt in want:
                 return True
     return False
+
+
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def abort_fuse_connection(conn):
+    """Write to fusectl's abort file of connection conn, mounting fusectl if needed."""
+    try:
+        if not os.listdir(FUSECTL):
+            subprocess.run(["mount", "-t", "fusectl", "fusectl", FUSECTL], timeout=10,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(FUSECTL, conn, "abort"), "w") as f:
+            f.write("1")
+    except OSError:
+        pass  # connection already gone, or no fusectl: nothing more to try
 
 
 def lazy_unmount(path):
