@@ -1,11 +1,32 @@
-/* fs.c - see fs.h */
+/*
+ * fs.c - see fs.h. Built on libfuse's low-level API so that inode numbers
+ * can stand for versions.
+ *
+ * Inode numbers:
+ *   1               the root
+ *   2               .control/
+ *   3 + id          .control/<id>
+ *   64 + 16g + s    generation g of data file slot s (s = 2 * dataset + kind)
+ *
+ * A data file's generation moves on whenever its committed copy changes
+ * (a download or decompression commits, rm or delete evicts). The old inode
+ * keeps its own page cache and size in the kernel, so handles opened on it
+ * read the version they opened to its end and can never see pages of
+ * another; the entry in the root is invalidated so that new lookups get the
+ * new inode. Committed copies are read through the page cache (keep_cache);
+ * a file still arriving, or an inode that is no longer current, with direct
+ * I/O.
+ *
+ * Locking: gens_lock guards slot_gen[] and the list of open data handles.
+ */
 #define FUSE_USE_VERSION 35
 #include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse.h>
-#include <limits.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,9 +40,15 @@
 #include "control.h"
 #include "dataset.h"
 #include "feed.h"
-#include "job.h"
 #include "log.h"
 #include "metrics.h"
+
+#define INO_ROOT	 1
+#define INO_CONTROL_DIR	 2
+#define INO_CONTROL_BASE 3
+#define INO_DATA_BASE	 64
+#define SLOT_BITS	 16 /* > 2 * CATALOG_COUNT */
+#define TIMEOUT_S	 1.0
 
 enum node_type { NODE_ROOT, NODE_CONTROL_DIR, NODE_DATA, NODE_CONTROL };
 
@@ -29,47 +56,166 @@ struct node {
 	enum node_type type;
 	int ds;		       /* NODE_DATA */
 	enum file_kind kind;   /* NODE_DATA */
+	uint64_t gen;	       /* NODE_DATA */
 	enum control_file ctl; /* NODE_CONTROL */
 };
 
 /* An open file. Control files hold the text rendered at open (procfs-like). */
 struct handle {
 	struct node node;
+	fuse_ino_t ino;
 	struct dataset_reader reader; /* NODE_DATA */
-	char *text;		      /* NODE_CONTROL, opened for reading */
+	int64_t size;		      /* NODE_DATA with a committed copy: its size */
+	int64_t mtime;
+	struct handle *next; /* guarded by gens_lock: open_handles */
+	char *text;	     /* NODE_CONTROL opened for reading */
 	size_t len;
 };
 
-/* Set before the mount; read-only afterwards, except fuse (set once in init). */
+/* Set before the mount; read-only afterwards, except session (set once in fs_main). */
 static const struct config *config;
 static double mounted_at;
-static _Atomic(struct fuse *) fuse_instance;
+static _Atomic(struct fuse_session *) session;
 
-static int resolve(const char *path, struct node *n)
+/*
+ * Set while this thread serves an unlink: the kernel holds the root's lock
+ * until we reply and drops the entry itself, so invalidating it here would
+ * deadlock.
+ */
+static _Thread_local bool serving_unlink;
+
+static pthread_mutex_t gens_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t slot_gen[2 * CATALOG_COUNT]; /* guarded by gens_lock */
+static struct handle *open_handles;	     /* guarded by gens_lock: data handles on copies */
+
+static int slot_of(int ds, enum file_kind kind)
 {
-	int ctl;
+	return ds * 2 + (int)kind;
+}
 
-	if (strcmp(path, "/") == 0) {
+static uint64_t current_gen(int slot)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&gens_lock);
+	g = slot_gen[slot];
+	pthread_mutex_unlock(&gens_lock);
+	return g;
+}
+
+static fuse_ino_t data_ino(int ds, enum file_kind kind, uint64_t gen)
+{
+	return INO_DATA_BASE + gen * SLOT_BITS + (uint64_t)slot_of(ds, kind);
+}
+
+static int node_of_ino(fuse_ino_t ino, struct node *n)
+{
+	memset(n, 0, sizeof(*n));
+	if (ino == INO_ROOT) {
 		n->type = NODE_ROOT;
-		return 0;
-	}
-	if (path[0] != '/')
-		return -ENOENT;
-	path++;
-	if (strcmp(path, CONTROL_DIR) == 0) {
+	} else if (ino == INO_CONTROL_DIR) {
 		n->type = NODE_CONTROL_DIR;
-		return 0;
-	}
-	if (strncmp(path, CONTROL_DIR "/", sizeof(CONTROL_DIR)) == 0) {
-		ctl = control_lookup(path + sizeof(CONTROL_DIR));
-		if (ctl < 0)
-			return -ENOENT;
+	} else if (ino >= INO_CONTROL_BASE && ino < INO_CONTROL_BASE + CTL_COUNT) {
 		n->type = NODE_CONTROL;
-		n->ctl = (enum control_file)ctl;
-		return 0;
+		n->ctl = (enum control_file)(ino - INO_CONTROL_BASE);
+	} else if (ino >= INO_DATA_BASE) {
+		int slot = (int)((ino - INO_DATA_BASE) % SLOT_BITS);
+		if (slot >= 2 * CATALOG_COUNT)
+			return -ENOENT;
+		n->type = NODE_DATA;
+		n->ds = slot / 2;
+		n->kind = (enum file_kind)(slot % 2);
+		n->gen = (ino - INO_DATA_BASE) / SLOT_BITS;
+	} else {
+		return -ENOENT;
 	}
-	n->type = NODE_DATA;
-	return catalog_lookup_file(path, &n->ds, &n->kind);
+	return 0;
+}
+
+/* The attributes of an inode that is no longer current, from a handle still open on it. */
+static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&gens_lock);
+	for (struct handle *h = open_handles; h && !found; h = h->next) {
+		if (h->ino == ino) {
+			*size = h->size;
+			*mtime = h->mtime;
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&gens_lock);
+	return found;
+}
+
+static void fill_attr(fuse_ino_t ino, const struct node *n, struct stat *st)
+{
+	int64_t size = 0, mtime = 0;
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_nlink = 1;
+	st->st_mtime = (time_t)mounted_at;
+	switch (n->type) {
+	case NODE_ROOT:
+	case NODE_CONTROL_DIR:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = n->type == NODE_ROOT ? 3 : 2;
+		break;
+	case NODE_CONTROL:
+		st->st_mode = S_IFREG | (control_is_command(n->ctl) ? 0644 : 0444);
+		st->st_mtime = time(NULL);
+		break;
+	case NODE_DATA:
+		if (n->gen == current_gen(slot_of(n->ds, n->kind)) ||
+		    !old_version_attr(ino, &size, &mtime))
+			dataset_stat(n->ds, n->kind, &size, &mtime);
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = (off_t)size;
+		st->st_blocks = (blkcnt_t)((size + 511) / 512);
+		if (mtime > 0)
+			st->st_mtime = (time_t)mtime;
+		break;
+	}
+	st->st_atime = st->st_ctime = st->st_mtime;
+}
+
+/* Resolves a name in a directory to its current inode. */
+static int lookup_name(fuse_ino_t parent, const char *name, fuse_ino_t *ino, struct node *n)
+{
+	enum file_kind kind;
+	int ds, ctl;
+
+	if (parent == INO_ROOT && strcmp(name, CONTROL_DIR) == 0)
+		*ino = INO_CONTROL_DIR;
+	else if (parent == INO_ROOT && catalog_lookup_file(name, &ds, &kind) == 0)
+		*ino = data_ino(ds, kind, current_gen(slot_of(ds, kind)));
+	else if (parent == INO_CONTROL_DIR && (ctl = control_lookup(name)) >= 0)
+		*ino = INO_CONTROL_BASE + (fuse_ino_t)ctl;
+	else
+		return -ENOENT;
+	return node_of_ino(*ino, n);
+}
+
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	struct node n;
+	fuse_ino_t ino;
+
+	if (lookup_name(parent, name, &ino, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.attr_timeout = TIMEOUT_S;
+	e.entry_timeout = TIMEOUT_S;
+	fill_attr(ino, &n, &e.attr);
+	fuse_reply_entry(req, &e);
 }
 
 static struct handle *handle_of(struct fuse_file_info *fi)
@@ -77,115 +223,154 @@ static struct handle *handle_of(struct fuse_file_info *fi)
 	return (struct handle *)(uintptr_t)fi->fh;
 }
 
-/*
- * The size seen through an open handle is that of the version it holds, so
- * that a refresh or eviction cannot cut short a reader (the kernel asks with
- * the handle before reading past what it believes is the end).
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	struct node n;
+
+	if (node_of_ino(ino, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_attr(ino, &n, &st);
+	if (fi && handle_of(fi)->node.type == NODE_DATA && handle_of(fi)->reader.fd >= 0)
+		st.st_size = (off_t)handle_of(fi)->size; /* the version this handle reads */
+	fuse_reply_attr(req, &st, TIMEOUT_S);
+}
+
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+	struct node n;
+
+	(void)attr, (void)fi;
+	if (node_of_ino(ino, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* The O_TRUNC of a shell's '>' must reach the command: a no-op on command files. */
+	if (to_set != FUSE_SET_ATTR_SIZE) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (n.type != NODE_CONTROL || !control_is_command(n.ctl)) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	fill_attr(ino, &n, &st);
+	fuse_reply_attr(req, &st, TIMEOUT_S);
+}
+
+/* A readdir reply being filled: entries before `from` are skipped, the rest added while they fit.
  */
-static int64_t handle_size(struct handle *h, int64_t current)
+struct dirbuf {
+	fuse_req_t req;
+	char *buf;
+	size_t size, len;
+	off_t index, from;
+	bool full;
+};
+
+static void add_entry(struct dirbuf *d, const char *name, fuse_ino_t ino, mode_t mode)
+{
+	struct stat st = {.st_ino = ino, .st_mode = mode};
+	size_t n;
+
+	if (d->index++ < d->from || d->full)
+		return;
+	n = fuse_add_direntry(d->req, d->buf + d->len, d->size - d->len, name, &st, d->index);
+	if (n > d->size - d->len) {
+		d->full = true; /* the rest comes with the next call, from this index */
+		return;
+	}
+	d->len += n;
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct dirbuf d = {.req = req, .size = size, .from = off};
+
+	(void)fi;
+	if (ino != INO_ROOT && ino != INO_CONTROL_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (!(d.buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	add_entry(&d, ".", ino, S_IFDIR);
+	add_entry(&d, "..", INO_ROOT, S_IFDIR);
+	if (ino == INO_CONTROL_DIR) {
+		for (int i = 0; i < CTL_COUNT; i++)
+			add_entry(&d, control_name((enum control_file)i),
+				  INO_CONTROL_BASE + (fuse_ino_t)i, S_IFREG);
+	} else {
+		add_entry(&d, CONTROL_DIR, INO_CONTROL_DIR, S_IFDIR);
+		for (int i = 0; i < CATALOG_COUNT; i++) {
+			for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+				enum file_kind kind = (enum file_kind)k;
+				add_entry(&d, catalog_file(i, kind),
+					  data_ino(i, kind, current_gen(slot_of(i, kind))),
+					  S_IFREG);
+			}
+		}
+	}
+	fuse_reply_buf(req, d.buf, d.len);
+	free(d.buf);
+}
+
+static int req_interrupted(void *ctx)
+{
+	return fuse_req_interrupted((fuse_req_t)ctx);
+}
+
+static void track(struct handle *h)
+{
+	pthread_mutex_lock(&gens_lock);
+	h->next = open_handles;
+	open_handles = h;
+	pthread_mutex_unlock(&gens_lock);
+}
+
+static void untrack(struct handle *h)
+{
+	pthread_mutex_lock(&gens_lock);
+	for (struct handle **p = &open_handles; *p; p = &(*p)->next) {
+		if (*p == h) {
+			*p = h->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&gens_lock);
+}
+
+static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
 {
 	struct stat sb;
-	uint64_t filled;
-	int64_t size;
-	int ended, err;
-
-	if (h->node.type != NODE_DATA)
-		return current;
-	if (h->reader.fd >= 0)
-		return fstat(h->reader.fd, &sb) == 0 ? (int64_t)sb.st_size : current;
-	feed_progress(h->reader.feed, &filled, &size, &ended, &err);
-	return size >= 0 ? size : current;
-}
-
-static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
-{
-	struct node n;
-	int64_t size, mtime;
-	int rc;
-
-	/* An evicted file has no path any more; its open handles still stat. */
-	if (fi)
-		n = handle_of(fi)->node;
-	else if ((rc = resolve(path, &n)))
-		return rc;
-	memset(st, 0, sizeof(*st));
-	st->st_uid = getuid();
-	st->st_gid = getgid();
-	st->st_mtime = st->st_ctime = st->st_atime = (time_t)mounted_at;
-	switch (n.type) {
-	case NODE_ROOT:
-	case NODE_CONTROL_DIR:
-		st->st_mode = S_IFDIR | 0555;
-		st->st_nlink = n.type == NODE_ROOT ? 3 : 2;
-		break;
-	case NODE_CONTROL:
-		st->st_mode = S_IFREG | (control_is_command(n.ctl) ? 0644 : 0444);
-		st->st_nlink = 1;
-		st->st_mtime = st->st_ctime = st->st_atime = time(NULL);
-		break;
-	case NODE_DATA:
-		dataset_stat(n.ds, n.kind, &size, &mtime);
-		if (fi)
-			size = handle_size(handle_of(fi), size);
-		st->st_mode = S_IFREG | 0444;
-		st->st_nlink = 1;
-		st->st_size = (off_t)size;
-		st->st_blocks = (blkcnt_t)((size + 511) / 512);
-		if (mtime > 0)
-			st->st_mtime = st->st_ctime = st->st_atime = (time_t)mtime;
-		break;
-	}
-	return 0;
-}
-
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
-		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
-{
-	struct node n;
-	int rc;
-
-	(void)off, (void)fi, (void)flags;
-	if ((rc = resolve(path, &n)))
-		return rc;
-	if (n.type != NODE_ROOT && n.type != NODE_CONTROL_DIR)
-		return -ENOTDIR;
-	fill(buf, ".", NULL, 0, 0);
-	fill(buf, "..", NULL, 0, 0);
-	if (n.type == NODE_CONTROL_DIR) {
-		for (int i = 0; i < CTL_COUNT; i++)
-			fill(buf, control_name((enum control_file)i), NULL, 0, 0);
-		return 0;
-	}
-	fill(buf, CONTROL_DIR, NULL, 0, 0);
-	for (int i = 0; i < CATALOG_COUNT; i++) {
-		fill(buf, catalog_file(i, KIND_GZ), NULL, 0, 0);
-		fill(buf, catalog_file(i, KIND_TSV), NULL, 0, 0);
-	}
-	return 0;
-}
-
-static int request_interrupted(void *ctx)
-{
-	(void)ctx;
-	return fuse_interrupted();
-}
-
-static int open_data(struct handle *h, struct fuse_file_info *fi)
-{
 	int rc;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EACCES;
-	rc = dataset_open(h->node.ds, h->node.kind, &h->reader, request_interrupted, NULL);
+	rc = dataset_open(h->node.ds, h->node.kind, &h->reader, req_interrupted, req);
 	if (rc)
 		return rc;
-	/*
-	 * A committed copy never changes under its inode number, and every
-	 * replacement invalidates the kernel's cache: let the page cache keep it.
-	 * A file still arriving has no final size: direct I/O reads every byte.
-	 */
-	fi->keep_cache = h->reader.fd >= 0;
-	fi->direct_io = h->reader.fd < 0;
+	if (h->reader.fd < 0) {
+		fi->direct_io = 1; /* still arriving: no final size to page against */
+		return 0;
+	}
+	if (fstat(h->reader.fd, &sb) < 0)
+		return -errno;
+	h->size = (int64_t)sb.st_size;
+	dataset_stat(h->node.ds, h->node.kind, &(int64_t){0}, &h->mtime);
+	/* An inode that is no longer current may carry a stale size in the kernel. */
+	if (h->node.gen == current_gen(slot_of(h->node.ds, h->node.kind)))
+		fi->keep_cache = 1;
+	else
+		fi->direct_io = 1;
+	track(h);
 	return 0;
 }
 
@@ -201,272 +386,307 @@ static int open_control(struct handle *h, struct fuse_file_info *fi)
 	return control_render(h->node.ctl, &h->text, &h->len);
 }
 
-static int fs_open(const char *path, struct fuse_file_info *fi)
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 	int rc;
 
-	if (!h)
-		return -ENOMEM;
+	if (!h) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	h->reader.fd = -1;
-	rc = resolve(path, &h->node);
+	h->ino = ino;
+	rc = node_of_ino(ino, &h->node);
 	if (!rc && h->node.type == NODE_DATA)
-		rc = open_data(h, fi);
+		rc = open_data(req, h, fi);
 	else if (!rc && h->node.type == NODE_CONTROL)
 		rc = open_control(h, fi);
 	else if (!rc)
 		rc = -EISDIR;
 	if (rc) {
+		dataset_close(&h->reader);
 		free(h->text);
 		free(h);
-		return rc;
+		fuse_reply_err(req, -rc);
+		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
-	return 0;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		/* The opener was interrupted: nobody will release this handle. */
+		if (h->reader.fd >= 0)
+			untrack(h);
+		dataset_close(&h->reader);
+		free(h->text);
+		free(h);
+	}
 }
 
-static int read_control(struct handle *h, struct fuse_bufvec **bufp, size_t size, off_t off)
+static void read_control(fuse_req_t req, struct handle *h, size_t size, off_t off)
 {
-	struct fuse_bufvec *bv = malloc(sizeof(*bv));
 	size_t n = (size_t)off < h->len ? h->len - (size_t)off : 0;
 
-	if (!bv)
-		return -ENOMEM;
-	if (n > size)
-		n = size;
-	*bv = FUSE_BUFVEC_INIT(n);
-	bv->buf[0].mem = malloc(n ? n : 1);
-	if (!bv->buf[0].mem) {
-		free(bv);
-		return -ENOMEM;
+	if (!h->text) {
+		fuse_reply_err(req, EBADF);
+		return;
 	}
-	memcpy(bv->buf[0].mem, h->text + off, n);
-	*bufp = bv;
-	return 0;
+	fuse_reply_buf(req, h->text + off, n < size ? n : size);
 }
 
-static int read_data(struct handle *h, struct fuse_bufvec **bufp, size_t size, off_t off)
+static void read_data(fuse_req_t req, struct handle *h, size_t size, off_t off)
 {
-	struct fuse_bufvec *bv = malloc(sizeof(*bv));
+	struct fuse_bufvec bv;
 	int fd = h->reader.fd;
 	int64_t n = (int64_t)size;
 
-	if (!bv)
-		return -ENOMEM;
 	if (fd < 0) {
-		n = feed_wait(h->reader.feed, (uint64_t)off, size, 1, request_interrupted, NULL);
+		n = feed_wait(h->reader.feed, (uint64_t)off, size, 1, req_interrupted, req);
 		if (n < 0) {
-			free(bv);
 			metrics_add(M_READ_ERRORS, 1);
-			return (int)n;
+			fuse_reply_err(req, (int)-n);
+			return;
 		}
 		fd = feed_fd(h->reader.feed);
 	}
-	*bv = FUSE_BUFVEC_INIT((size_t)n);
-	bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv->buf[0].fd = fd;
-	bv->buf[0].pos = off;
-	*bufp = bv;
+	bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT((size_t)n);
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = fd;
+	bv.buf[0].pos = off;
 	metrics_add(M_READS, 1);
 	metrics_add(M_READ_BYTES, (uint64_t)n);
-	return 0;
+	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
-static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
-		       struct fuse_file_info *fi)
-{
-	struct handle *h = handle_of(fi);
-
-	(void)path;
-	if (h->node.type == NODE_CONTROL)
-		return h->text ? read_control(h, bufp, size, off) : -EBADF;
-	return read_data(h, bufp, size, off);
-}
-
-static int fs_write(const char *path, const char *buf, size_t size, off_t off,
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-	int rc;
 
-	(void)path, (void)off;
-	if (h->node.type != NODE_CONTROL || !control_is_command(h->node.ctl))
-		return -EACCES;
-	rc = control_write(h->node.ctl, buf, size);
-	return rc ? rc : (int)size;
+	(void)ino;
+	if (h->node.type == NODE_CONTROL)
+		read_control(req, h, size, off);
+	else
+		read_data(req, h, size, off);
 }
 
-static int fs_release(const char *path, struct fuse_file_info *fi)
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = handle_of(fi);
+	int rc;
+
+	(void)ino, (void)off;
+	if (h->node.type != NODE_CONTROL || !control_is_command(h->node.ctl)) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	rc = control_write(h->node.ctl, buf, size);
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
 
-	(void)path;
+	(void)ino;
+	if (h->node.type == NODE_DATA && h->reader.fd >= 0)
+		untrack(h);
 	dataset_close(&h->reader);
 	free(h->text);
 	free(h);
-	return 0;
+	fuse_reply_err(req, 0);
 }
 
-static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct node n;
-	int rc;
+	fuse_ino_t ino;
 
-	(void)size, (void)fi;
-	if ((rc = resolve(path, &n)))
-		return rc;
-	/* The O_TRUNC of a shell's '>' must reach the command, so it is a no-op here. */
-	if (n.type == NODE_CONTROL && control_is_command(n.ctl))
-		return 0;
-	return -EACCES;
-}
-
-static int fs_unlink(const char *path)
-{
-	struct node n;
-	int rc;
-
-	if ((rc = resolve(path, &n)))
-		return rc;
-	if (n.type != NODE_DATA)
-		return -EPERM;
-	dataset_evict(n.ds, n.kind);
-	return 0;
-}
-
-static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
-{
-	(void)path, (void)mode, (void)fi;
-	return -EACCES;
-}
-
-static int fs_mknod(const char *path, mode_t mode, dev_t dev)
-{
-	(void)path, (void)mode, (void)dev;
-	return -EACCES;
-}
-
-static int fs_mkdir(const char *path, mode_t mode)
-{
-	(void)path, (void)mode;
-	return -EACCES;
-}
-
-static int fs_rmdir(const char *path)
-{
-	(void)path;
-	return -EPERM;
-}
-
-static int fs_symlink(const char *from, const char *to)
-{
-	(void)from, (void)to;
-	return -EACCES;
-}
-
-static int fs_link(const char *from, const char *to)
-{
-	(void)from, (void)to;
-	return -EPERM;
-}
-
-static int fs_rename(const char *from, const char *to, unsigned int flags)
-{
-	(void)from, (void)to, (void)flags;
-	return -EPERM;
-}
-
-static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
-{
-	(void)path, (void)mode, (void)fi;
-	return -EPERM;
-}
-
-static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
-{
-	(void)path, (void)uid, (void)gid, (void)fi;
-	return -EPERM;
-}
-
-static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
-{
-	(void)path, (void)tv, (void)fi;
-	return -EPERM;
-}
-
-static int fs_statfs(const char *path, struct statvfs *st)
-{
-	(void)path;
-	return statvfs(config->cache_dir, st) < 0 ? -errno : 0;
-}
-
-/* Runs on a transfer thread whenever a committed file changes. */
-static void invalidate(const char *file)
-{
-	struct fuse *f = atomic_load(&fuse_instance);
-	char path[PATH_MAX];
-	int rc;
-
-	if (!f)
+	if (lookup_name(parent, name, &ino, &n)) {
+		fuse_reply_err(req, ENOENT);
 		return;
-	snprintf(path, sizeof(path), "/%s", file);
-	rc = fuse_invalidate_path(f, path);
-	if (rc && rc != -ENOENT)
-		log_debug("invalidate %s: %s", path, strerror(-rc));
+	}
+	if (n.type != NODE_DATA) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	serving_unlink = true;
+	dataset_evict(n.ds, n.kind);
+	serving_unlink = false;
+	fuse_reply_err(req, 0);
 }
 
-static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	(void)parent, (void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	(void)parent, (void)name, (void)mode, (void)rdev;
+	fuse_reply_err(req, EACCES);
+}
+
+static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	(void)parent, (void)name, (void)mode;
+	fuse_reply_err(req, EACCES);
+}
+
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	(void)parent, (void)name, (void)mode, (void)fi;
+	fuse_reply_err(req, EACCES);
+}
+
+static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	(void)link, (void)parent, (void)name;
+	fuse_reply_err(req, EACCES);
+}
+
+static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	(void)ino, (void)newparent, (void)newname;
+	fuse_reply_err(req, EPERM);
+}
+
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
+	fuse_reply_err(req, EPERM);
+}
+
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st;
+
+	(void)ino;
+	if (statvfs(config->cache_dir, &st) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+/* Runs on a transfer or request thread whenever a committed file changes. */
+static void on_change(const char *file)
+{
+	struct fuse_session *se = atomic_load(&session);
+	enum file_kind kind;
+	int ds, rc;
+
+	if (catalog_lookup_file(file, &ds, &kind))
+		return;
+	pthread_mutex_lock(&gens_lock);
+	slot_gen[slot_of(ds, kind)]++;
+	pthread_mutex_unlock(&gens_lock);
+	if (!se || serving_unlink)
+		return;
+	rc = fuse_lowlevel_notify_inval_entry(se, INO_ROOT, file, strlen(file));
+	if (rc && rc != -ENOENT)
+		log_debug("invalidate %s: %s", file, strerror(-rc));
+}
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
 	/* Reads reply from file descriptors: let the kernel move the pages. */
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
-	cfg->entry_timeout = 1.0;
-	cfg->attr_timeout = 1.0;
-	cfg->negative_timeout = 1.0;
-	/* rm evicts at once: open handles hold their own descriptor, no hiding needed. */
-	cfg->hard_remove = 1;
-	atomic_store(&fuse_instance, fuse_get_context()->fuse);
-	datasets_on_change(invalidate);
 	datasets_resume();
 	log_info("mounted: origin %s, cache %s", config->origin, config->cache_dir);
-	return NULL;
 }
 
-static void fs_destroy(void *private_data)
+static void ll_destroy(void *userdata)
 {
-	(void)private_data;
-	atomic_store(&fuse_instance, NULL);
+	(void)userdata;
+	atomic_store(&session, NULL);
 	datasets_shutdown();
 	jobs_shutdown();
 	log_info("unmounted");
 }
 
-static const struct fuse_operations ops = {
-    .getattr = fs_getattr,
-    .readdir = fs_readdir,
-    .open = fs_open,
-    .read_buf = fs_read_buf,
-    .write = fs_write,
-    .release = fs_release,
-    .truncate = fs_truncate,
-    .unlink = fs_unlink,
-    .create = fs_create,
-    .mknod = fs_mknod,
-    .mkdir = fs_mkdir,
-    .rmdir = fs_rmdir,
-    .symlink = fs_symlink,
-    .link = fs_link,
-    .rename = fs_rename,
-    .chmod = fs_chmod,
-    .chown = fs_chown,
-    .utimens = fs_utimens,
-    .statfs = fs_statfs,
-    .init = fs_init,
-    .destroy = fs_destroy,
+static const struct fuse_lowlevel_ops ops = {
+    .init = ll_init,
+    .destroy = ll_destroy,
+    .lookup = ll_lookup,
+    .getattr = ll_getattr,
+    .setattr = ll_setattr,
+    .readdir = ll_readdir,
+    .open = ll_open,
+    .read = ll_read,
+    .write = ll_write,
+    .release = ll_release,
+    .unlink = ll_unlink,
+    .rmdir = ll_rmdir,
+    .mknod = ll_mknod,
+    .mkdir = ll_mkdir,
+    .create = ll_create,
+    .symlink = ll_symlink,
+    .link = ll_link,
+    .rename = ll_rename,
+    .statfs = ll_statfs,
 };
+
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)
+{
+	struct fuse_loop_config *loop;
+	int rc;
+
+	if (opts->singlethread)
+		return fuse_session_loop(se);
+	loop = fuse_loop_cfg_create();
+	if (!loop)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(loop, (unsigned)opts->clone_fd);
+	/* libfuse 3.14 defaults this to UINT_MAX and then complains about it. */
+	fuse_loop_cfg_set_idle_threads(loop,
+				       opts->max_idle_threads > 1000 ? 10 : opts->max_idle_threads);
+	fuse_loop_cfg_set_max_threads(loop, opts->max_threads);
+	rc = fuse_session_loop_mt(se, loop);
+	fuse_loop_cfg_destroy(loop);
+	return rc;
+}
 
 int fs_main(struct fuse_args *args, const struct config *cfg)
 {
+	struct fuse_cmdline_opts opts;
+	struct fuse_session *se;
+	int rc = 1;
+
 	config = cfg;
 	mounted_at = clock_wall();
-	return fuse_main(args->argc, args->argv, &ops, NULL);
+	if (fuse_parse_cmdline(args, &opts) != 0)
+		return 1;
+	if (!opts.mountpoint) {
+		fprintf(stderr, "imdbfs: no mountpoint given (see imdbfs --help)\n");
+		return 1;
+	}
+	se = fuse_session_new(args, &ops, sizeof(ops), NULL);
+	if (!se)
+		goto out;
+	datasets_on_change(on_change);
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_destroy;
+	if (fuse_session_mount(se, opts.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_daemonize(opts.foreground) != 0)
+		goto out_unmount;
+	atomic_store(&session, se);
+	rc = serve(se, &opts) ? 1 : 0;
+out_unmount:
+	atomic_store(&session, NULL);
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_destroy:
+	fuse_session_destroy(se);
+out:
+	free(opts.mountpoint);
+	return rc;
 }

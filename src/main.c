@@ -4,7 +4,7 @@
  * here, in one line, before anything is mounted.
  */
 #define FUSE_USE_VERSION 35
-#include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,11 +129,7 @@ int main(int argc, char *argv[])
 		fuse_opt_free_args(&args);
 		return 1;
 	}
-	/*
-	 * libfuse 3.14 complains about its own default max_idle_threads; the
-	 * value it meant to use is set explicitly (the user's -o still wins).
-	 */
-	if (fuse_opt_insert_arg(&args, 1, "-ofsname=imdbfs,subtype=imdbfs,max_idle_threads=10")) {
+	if (fuse_opt_insert_arg(&args, 1, "-ofsname=imdbfs,subtype=imdbfs")) {
 		fprintf(stderr, "imdbfs: out of memory\n");
 		rc = 1;
 	} else {
