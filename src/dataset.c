@@ -840,6 +840,27 @@ static int settle_source(struct extract *x)
 	return rc;
 }
 
+/* The followed download failed: say why, in its own words. */
+static void describe_source_failure(struct extract *x)
+{
+	struct transfer *src = x->t->src;
+	struct dataset *d = x->t->ds;
+	struct timespec ts;
+
+	if (!src) {
+		snprintf(x->error, sizeof(x->error), "cannot read the download");
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	while (!src->done && !transfer_cancelled(x->t)) {
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	snprintf(x->error, sizeof(x->error), "download failed: %.200s",
+		 src->done ? src->res.error : "cancelled");
+	pthread_mutex_unlock(&d->lock);
+}
+
 static int decompress(struct extract *x)
 {
 	struct gunzip *gz = gunzip_new(write_out, x);
@@ -864,7 +885,7 @@ static int decompress(struct extract *x)
 	if (n < 0) {
 		rc = (int)n;
 		if (rc != -ECANCELED && rc != -EINTR)
-			snprintf(x->error, sizeof(x->error), "download failed");
+			describe_source_failure(x);
 		else
 			rc = -ECANCELED;
 		goto out;

@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "version.h"
 
 #define CONNECT_TIMEOUT_S 20
@@ -21,9 +22,12 @@ struct transfer {
 	const struct http_request *rq;
 	struct http_response *rs;
 	const struct http_sink *sink;
-	bool responded; /* on_response was called */
-	bool cancelled; /* our cancel check stopped it */
-	int sink_err;	/* the sink's error that stopped it */
+	bool responded;	       /* on_response was called */
+	bool cancelled;	       /* our cancel check stopped it */
+	bool stalled;	       /* under 1 KiB/s for a whole stall window */
+	int sink_err;	       /* the sink's error that stopped it */
+	double mark_time;      /* start of the current stall window (monotonic), 0 none */
+	curl_off_t mark_bytes; /* bytes moved when it started */
 };
 
 int http_global_init(void)
@@ -173,14 +177,36 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/*
+ * A stall is under 1 KiB/s over a whole window of stall_seconds. curl's own
+ * low-speed check averages over a few seconds, so a burst before a stall
+ * hides it for longer than asked.
+ */
+static bool is_stalled(struct transfer *t, curl_off_t now_bytes)
+{
+	long window = t->rq->stall_seconds > 0 ? t->rq->stall_seconds : 60;
+	double now = clock_mono();
+
+	if (t->mark_time == 0 || now_bytes - t->mark_bytes >= 1024 * (curl_off_t)window) {
+		t->mark_time = now;
+		t->mark_bytes = now_bytes;
+		return false;
+	}
+	return now - t->mark_time >= (double)window;
+}
+
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		       curl_off_t ulnow)
 {
 	struct transfer *t = userdata;
 
-	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	(void)dltotal, (void)ultotal;
 	if (t->rq->cancelled && t->rq->cancelled(t->rq->cancel_ctx)) {
 		t->cancelled = true;
+		return 1;
+	}
+	if (is_stalled(t, dlnow + ulnow)) {
+		t->stalled = true;
 		return 1;
 	}
 	return 0;
@@ -221,7 +247,6 @@ static int setup(struct transfer *t, struct curl_slist *headers, char *errbuf)
 {
 	const struct http_request *rq = t->rq;
 	CURL *c = t->curl;
-	long stall = rq->stall_seconds > 0 ? rq->stall_seconds : 60;
 	long connect = rq->connect_seconds > 0 ? rq->connect_seconds : CONNECT_TIMEOUT_S;
 
 	if (curl_easy_setopt(c, CURLOPT_URL, rq->url) != CURLE_OK)
@@ -233,8 +258,6 @@ static int setup(struct transfer *t, struct curl_slist *headers, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, connect);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, stall);
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)BUFFER_BYTES);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "imdbfs/" IMDBFS_VERSION);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
@@ -289,6 +312,10 @@ static int finish(struct transfer *t, CURLcode cc, const char *detail, char *err
 	}
 	if (t->sink_err)
 		return t->sink_err;
+	if (t->stalled) {
+		snprintf(err, errlen, "stalled: under 1 KiB/s for %ld s", t->rq->stall_seconds);
+		return -EAGAIN;
+	}
 	if (cc != CURLE_OK)
 		return classify_curl(cc, detail, err, errlen);
 	if (rs->status == 304)
