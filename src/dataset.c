@@ -294,7 +294,8 @@ struct fetch {
 	struct meta next;  /* the version being received */
 	int64_t total;	   /* its size, -1 unknown */
 	int fd;		   /* the temporary; owned by feed */
-	struct feed *feed; /* owned by t->feed */
+	struct feed *feed; /* owned by t->feed once published */
+	bool published;	   /* readers can see feed: its version is confirmed */
 	struct gunzip *gz; /* verifies the stream as it arrives */
 	uint64_t written;  /* bytes of next in the temporary */
 	uint64_t durable;  /* bytes covered by the last checkpoint */
@@ -317,7 +318,11 @@ static void abandon_feed(struct fetch *f)
 	if (!f->feed)
 		return;
 	feed_finish(f->feed, -EIO);
-	publish_feed(f->t, NULL, DS_DOWNLOADING);
+	if (f->published)
+		publish_feed(f->t, NULL, DS_DOWNLOADING);
+	else
+		feed_unref(f->feed);
+	f->published = false;
 	store->ops->discard_temp(store, file_of(f->t));
 	f->feed = NULL;
 	gunzip_free(f->gz);
@@ -404,12 +409,20 @@ static void resume_partial(struct fetch *f)
 	f->total = p.total;
 	f->written = f->durable = keep;
 	feed_grow(f->feed, keep);
-	publish_feed(f->t, f->feed, DS_DOWNLOADING);
+	/* Readers see it once the origin confirms the version (see on_response). */
 	log_info("%s: resuming a partial download at byte %llu", file, (unsigned long long)keep);
 	return;
 discard:
 	close(fd);
 	store->ops->discard_temp(store, file);
+}
+
+static void publish(struct fetch *f)
+{
+	if (f->published)
+		return;
+	f->published = true;
+	publish_feed(f->t, f->feed, DS_DOWNLOADING);
 }
 
 static int begin_body(struct fetch *f, const struct http_response *rs)
@@ -442,7 +455,7 @@ static int begin_body(struct fetch *f, const struct http_response *rs)
 	f->fd = fd;
 	f->feed = feed;
 	f->written = f->durable = 0;
-	publish_feed(f->t, feed, DS_DOWNLOADING);
+	publish(f);
 	if (f->next.etag[0] || f->next.last_modified[0])
 		checkpoint(f); /* resumable from the first byte on */
 	return 0;
@@ -455,13 +468,16 @@ static int on_response(void *ctx, const struct http_response *rs)
 	if (!f->feed)
 		return begin_body(f, rs);
 	if (rs->status == 206 && rs->range_start == (int64_t)f->written &&
-	    same_version(&f->next, rs))
+	    same_version(&f->next, rs)) {
+		publish(f);
 		return 0;
+	}
 	if (rs->status == 200 && same_version(&f->next, rs)) {
 		/* The same bytes again from the start: rewrite them under the readers. */
 		gunzip_free(f->gz);
 		f->gz = gunzip_new(NULL, NULL);
 		f->written = 0;
+		publish(f);
 		return f->gz ? 0 : -ENOMEM;
 	}
 	log_info("%s: the origin has a new version; starting over", file_of(f->t));
@@ -566,8 +582,10 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 	char err[256];
 	int rc;
 
-	if (f->feed && f->total >= 0 && f->written == (uint64_t)f->total)
+	if (f->feed && f->total >= 0 && f->written == (uint64_t)f->total) {
+		publish(f);
 		return commit_download(f); /* every byte arrived before the fault */
+	}
 	build_request(f, &rq);
 	metrics_add(M_ORIGIN_REQUESTS, 1);
 	f->error[0] = '\0';
@@ -704,6 +722,8 @@ static void *download_main(void *arg)
 			checkpoint(&f); /* the next attempt, or the next mount, resumes */
 		else if (f.feed)
 			store->ops->discard_temp(store, file_of(t));
+		if (f.feed && !f.published)
+			feed_unref(f.feed); /* a resumed feed nobody saw */
 		metrics_add(M_DOWNLOADS_FAILED, 1);
 		if (rc != -ECANCELED)
 			log_error("%s: download failed: %s", file_of(t), f.error);
@@ -840,6 +860,35 @@ static int settle_source(struct extract *x)
 	return rc;
 }
 
+/*
+ * The followed download abandoned its feed for a new version of the file
+ * (see abandon_feed): follow the new one. True when there is one.
+ */
+static bool follow_new_feed(struct extract *x)
+{
+	struct transfer *src = x->t->src;
+	struct dataset *d = x->t->ds;
+	struct timespec ts;
+	bool found = false;
+
+	if (!src || !x->src_feed)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	while (!src->done && (!src->feed || src->feed == x->src_feed) &&
+	       !transfer_cancelled(x->t)) {
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	if (src->feed && src->feed != x->src_feed && !src->res.err) {
+		feed_unref(x->src_feed);
+		x->src_feed = src->feed;
+		feed_ref(x->src_feed);
+		found = true;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return found;
+}
+
 /* The followed download failed: say why, in its own words. */
 static void describe_source_failure(struct extract *x)
 {
@@ -884,10 +933,12 @@ static int decompress(struct extract *x)
 	}
 	if (n < 0) {
 		rc = (int)n;
-		if (rc != -ECANCELED && rc != -EINTR)
-			describe_source_failure(x);
-		else
+		if (rc == -ECANCELED || rc == -EINTR)
 			rc = -ECANCELED;
+		else if (follow_new_feed(x))
+			rc = -ESTALE;
+		else
+			describe_source_failure(x);
 		goto out;
 	}
 	rc = gunzip_finish(gz);
@@ -924,28 +975,50 @@ static int commit_extract(struct extract *x)
 	return 0;
 }
 
-static int run_extract(struct extract *x)
+static int begin_output(struct extract *x)
 {
-	int64_t size;
-	int rc;
+	int rc = store->ops->create_temp(store, file_of(x->t), &x->fd);
 
-	if ((rc = pick_source(x)))
-		return rc;
-	rc = store->ops->create_temp(store, file_of(x->t), &x->fd);
 	if (rc) {
 		snprintf(x->error, sizeof(x->error), "cannot create a temporary: %s",
 			 strerror(-rc));
 		return rc;
 	}
-	size = x->src_feed ? -1 : x->src.tsv_size;
-	x->feed = feed_new(x->fd, size);
+	x->feed = feed_new(x->fd, x->src_feed ? -1 : x->src.tsv_size);
 	if (!x->feed) {
 		close(x->fd);
 		snprintf(x->error, sizeof(x->error), "out of memory");
 		return -ENOMEM;
 	}
+	x->in = x->out = 0;
 	publish_feed(x->t, x->feed, DS_EXTRACTING);
-	if ((rc = decompress(x)) || (rc = settle_source(x)))
+	return 0;
+}
+
+#define MAX_SOURCE_SWITCHES 3
+
+static int run_extract(struct extract *x)
+{
+	int rc;
+
+	if ((rc = pick_source(x)))
+		return rc;
+	for (int switches = 0;; switches++) {
+		if ((rc = begin_output(x)))
+			return rc;
+		rc = decompress(x);
+		if (rc != -ESTALE || switches == MAX_SOURCE_SWITCHES)
+			break;
+		log_info(
+		    "%s: the download started over on a new version; so does the decompression",
+		    file_of(x->t));
+		feed_finish(x->feed, -EIO);
+		publish_feed(x->t, NULL, DS_EXTRACTING);
+		x->feed = NULL;
+	}
+	if (rc == -ESTALE)
+		snprintf(x->error, sizeof(x->error), "the origin kept changing the file");
+	if (rc || (rc = settle_source(x)))
 		return rc;
 	return commit_extract(x);
 }
