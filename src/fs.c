@@ -17,7 +17,13 @@
  * a file still arriving, or an inode that is no longer current, with direct
  * I/O.
  *
- * Locking: gens_lock guards slot_gen[] and the list of open data handles.
+ * Handles: the kernel may process a release while a read of the same file
+ * is still being served (parallel direct I/O requests), so fh is an id that
+ * requests look up and reference under gens_lock; the memory goes when the
+ * last reference does.
+ *
+ * Locking: gens_lock guards slot_gen[], the list of open handles, their
+ * reference counts and next_handle_id.
  */
 #define FUSE_USE_VERSION 35
 #include "fs.h"
@@ -62,6 +68,8 @@ struct node {
 
 /* An open file. Control files hold the text rendered at open (procfs-like). */
 struct handle {
+	uint64_t id; /* what the kernel holds as fh */
+	int refs;    /* guarded by gens_lock: the open file, and each request using it */
 	struct node node;
 	fuse_ino_t ino;
 	struct dataset_reader reader; /* NODE_DATA */
@@ -86,7 +94,8 @@ static _Thread_local bool serving_unlink;
 
 static pthread_mutex_t gens_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t slot_gen[2 * CATALOG_COUNT]; /* guarded by gens_lock */
-static struct handle *open_handles;	     /* guarded by gens_lock: data handles on copies */
+static struct handle *open_handles;	     /* guarded by gens_lock: every open handle */
+static uint64_t next_handle_id = 1;	     /* guarded by gens_lock */
 
 static int slot_of(int ds, enum file_kind kind)
 {
@@ -139,7 +148,7 @@ static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
 
 	pthread_mutex_lock(&gens_lock);
 	for (struct handle *h = open_handles; h && !found; h = h->next) {
-		if (h->ino == ino) {
+		if (h->ino == ino && h->node.type == NODE_DATA && h->reader.fd >= 0) {
 			*size = h->size;
 			*mtime = h->mtime;
 			found = true;
@@ -218,13 +227,41 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_entry(req, &e);
 }
 
-static struct handle *handle_of(struct fuse_file_info *fi)
+static void free_handle(struct handle *h)
 {
-	return (struct handle *)(uintptr_t)fi->fh;
+	dataset_close(&h->reader);
+	free(h->text);
+	free(h);
+}
+
+/* The open handle fi names, referenced; NULL once released. Drop with put_handle(). */
+static struct handle *get_handle(struct fuse_file_info *fi)
+{
+	struct handle *h;
+
+	pthread_mutex_lock(&gens_lock);
+	for (h = open_handles; h && h->id != fi->fh; h = h->next)
+		;
+	if (h)
+		h->refs++;
+	pthread_mutex_unlock(&gens_lock);
+	return h;
+}
+
+static void put_handle(struct handle *h)
+{
+	int left;
+
+	pthread_mutex_lock(&gens_lock);
+	left = --h->refs;
+	pthread_mutex_unlock(&gens_lock);
+	if (!left)
+		free_handle(h);
 }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct handle *h;
 	struct stat st;
 	struct node n;
 
@@ -233,8 +270,11 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fill_attr(ino, &n, &st);
-	if (fi && handle_of(fi)->node.type == NODE_DATA && handle_of(fi)->reader.fd >= 0)
-		st.st_size = (off_t)handle_of(fi)->size; /* the version this handle reads */
+	if (fi && (h = get_handle(fi))) {
+		if (h->node.type == NODE_DATA && h->reader.fd >= 0)
+			st.st_size = (off_t)h->size; /* the version this handle reads */
+		put_handle(h);
+	}
 	fuse_reply_attr(req, &st, TIMEOUT_S);
 }
 
@@ -330,11 +370,14 @@ static int req_interrupted(void *ctx)
 static void track(struct handle *h)
 {
 	pthread_mutex_lock(&gens_lock);
+	h->id = next_handle_id++;
+	h->refs = 1;
 	h->next = open_handles;
 	open_handles = h;
 	pthread_mutex_unlock(&gens_lock);
 }
 
+/* Takes h out of the list; its memory goes with the last reference. */
 static void untrack(struct handle *h)
 {
 	pthread_mutex_lock(&gens_lock);
@@ -343,6 +386,20 @@ static void untrack(struct handle *h)
 			*p = h->next;
 			break;
 		}
+	}
+	pthread_mutex_unlock(&gens_lock);
+	put_handle(h);
+}
+
+/* Handles whose release never came (the kernel drops them at unmount). */
+static void free_all_handles(void)
+{
+	struct handle *h;
+
+	pthread_mutex_lock(&gens_lock);
+	while ((h = open_handles)) {
+		open_handles = h->next;
+		free_handle(h);
 	}
 	pthread_mutex_unlock(&gens_lock);
 }
@@ -370,7 +427,6 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 		fi->keep_cache = 1;
 	else
 		fi->direct_io = 1;
-	track(h);
 	return 0;
 }
 
@@ -405,21 +461,14 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	else if (!rc)
 		rc = -EISDIR;
 	if (rc) {
-		dataset_close(&h->reader);
-		free(h->text);
-		free(h);
+		free_handle(h);
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	fi->fh = (uint64_t)(uintptr_t)h;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		/* The opener was interrupted: nobody will release this handle. */
-		if (h->reader.fd >= 0)
-			untrack(h);
-		dataset_close(&h->reader);
-		free(h->text);
-		free(h);
-	}
+	track(h);
+	fi->fh = h->id;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		untrack(h); /* the opener was interrupted: nobody will release it */
 }
 
 static void read_control(fuse_req_t req, struct handle *h, size_t size, off_t off)
@@ -460,27 +509,32 @@ static void read_data(fuse_req_t req, struct handle *h, size_t size, off_t off)
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	struct handle *h = handle_of(fi);
+	struct handle *h = get_handle(fi);
 
 	(void)ino;
-	if (h->node.type == NODE_CONTROL)
+	if (!h)
+		fuse_reply_err(req, EBADF);
+	else if (h->node.type == NODE_CONTROL)
 		read_control(req, h, size, off);
 	else
 		read_data(req, h, size, off);
+	if (h)
+		put_handle(h);
 }
 
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct handle *h = handle_of(fi);
-	int rc;
+	struct handle *h = get_handle(fi);
+	int rc = -EACCES;
 
 	(void)ino, (void)off;
-	if (h->node.type != NODE_CONTROL || !control_is_command(h->node.ctl)) {
-		fuse_reply_err(req, EACCES);
-		return;
-	}
-	rc = control_write(h->node.ctl, buf, size);
+	if (!h)
+		rc = -EBADF;
+	else if (h->node.type == NODE_CONTROL && control_is_command(h->node.ctl))
+		rc = control_write(h->node.ctl, buf, size);
+	if (h)
+		put_handle(h);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -489,14 +543,13 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = handle_of(fi);
+	struct handle *h = get_handle(fi);
 
 	(void)ino;
-	if (h->node.type == NODE_DATA && h->reader.fd >= 0)
+	if (h) {
 		untrack(h);
-	dataset_close(&h->reader);
-	free(h->text);
-	free(h);
+		put_handle(h);
+	}
 	fuse_reply_err(req, 0);
 }
 
@@ -608,6 +661,7 @@ static void ll_destroy(void *userdata)
 	atomic_store(&session, NULL);
 	datasets_shutdown();
 	jobs_shutdown();
+	free_all_handles();
 	log_info("unmounted");
 }
 
