@@ -23,6 +23,7 @@
 #define BACKOFF_CAP	 60.0 /* the longest backoff, as a multiple of retry_delay */
 #define CHECKPOINT_BYTES (8u << 20)
 #define CHECKPOINT_S	 1.0
+#define OPEN_TRIES	 5
 #define POLL_NS		 (50 * 1000 * 1000)
 #define SHUTDOWN_WAIT_S	 10
 
@@ -1219,7 +1220,7 @@ int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*in
 	r->fd = -1;
 	r->feed = NULL;
 	pthread_mutex_lock(&d->lock);
-	for (int tries = 0; tries < 3; tries++) {
+	for (int tries = 0; tries < OPEN_TRIES; tries++) {
 		revalidate_if_stale_locked(d);
 		if (kind == KIND_GZ ? d->cached : d->extracted) {
 			rc = open_committed(r, ds, kind);
@@ -1246,6 +1247,7 @@ int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*in
 		put_locked(t);
 		if (rc || r->feed)
 			break;
+		rc = -EIO; /* the copy came and went again (evicted in between): try again */
 	}
 	pthread_mutex_unlock(&d->lock);
 	return rc;

@@ -55,6 +55,7 @@
 #define INO_DATA_BASE	 64
 #define SLOT_BITS	 16 /* > 2 * CATALOG_COUNT */
 #define TIMEOUT_S	 1.0
+#define FS_MAX_THREADS	 "64"
 
 enum node_type { NODE_ROOT, NODE_CONTROL_DIR, NODE_DATA, NODE_CONTROL };
 
@@ -80,17 +81,10 @@ struct handle {
 	size_t len;
 };
 
-/* Set before the mount; read-only afterwards, except session (set once in fs_main). */
+/* Set before the mount; read-only afterwards, except session (set by fs_main around the loop). */
 static const struct config *config;
 static double mounted_at;
 static _Atomic(struct fuse_session *) session;
-
-/*
- * Set while this thread serves an unlink: the kernel holds the root's lock
- * until we reply and drops the entry itself, so invalidating it here would
- * deadlock.
- */
-static _Thread_local bool serving_unlink;
 
 static pthread_mutex_t gens_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t slot_gen[2 * CATALOG_COUNT]; /* guarded by gens_lock */
@@ -566,9 +560,7 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	serving_unlink = true;
 	dataset_evict(n.ds, n.kind);
-	serving_unlink = false;
 	fuse_reply_err(req, 0);
 }
 
@@ -627,28 +619,93 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &st);
 }
 
+/*
+ * Entry invalidations go through one thread of their own: the kernel takes
+ * the root's lock for them, and whoever holds that lock (an unlink, an
+ * O_CREAT open) may be waiting for a request that only progresses once the
+ * thread that changed the file moves on. Requests are idempotent, so a set
+ * of pending slots is the whole queue.
+ */
+static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t notify_wake = PTHREAD_COND_INITIALIZER;
+static unsigned notify_pending; /* guarded by notify_lock: bit per slot */
+static bool notify_stop;	/* guarded by notify_lock */
+static bool notify_running;	/* written before the loop starts and after it ends */
+static pthread_t notify_thread;
+
+static void *notify_main(void *arg)
+{
+	struct fuse_session *se = arg;
+	unsigned pending;
+
+	pthread_mutex_lock(&notify_lock);
+	while (!notify_stop) {
+		if (!notify_pending) {
+			pthread_cond_wait(&notify_wake, &notify_lock);
+			continue;
+		}
+		pending = notify_pending;
+		notify_pending = 0;
+		pthread_mutex_unlock(&notify_lock);
+		for (int slot = 0; slot < 2 * CATALOG_COUNT; slot++) {
+			const char *file = catalog_file(slot / 2, (enum file_kind)(slot % 2));
+			int rc;
+			if (!(pending & (1u << slot)))
+				continue;
+			rc = fuse_lowlevel_notify_inval_entry(se, INO_ROOT, file, strlen(file));
+			if (rc && rc != -ENOENT)
+				log_debug("invalidate %s: %s", file, strerror(-rc));
+		}
+		pthread_mutex_lock(&notify_lock);
+	}
+	pthread_mutex_unlock(&notify_lock);
+	return NULL;
+}
+
+static void notify_start(struct fuse_session *se)
+{
+	int rc = pthread_create(&notify_thread, NULL, notify_main, se);
+
+	if (rc)
+		log_warn("no invalidation thread (%s): names follow new versions within %.0f s",
+			 strerror(rc), TIMEOUT_S);
+	notify_running = rc == 0;
+}
+
+static void notify_end(void)
+{
+	if (!notify_running)
+		return;
+	pthread_mutex_lock(&notify_lock);
+	notify_stop = true;
+	pthread_cond_signal(&notify_wake);
+	pthread_mutex_unlock(&notify_lock);
+	pthread_join(notify_thread, NULL);
+	notify_running = false;
+}
+
 /* Runs on a transfer or request thread whenever a committed file changes. */
 static void on_change(const char *file)
 {
-	struct fuse_session *se = atomic_load(&session);
 	enum file_kind kind;
-	int ds, rc;
+	int ds, slot;
 
 	if (catalog_lookup_file(file, &ds, &kind))
 		return;
+	slot = slot_of(ds, kind);
 	pthread_mutex_lock(&gens_lock);
-	slot_gen[slot_of(ds, kind)]++;
+	slot_gen[slot]++;
 	pthread_mutex_unlock(&gens_lock);
-	if (!se || serving_unlink)
-		return;
-	rc = fuse_lowlevel_notify_inval_entry(se, INO_ROOT, file, strlen(file));
-	if (rc && rc != -ENOENT)
-		log_debug("invalidate %s: %s", file, strerror(-rc));
+	pthread_mutex_lock(&notify_lock);
+	notify_pending |= 1u << slot;
+	pthread_cond_signal(&notify_wake);
+	pthread_mutex_unlock(&notify_lock);
 }
 
 static void ll_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
+	notify_start(atomic_load(&session));
 	/* Reads reply from file descriptors: let the kernel move the pages. */
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	datasets_resume();
@@ -658,9 +715,9 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 static void ll_destroy(void *userdata)
 {
 	(void)userdata;
-	atomic_store(&session, NULL);
 	datasets_shutdown();
 	jobs_shutdown();
+	notify_end();
 	free_all_handles();
 	log_info("unmounted");
 }
@@ -715,6 +772,12 @@ int fs_main(struct fuse_args *args, const struct config *cfg)
 
 	config = cfg;
 	mounted_at = clock_wall();
+	/*
+	 * A read waiting for bytes still downloading holds a worker thread:
+	 * allow many (an explicit -o max_threads, parsed later, still wins).
+	 */
+	if (fuse_opt_insert_arg(args, 1, "-omax_threads=" FS_MAX_THREADS) != 0)
+		return 1;
 	if (fuse_parse_cmdline(args, &opts) != 0)
 		return 1;
 	if (!opts.mountpoint) {
