@@ -85,13 +85,21 @@ void datasets_shutdown(void);
 /* Called, with no lock held, after a committed file changes or goes away. */
 void datasets_on_change(void (*fn)(const char *file));
 
-/* Size (0 while unknown) and modification time to show for a data file. */
-void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime);
+/*
+ * A data file's generation moves on, under the dataset lock, each time its
+ * committed copy appears, is replaced or goes away: two opens that see the
+ * same generation read the same bytes.
+ */
+uint64_t dataset_generation(int ds, enum file_kind kind);
+
+/* Size (0 while unknown), modification time and generation of a data file, taken together. */
+void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime, uint64_t *gen);
 
 /* An open data file: a committed copy (fd >= 0) or a transfer's feed. */
 struct dataset_reader {
 	int fd;
 	struct feed *feed;
+	uint64_t gen; /* the generation read: a committed copy's, or the one it will get */
 };
 
 /*

@@ -2,6 +2,7 @@
 #include "dataset.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -55,6 +56,8 @@ struct dataset {
 	double checked_at;	   /* guarded by lock: when gz was last known current */
 	bool resume_pending;	   /* guarded by lock: a partial download waits in the store */
 	bool retrying;		   /* guarded by lock: the download is backing off after a fault */
+	uint64_t gen[2];	   /* guarded by lock: per kind, see dataset_generation() */
+	int fd[2];		   /* guarded by lock: per kind, the committed copy, -1 none */
 	struct transfer *download; /* guarded by lock; in flight or NULL */
 	struct transfer *extract;  /* guarded by lock; in flight or NULL */
 	char error[256];	   /* guarded by lock */
@@ -125,6 +128,34 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+/*
+ * Readers get a duplicate of the dataset's own descriptor on a committed
+ * copy, never a fresh open of its path: the path may already name the next
+ * version while the dataset still shows this one.
+ */
+static int dup_fd(int fd)
+{
+	int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+	return copy < 0 ? -errno : copy;
+}
+
+/* Makes fd (taken over) the committed copy of kind; d->lock held. Returns the old one to close. */
+static int swap_fd_locked(struct dataset *d, enum file_kind kind, int fd)
+{
+	int old = d->fd[kind];
+
+	d->fd[kind] = fd;
+	d->gen[kind]++;
+	return old;
+}
+
+static void close_fd(int fd)
+{
+	if (fd >= 0)
+		close(fd);
 }
 
 /* Sleeps for seconds unless t is cancelled first; -ECANCELED then. */
@@ -517,7 +548,7 @@ static int commit_download(struct fetch *f)
 	struct transfer *t = f->t;
 	struct dataset *d = t->ds;
 	bool reextract;
-	int rc;
+	int rc = 0, keep;
 
 	if (f->total >= 0 && f->written != (uint64_t)f->total) {
 		snprintf(f->error, sizeof(f->error), "short body: %llu of %lld bytes",
@@ -532,8 +563,10 @@ static int commit_download(struct fetch *f)
 	f->next.size = (int64_t)f->written;
 	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
 	f->next.fetched_at = clock_wall();
-	rc = store->ops->commit(store, file_of(t), f->fd, &f->next);
-	if (rc) {
+	if ((keep = dup_fd(f->fd)) < 0 ||
+	    (rc = store->ops->commit(store, file_of(t), f->fd, &f->next))) {
+		rc = keep < 0 ? keep : rc;
+		close_fd(keep);
 		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
 			 strerror(-rc));
 		return rc;
@@ -541,9 +574,11 @@ static int commit_download(struct fetch *f)
 	pthread_mutex_lock(&d->lock);
 	d->gz = f->next;
 	d->cached = true;
+	keep = swap_fd_locked(d, KIND_GZ, keep);
 	d->checked_at = f->next.fetched_at;
 	reextract = d->extracted && !meta_same_version(&d->tsv, &d->gz) && !d->extract;
 	pthread_mutex_unlock(&d->lock);
+	close_fd(keep);
 	notify_change(file_of(t));
 	if (reextract) {
 		struct transfer *x = dataset_extract(d->index);
@@ -805,18 +840,19 @@ static int pick_source(struct extract *x)
 	if (x->t->src)
 		rc = follow_locked(x);
 	if (!rc && !x->src_feed) {
-		if (d->cached)
-			x->src = d->gz;
-		else
+		if (!d->cached) {
 			rc = -ENOENT;
+		} else if ((x->src_fd = dup_fd(d->fd[KIND_GZ])) < 0) {
+			rc = x->src_fd;
+			x->src_fd = -1;
+		} else {
+			x->src = d->gz;
+		}
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (rc == -ENOENT)
 		snprintf(x->error, sizeof(x->error), "not downloaded");
-	if (rc || x->src_feed)
-		return rc;
-	rc = store->ops->open(store, catalog_file(d->index, KIND_GZ), &x->src_fd);
-	if (rc)
+	else if (rc)
 		snprintf(x->error, sizeof(x->error), "cannot open the download: %s", strerror(-rc));
 	return rc;
 }
@@ -957,13 +993,15 @@ static int commit_extract(struct extract *x)
 {
 	struct dataset *d = x->t->ds;
 	struct meta m = x->src;
-	int rc;
+	int rc = 0, keep;
 
 	m.size = (int64_t)x->out;
 	m.tsv_size = -1;
 	m.fetched_at = clock_wall();
-	rc = store->ops->commit(store, file_of(x->t), x->fd, &m);
-	if (rc) {
+	if ((keep = dup_fd(x->fd)) < 0 ||
+	    (rc = store->ops->commit(store, file_of(x->t), x->fd, &m))) {
+		rc = keep < 0 ? keep : rc;
+		close_fd(keep);
 		snprintf(x->error, sizeof(x->error), "cannot store the decompression: %s",
 			 strerror(-rc));
 		return rc;
@@ -971,7 +1009,9 @@ static int commit_extract(struct extract *x)
 	pthread_mutex_lock(&d->lock);
 	d->tsv = m;
 	d->extracted = true;
+	keep = swap_fd_locked(d, KIND_TSV, keep);
 	pthread_mutex_unlock(&d->lock);
+	close_fd(keep);
 	notify_change(file_of(x->t));
 	return 0;
 }
@@ -1063,6 +1103,14 @@ static bool has_partial(int index)
 	return true;
 }
 
+/* Looks up a committed copy left by an earlier run and opens it; true when usable. */
+static bool open_cached(int index, enum file_kind kind, struct meta *m, int *fd)
+{
+	const char *file = catalog_file(index, kind);
+
+	return store->ops->lookup(store, file, m) == 0 && store->ops->open(store, file, fd) == 0;
+}
+
 static int init_dataset(struct dataset *d, int index)
 {
 	pthread_condattr_t attr;
@@ -1078,12 +1126,15 @@ static int init_dataset(struct dataset *d, int index)
 	pthread_condattr_destroy(&attr);
 	if (rc)
 		return -rc;
-	d->cached = store->ops->lookup(store, catalog_file(index, KIND_GZ), &d->gz) == 0;
-	d->extracted = store->ops->lookup(store, catalog_file(index, KIND_TSV), &d->tsv) == 0;
+	d->fd[KIND_GZ] = d->fd[KIND_TSV] = -1;
+	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->fd[KIND_GZ]);
+	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->fd[KIND_TSV]);
 	if (d->cached && d->extracted && !meta_same_version(&d->gz, &d->tsv)) {
 		log_info("%s: decompression of an older version; dropping it",
 			 catalog_file(index, KIND_TSV));
 		store->ops->evict(store, catalog_file(index, KIND_TSV));
+		close_fd(d->fd[KIND_TSV]);
+		d->fd[KIND_TSV] = -1;
 		d->extracted = false;
 	}
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
@@ -1152,7 +1203,18 @@ void datasets_shutdown(void)
 	pthread_mutex_unlock(&threads_lock);
 }
 
-void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime)
+uint64_t dataset_generation(int ds, enum file_kind kind)
+{
+	struct dataset *d = &sets[ds];
+	uint64_t gen;
+
+	pthread_mutex_lock(&d->lock);
+	gen = d->gen[kind];
+	pthread_mutex_unlock(&d->lock);
+	return gen;
+}
+
+void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime, uint64_t *gen)
 {
 	struct dataset *d = &sets[ds];
 	struct transfer *t;
@@ -1160,6 +1222,7 @@ void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime)
 	int ended, err;
 
 	pthread_mutex_lock(&d->lock);
+	*gen = d->gen[kind];
 	*size = 0;
 	*mtime = d->cached ? d->gz.mtime : 0;
 	if (kind == KIND_GZ && d->cached) {
@@ -1186,13 +1249,17 @@ static void revalidate_if_stale_locked(struct dataset *d)
 	}
 }
 
-static int open_committed(struct dataset_reader *r, int ds, enum file_kind kind)
+/* d->lock held. */
+static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind)
 {
-	int rc = store->ops->open(store, catalog_file(ds, kind), &r->fd);
-
-	if (rc == 0)
-		metrics_add(M_CACHE_HITS, 1);
-	return rc;
+	r->fd = dup_fd(d->fd[kind]);
+	if (r->fd < 0) {
+		int rc = r->fd;
+		r->fd = -1;
+		return rc;
+	}
+	metrics_add(M_CACHE_HITS, 1);
+	return 0;
 }
 
 /* Waits until t publishes a feed or ends; d->lock held. */
@@ -1222,11 +1289,10 @@ int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*in
 	pthread_mutex_lock(&d->lock);
 	for (int tries = 0; tries < OPEN_TRIES; tries++) {
 		revalidate_if_stale_locked(d);
+		r->gen = d->gen[kind];
 		if (kind == KIND_GZ ? d->cached : d->extracted) {
-			rc = open_committed(r, ds, kind);
-			if (rc != -ENOENT)
-				break;
-			/* Evicted under us: fall through and fetch it again. */
+			rc = open_committed_locked(d, r, kind);
+			break;
 		}
 		t = kind == KIND_GZ ? d->download : d->extract;
 		if (!t)
@@ -1324,18 +1390,26 @@ int dataset_evict(int ds, enum file_kind kind)
 	struct dataset *d = &sets[ds];
 	int removed = 0;
 
+	int old[2] = {-1, -1};
+
 	pthread_mutex_lock(&d->lock);
 	if (kind == KIND_GZ) {
 		if (store->ops->evict(store, catalog_file(ds, KIND_GZ)) == 0)
 			removed |= 1 << KIND_GZ;
+		if (d->cached)
+			old[KIND_GZ] = swap_fd_locked(d, KIND_GZ, -1);
 		d->cached = false;
 	}
 	if (store->ops->evict(store, catalog_file(ds, KIND_TSV)) == 0)
 		removed |= 1 << KIND_TSV;
+	if (d->extracted)
+		old[KIND_TSV] = swap_fd_locked(d, KIND_TSV, -1);
 	d->extracted = false;
 	d->failed = false;
 	d->error[0] = '\0';
 	pthread_mutex_unlock(&d->lock);
+	close_fd(old[KIND_GZ]);
+	close_fd(old[KIND_TSV]);
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 		if (removed & (1 << k)) {
 			metrics_add(M_EVICTIONS, 1);

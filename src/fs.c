@@ -22,8 +22,11 @@
  * requests look up and reference under gens_lock; the memory goes when the
  * last reference does.
  *
- * Locking: gens_lock guards slot_gen[], the list of open handles, their
- * reference counts and next_handle_id.
+ * Generations belong to the dataset layer (dataset_generation()), which
+ * moves them under its own lock together with the copy they stand for.
+ *
+ * Locking: gens_lock guards the list of open handles, their reference
+ * counts and next_handle_id.
  */
 #define FUSE_USE_VERSION 35
 #include "fs.h"
@@ -87,23 +90,12 @@ static double mounted_at;
 static _Atomic(struct fuse_session *) session;
 
 static pthread_mutex_t gens_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t slot_gen[2 * CATALOG_COUNT]; /* guarded by gens_lock */
-static struct handle *open_handles;	     /* guarded by gens_lock: every open handle */
-static uint64_t next_handle_id = 1;	     /* guarded by gens_lock */
+static struct handle *open_handles; /* guarded by gens_lock: every open handle */
+static uint64_t next_handle_id = 1; /* guarded by gens_lock */
 
 static int slot_of(int ds, enum file_kind kind)
 {
 	return ds * 2 + (int)kind;
-}
-
-static uint64_t current_gen(int slot)
-{
-	uint64_t g;
-
-	pthread_mutex_lock(&gens_lock);
-	g = slot_gen[slot];
-	pthread_mutex_unlock(&gens_lock);
-	return g;
 }
 
 static fuse_ino_t data_ino(int ds, enum file_kind kind, uint64_t gen)
@@ -155,6 +147,7 @@ static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
 static void fill_attr(fuse_ino_t ino, const struct node *n, struct stat *st)
 {
 	int64_t size = 0, mtime = 0;
+	uint64_t gen;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -173,9 +166,9 @@ static void fill_attr(fuse_ino_t ino, const struct node *n, struct stat *st)
 		st->st_mtime = time(NULL);
 		break;
 	case NODE_DATA:
-		if (n->gen == current_gen(slot_of(n->ds, n->kind)) ||
-		    !old_version_attr(ino, &size, &mtime))
-			dataset_stat(n->ds, n->kind, &size, &mtime);
+		dataset_stat(n->ds, n->kind, &size, &mtime, &gen);
+		if (gen != n->gen)
+			old_version_attr(ino, &size, &mtime);
 		st->st_mode = S_IFREG | 0444;
 		st->st_size = (off_t)size;
 		st->st_blocks = (blkcnt_t)((size + 511) / 512);
@@ -195,7 +188,7 @@ static int lookup_name(fuse_ino_t parent, const char *name, fuse_ino_t *ino, str
 	if (parent == INO_ROOT && strcmp(name, CONTROL_DIR) == 0)
 		*ino = INO_CONTROL_DIR;
 	else if (parent == INO_ROOT && catalog_lookup_file(name, &ds, &kind) == 0)
-		*ino = data_ino(ds, kind, current_gen(slot_of(ds, kind)));
+		*ino = data_ino(ds, kind, dataset_generation(ds, kind));
 	else if (parent == INO_CONTROL_DIR && (ctl = control_lookup(name)) >= 0)
 		*ino = INO_CONTROL_BASE + (fuse_ino_t)ctl;
 	else
@@ -347,8 +340,7 @@ static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 				enum file_kind kind = (enum file_kind)k;
 				add_entry(&d, catalog_file(i, kind),
-					  data_ino(i, kind, current_gen(slot_of(i, kind))),
-					  S_IFREG);
+					  data_ino(i, kind, dataset_generation(i, kind)), S_IFREG);
 			}
 		}
 	}
@@ -415,9 +407,9 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 	if (fstat(h->reader.fd, &sb) < 0)
 		return -errno;
 	h->size = (int64_t)sb.st_size;
-	dataset_stat(h->node.ds, h->node.kind, &(int64_t){0}, &h->mtime);
-	/* An inode that is no longer current may carry a stale size in the kernel. */
-	if (h->node.gen == current_gen(slot_of(h->node.ds, h->node.kind)))
+	dataset_stat(h->node.ds, h->node.kind, &(int64_t){0}, &h->mtime, &(uint64_t){0});
+	/* Any other inode than the copy's own may carry another size in the kernel. */
+	if (h->node.gen == h->reader.gen)
 		fi->keep_cache = 1;
 	else
 		fi->direct_io = 1;
@@ -693,9 +685,6 @@ static void on_change(const char *file)
 	if (catalog_lookup_file(file, &ds, &kind))
 		return;
 	slot = slot_of(ds, kind);
-	pthread_mutex_lock(&gens_lock);
-	slot_gen[slot]++;
-	pthread_mutex_unlock(&gens_lock);
 	pthread_mutex_lock(&notify_lock);
 	notify_pending |= 1u << slot;
 	pthread_cond_signal(&notify_wake);
