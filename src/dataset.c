@@ -845,6 +845,8 @@ static int pick_source(struct extract *x)
 		} else if ((x->src_fd = dup_fd(d->fd[KIND_GZ])) < 0) {
 			rc = x->src_fd;
 			x->src_fd = -1;
+			snprintf(x->error, sizeof(x->error), "cannot open the download: %s",
+				 strerror(-rc));
 		} else {
 			x->src = d->gz;
 		}
@@ -852,8 +854,6 @@ static int pick_source(struct extract *x)
 	pthread_mutex_unlock(&d->lock);
 	if (rc == -ENOENT)
 		snprintf(x->error, sizeof(x->error), "not downloaded");
-	else if (rc)
-		snprintf(x->error, sizeof(x->error), "cannot open the download: %s", strerror(-rc));
 	return rc;
 }
 
