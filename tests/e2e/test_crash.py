@@ -7,12 +7,16 @@ Each run of test_kill9_during_refresh_resumes publishes the other version, start
 arriving, checks the cache directory offline, remounts the same cache and checks that:
   - every committed file is a complete origin version, before and after the remount;
   - the partial download resumed: the first request after the remount asks for
-    `Range: bytes=N-` (N = the bytes the partial held) with `If-Range: <its ETag>`;
-  - the bytes fetched for the file over the run (before and after the kill) stay under
-    1.2 x its size;
+    `Range: bytes=N-` (N = the bytes the partial held) with `If-Range: <its ETag>`, and nginx's
+    access log shows that 206;
+  - the bytes fetched for the file over the run (before and after the kill, as counted by the
+    proxy, i.e. what was sent to imdbfs) stay under 1.2 x its size;
   - after the refresh every byte read through the mount is the new version.
-Quick mode (default `make test`): 20 such runs plus 5 with a kill at any moment of the
-refresh's first 0.3 s (consistency only), ~1.5 min. IMDBFS_STRESS=1: 60 + 15 runs, and a
+Kill moments: N_KILLS runs kill at a random moment while title.principals's body arrives
+(these must resume with Range), N_EARLY at any moment of the refresh's first 0.3 s, N_COMMIT
+within 0.15 s after its last byte was sent (verification, fsync and renames under way; a
+complete partial must then be committed without fetching again). Quick mode (default
+`make test`): 20 + 5 + 5 runs, ~1 min. IMDBFS_STRESS=1: 60 + 15 + 15 runs, and a
 title.principals twice as big. The seed is printed; IMDBFS_SEED=N replays a run's choices.
 
 The other tests damage what a killed daemon left behind (a partial whose state is missing or
@@ -36,6 +40,7 @@ BIG_GZ = BIG + ".tsv.gz"
 SMALL = [d for d in DATASETS if d != BIG]
 N_KILLS = 60 if STRESS else 20
 N_EARLY = 15 if STRESS else 5
+N_COMMIT = 15 if STRESS else 5
 RATE = 16 << 20  # bytes/s per connection through the proxy
 
 
@@ -136,29 +141,35 @@ def test_kill9_during_refresh_resumes(rig):
     rng = random.Random(seed)
     vs, proxy = rig.vs, rig.proxy
     proxy.throttle(RATE)
+    kinds = ["body"] * N_KILLS + ["early"] * N_EARLY + ["commit"] * N_COMMIT
+    rng.shuffle(kinds)
     cur = 1
     resumed = 0
     ratios = []
     t0 = time.monotonic()
-    for i in range(N_KILLS + N_EARLY):
-        early = i >= N_KILLS
+    for i, kind in enumerate(kinds):
         new = 2 if cur == 1 else 1
-        where = "run %d (seed %d, %s kill, v%d -> v%d)" % (i, seed, "early" if early else "late",
-                                                           cur, new)
+        where = "run %d (seed %d, kill %s, v%d -> v%d)" % (i, seed, kind, cur, new)
         try:
             install_all(vs, new, rig.data)
             size = len(vs.gz(new, BIG))
             mark = proxy.mark()
             rig.m.command("download", "all")
-            if early:
+            if kind == "early":
                 time.sleep(rng.uniform(0, 0.3))
-            else:
+            elif kind == "body":
                 def started():
                     got = proxy.gets(BIG_GZ, since=mark)
                     return got and got[-1]["body_bytes"] > 0 and got[-1]
                 e = wait_for(started, 20, "the body of %s to arrive" % BIG_GZ, interval=0.01)
                 left = (size - e["body_bytes"]) / RATE
                 time.sleep(rng.uniform(0, 0.85 * left))
+            else:
+                # The last byte has been sent: verification, fsync, renames are under way.
+                wait_for(lambda: any(e["done"] and e["body_bytes"] == e["content_length"]
+                                     for e in proxy.gets(BIG_GZ, since=mark)), 20,
+                         "the whole body of %s to be sent" % BIG_GZ, interval=0.005)
+                time.sleep(rng.uniform(0, 0.15))
             rig.kill()
             live = [e for e in proxy.gets(BIG_GZ, since=mark)]
             partials = check_cache_offline(rig, {cur, new})
@@ -168,22 +179,31 @@ def test_kill9_during_refresh_resumes(rig):
                 state = read_json(rig.cache / ".partial" / (BIG_GZ + ".state"))
             proxy.settle(quiet=0.05)
             mark2 = proxy.mark()
+            omark = rig.origin.mark()
             rig.mount()
             rig.refresh()
             after = proxy.gets(BIG_GZ, since=mark2)
-            if held:
+            if held and held < size:
                 # Resumed where the partial stopped, tied to its version.
                 assert after, "no request for %s after the remount" % BIG_GZ
                 first = after[0]
                 assert first["range"] == "bytes=%d-" % held, (first, held, state)
                 assert first["if_range"] == state["etag"] == live[-1]["etag"], (first, state)
                 assert first["status"] == 206, first
+                # nginx's own log shows it too.
+                rig.origin.settle(quiet=0.05)
+                ranged = [e for e in rig.origin.gets(BIG_GZ, since=omark) if e["range"]]
+                assert ranged and ranged[0]["range"] == "bytes=%d-" % held, ranged
+                assert ranged[0]["if_range"] == state["etag"] and ranged[0]["status"] == 206
                 resumed += 1
-            elif not early:
+            elif held == size:
+                # Complete but not committed when killed: committed without fetching again.
+                assert sum(e["body_bytes"] for e in after) == 0, after
+            elif kind == "body":
                 raise AssertionError("no partial download after a kill during the body: %r"
                                      % os.listdir(rig.cache / ".partial"))
             total = proxy.body_bytes(BIG_GZ, since=mark)
-            if not early:
+            if kind != "early":
                 ratios.append(total / size)
                 assert total < 1.2 * size, "fetched %d bytes for a %d-byte file" % (total, size)
             check_served(rig, new)
@@ -193,9 +213,8 @@ def test_kill9_during_refresh_resumes(rig):
             raise AssertionError("%s: %s\ndaemon log tail:\n%s" % (
                 where, e, util.tail(rig.m.stderr_text(), 30))) from None
         cur = new
-    print("kill -9 runs: %d (%d resumed), fetched/size max %.3f mean %.3f, %.0f s" % (
-        N_KILLS + N_EARLY, resumed, max(ratios), sum(ratios) / len(ratios),
-        time.monotonic() - t0))
+    print("kill -9 runs: %d (%d resumed with Range), fetched/size max %.3f mean %.3f, %.0f s" % (
+        len(kinds), resumed, max(ratios), sum(ratios) / len(ratios), time.monotonic() - t0))
     assert resumed >= N_KILLS
     check_served(rig, cur, big_tsv=True)
 
