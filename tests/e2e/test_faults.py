@@ -854,3 +854,22 @@ def one_random_run(env, run, r, origin_v, retries, stats):
             assert any(p.startswith(d + ":") for p in h["problems"]), (d, h)
     else:
         assert h["status"] == "healthy", h
+
+
+def test_a_fault_being_retried_shows_in_status_and_health(env):
+    env.install(2, [D])
+    env.proxy.status(503, retry_after=2, path=DGZ)  # honoured (capped at 60 x retry_delay = 3 s)
+    env.m.command("download", D)
+
+    def retrying():
+        st = env.m.control("status")["datasets"][D]
+        return st["retrying"] and st
+    st = util.wait_for(retrying, 1.5, "status to show the retry")
+    assert "503" in (st["error"] or ""), st
+    h = env.m.control("health")
+    assert h["status"] == "degraded" and any(D in p and "503" in p for p in h["problems"]), h
+    assert env.m.wait_job(timeout=30) == 0
+    st = env.m.control("status")["datasets"][D]
+    assert not st["retrying"] and st["state"] != "failed", st
+    assert env.m.control("health")["status"] == "healthy"
+    assert env.cached_version(D) == 2
