@@ -165,7 +165,8 @@ static int write_all(int fd, const char *buf, size_t len)
 }
 
 /* Writes text to dirfd/name through a temporary in .partial and a rename. */
-static int write_atomically(struct store_local *sl, int dirfd, const char *name, const char *text)
+/* Writes text durably to .partial/NAME.tmp. */
+static int write_temp(struct store_local *sl, const char *name, const char *text)
 {
 	char tmp[NAME_MAX + 1];
 	int fd, rc;
@@ -179,25 +180,31 @@ static int write_atomically(struct store_local *sl, int dirfd, const char *name,
 		rc = -errno;
 	if (close(fd) < 0 && !rc)
 		rc = -errno;
-	if (!rc && renameat(sl->partialfd, tmp, dirfd, name) < 0)
-		rc = -errno;
 	if (rc)
 		unlinkat(sl->partialfd, tmp, 0);
 	return rc;
 }
 
-static int write_meta(struct store_local *sl, const char *file, const struct meta *m)
+/* Moves .partial/NAME.tmp to dirfd/NAME. */
+static int install_temp(struct store_local *sl, int dirfd, const char *name)
 {
-	char mname[NAME_MAX + 1];
-	char *text = meta_to_json(m);
-	int rc;
+	char tmp[NAME_MAX + 1];
 
-	if (!text)
-		return -ENOMEM;
-	meta_name(file, mname, sizeof(mname));
-	rc = write_atomically(sl, sl->dirfd, mname, text);
-	free(text);
-	return rc;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	if (renameat(sl->partialfd, tmp, dirfd, name) < 0) {
+		int rc = -errno;
+		unlinkat(sl->partialfd, tmp, 0);
+		return rc;
+	}
+	return 0;
+}
+
+/* Writes text to dirfd/name through a temporary in .partial and a rename. */
+static int write_atomically(struct store_local *sl, int dirfd, const char *name, const char *text)
+{
+	int rc = write_temp(sl, name, text);
+
+	return rc ? rc : install_temp(sl, dirfd, name);
 }
 
 static int local_checkpoint(struct store *st, const char *file, int fd,
@@ -262,17 +269,33 @@ static void local_discard_state(struct store_local *sl, const char *file)
 	unlinkat(sl->partialfd, sname, 0);
 }
 
+/*
+ * The metadata is made durable before the copy moves, so that a crash
+ * between the two renames leaves what sweep_meta_temp() rolls forward.
+ */
 static int local_commit(struct store *st, const char *file, int fd, const struct meta *m)
 {
 	struct store_local *sl = local(st);
+	char mname[NAME_MAX + 1];
+	char *text = meta_to_json(m);
 	int rc;
 
-	if (fsync(fd) < 0)
-		return -errno;
-	if (renameat(sl->partialfd, file, sl->dirfd, file) < 0)
-		return -errno;
+	if (!text)
+		return -ENOMEM;
+	meta_name(file, mname, sizeof(mname));
+	rc = fsync(fd) < 0 ? -errno : write_temp(sl, mname, text);
+	free(text);
+	if (rc)
+		return rc;
+	if (renameat(sl->partialfd, file, sl->dirfd, file) < 0) {
+		char tmp[NAME_MAX + 16];
+		rc = -errno;
+		snprintf(tmp, sizeof(tmp), "%s.tmp", mname);
+		unlinkat(sl->partialfd, tmp, 0);
+		return rc;
+	}
 	local_discard_state(sl, file);
-	rc = write_meta(sl, file, m);
+	rc = install_temp(sl, sl->dirfd, mname);
 	if (rc) {
 		drop(sl, file, "cannot write its metadata");
 		return rc;
@@ -338,11 +361,45 @@ static bool has_suffix(const char *name, const char *suffix)
 	return n > k && strcmp(name + n - k, suffix) == 0;
 }
 
+#define META_TEMP_SUFFIX ".meta.tmp"
+
+/*
+ * NAME.meta.tmp left by a crash inside local_commit(): when the copy it
+ * describes already moved into place (no .partial/NAME any more, and the
+ * sizes agree), install it; otherwise it belongs to nothing.
+ */
+static void sweep_meta_temp(struct store_local *sl, const char *name)
+{
+	char file[NAME_MAX + 1], mname[NAME_MAX + 16];
+	char *text = NULL;
+	struct stat sb;
+	struct meta m;
+
+	snprintf(file, sizeof(file), "%.*s", (int)(strlen(name) - strlen(META_TEMP_SUFFIX)), name);
+	meta_name(file, mname, sizeof(mname));
+	if (fstatat(sl->partialfd, file, &sb, 0) != 0 &&
+	    read_small_file(sl->partialfd, name, &text) == 0 && meta_from_json(text, &m) == 0 &&
+	    fstatat(sl->dirfd, file, &sb, 0) == 0 && sb.st_size == m.size &&
+	    renameat(sl->partialfd, name, sl->dirfd, mname) == 0) {
+		log_info("cache: completed the commit of %s/%s interrupted by a crash", sl->dir,
+			 file);
+		free(text);
+		return;
+	}
+	free(text);
+	unlinkat(sl->partialfd, name, 0);
+}
+
 /* An earlier run's temporary: kept when its saved state lets it resume. */
 static void sweep_entry(struct store_local *sl, const char *name)
 {
 	struct meta_partial p;
 	struct stat sb;
+
+	if (has_suffix(name, META_TEMP_SUFFIX)) {
+		sweep_meta_temp(sl, name);
+		return;
+	}
 
 	if (has_suffix(name, STATE_SUFFIX)) {
 		char data[NAME_MAX + 1];
