@@ -10,6 +10,7 @@ packages=(
 	libcmocka-dev
 	nginx-light curl gzip
 	python3 python3-pytest
+	postgresql mariadb-server mariadb-client sqlite3
 )
 
 missing=()
@@ -32,3 +33,9 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v service >/dev/null && service nginx status >/dev/null 2>&1; then
 	service nginx stop >/dev/null 2>&1 || true
 fi
+# Likewise a system MariaDB or PostgreSQL: tests/e2e/dbservers.py starts private ones.
+for service in mariadb postgresql; do
+	if command -v service >/dev/null && service "$service" status >/dev/null 2>&1; then
+		service "$service" stop >/dev/null 2>&1 || true
+	fi
+done

@@ -27,6 +27,11 @@ Fixtures
                   SIGKILL; then the test fails if the daemon's output has a sanitizer report or an
                   ERROR line not matched by expected_errors, or if it exited with another code
                   than expect_exit (None: any). Mount.unmount() may be called earlier (remounts).
+  postgres        (session) dbservers.Postgres: a PostgreSQL 15 on a free loopback port, database
+                  `imdb`, `.url` postgresql://postgres@127.0.0.1:PORT/imdb, `.psql(sql)`. Stopped
+                  at teardown. Tests share it: use tables of their own.
+  mariadb         (session) dbservers.MariaDB: a MariaDB 10.11 likewise, `.url`
+                  mysql://imdb:imdb@127.0.0.1:PORT/imdb (local_infile on), `.sql(sql)`.
 
 Per-test timeout: 60 s, or @pytest.mark.timeout_s(N). SIGALRM fails the test; a test stuck in a
 FUSE request (which only SIGKILL interrupts) is freed by a watchdog that kills its daemons and,
@@ -41,6 +46,7 @@ from pathlib import Path
 
 import pytest
 
+import dbservers
 import util
 
 DEFAULT_TIMEOUT_S = 60
@@ -227,3 +233,23 @@ def mount(tmp_path):
             problems.append("cleanup of %s failed: %r" % (m.path, e))
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+# ----------------------------------------------------------------- database servers
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    server = dbservers.Postgres.start(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory):
+    server = dbservers.MariaDB.start(tmp_path_factory.mktemp("mariadb"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,123 @@
+-- IMDb non-commercial datasets: schema for SQLite and MySQL/MariaDB (imdbfs).
+--
+--   sqlite3 imdb.db < sql_schema.sql            creates the empty tables, indexes and views
+--   mariadb imdb < sql_schema.sql
+--   imdb-db load sqlite:imdb.db                 creates them as well, and fills them
+--
+-- Arrays are kept as the files write them, in TEXT: elements separated by ','
+-- except title_akas.types and .attributes, which use byte 0x02. `\N` in the files
+-- is NULL. Keys are indexed but not unique and there are no foreign keys: the
+-- real files have duplicate keys and dangling ids, and a load keeps every row.
+-- The /*! ... */ clauses are read by MySQL/MariaDB only (SQLite sees comments):
+-- utf8mb4 with a binary collation keeps every byte as the files have it.
+--
+-- imdb-db runs the three sections below separately (the marker lines divide
+-- them): tables, indexes after the bulk copy, views. Keep the markers.
+
+-- imdb-db: tables
+
+CREATE TABLE name_basics (
+    nconst              VARCHAR(16) NOT NULL,
+    primary_name        TEXT,
+    birth_year          INTEGER,
+    death_year          INTEGER,
+    primary_profession  TEXT,
+    known_for_titles    TEXT
+) /*! DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin */;
+
+CREATE TABLE title_akas (
+    title_id            VARCHAR(16) NOT NULL,
+    ordering            INTEGER NOT NULL,
+    title               TEXT,
+    region              TEXT,
+    language            TEXT,
+    types               TEXT,
+    attributes          TEXT,
+    is_original_title   BOOLEAN
+) /*! DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin */;
+
+CREATE TABLE title_basics (
+    tconst              VARCHAR(16) NOT NULL,
+    title_type          VARCHAR(64),
+    primary_title       TEXT,
+    original_title      TEXT,
+    is_adult            BOOLEAN,
+    start_year          INTEGER,
+    end_year            INTEGER,
+    runtime_minutes     INTEGER,
+    genres              TEXT
+) /*! DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin */;
+
+-- One crew field can hold thousands of ids: MEDIUMTEXT in MySQL, TEXT in SQLite.
+CREATE TABLE title_crew (
+    tconst              VARCHAR(16) NOT NULL,
+    directors           MEDIUMTEXT,
+    writers             MEDIUMTEXT
+) /*! DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin */;
+
+CREATE TABLE title_episode (
+    tconst              VARCHAR(16) NOT NULL,
+    parent_tconst       VARCHAR(16),
+    season_number       INTEGER,
+    episode_number      INTEGER
+) /*! DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin */;
+
+CREATE TABLE title_principals (
+    tconst              VARCHAR(16) NOT NULL,
+    ordering            INTEGER NOT NULL,
+    nconst              VARCHAR(16),
+    category            TEXT,
+    job                 TEXT,
+    characters          TEXT
+) /*! DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin */;
+
+CREATE TABLE title_ratings (
+    tconst              VARCHAR(16) NOT NULL,
+    average_rating      DECIMAL(3, 1),
+    num_votes           INTEGER
+) /*! DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin */;
+
+-- imdb-db: indexes
+
+CREATE INDEX idx_name_basics_nconst ON name_basics (nconst);
+CREATE INDEX idx_title_akas_title_id ON title_akas (title_id, ordering);
+CREATE INDEX idx_title_basics_tconst ON title_basics (tconst);
+CREATE INDEX idx_title_basics_title_type ON title_basics (title_type);
+CREATE INDEX idx_title_crew_tconst ON title_crew (tconst);
+CREATE INDEX idx_title_episode_tconst ON title_episode (tconst);
+CREATE INDEX idx_title_episode_parent ON title_episode (parent_tconst, season_number, episode_number);
+CREATE INDEX idx_title_principals_tconst ON title_principals (tconst, ordering);
+CREATE INDEX idx_title_principals_nconst ON title_principals (nconst);
+CREATE INDEX idx_title_ratings_tconst ON title_ratings (tconst);
+
+-- imdb-db: views
+
+DROP VIEW IF EXISTS movies_with_ratings;
+CREATE VIEW movies_with_ratings AS
+SELECT b.tconst, b.primary_title, b.original_title, b.start_year, b.runtime_minutes,
+       b.genres, r.average_rating, r.num_votes
+FROM title_basics b
+JOIN title_ratings r ON r.tconst = b.tconst
+WHERE b.title_type = 'movie';
+
+-- IMDb's own threshold for its top-rated chart.
+DROP VIEW IF EXISTS top_rated_movies;
+CREATE VIEW top_rated_movies AS
+SELECT tconst, primary_title, start_year, average_rating, num_votes
+FROM movies_with_ratings
+WHERE num_votes >= 25000
+ORDER BY average_rating DESC, num_votes DESC, tconst;
+
+DROP VIEW IF EXISTS tv_episodes;
+CREATE VIEW tv_episodes AS
+SELECT e.tconst, e.parent_tconst, s.primary_title AS series_title,
+       e.season_number, e.episode_number, t.primary_title AS episode_title
+FROM title_episode e
+LEFT JOIN title_basics t ON t.tconst = e.tconst
+LEFT JOIN title_basics s ON s.tconst = e.parent_tconst;
+
+DROP VIEW IF EXISTS title_cast;
+CREATE VIEW title_cast AS
+SELECT p.tconst, p.ordering, p.nconst, n.primary_name, p.category, p.job, p.characters
+FROM title_principals p
+LEFT JOIN name_basics n ON n.nconst = p.nconst;
