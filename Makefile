@@ -3,7 +3,7 @@
 PREFIX    ?= /usr/local
 BUILD     ?= build
 CC        ?= cc
-PKGS      := fuse3 libcurl zlib libcjson
+PKGS      := fuse3 libcurl zlib libcjson libcrypto
 WARN      := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wshadow \
              -Wformat=2 -Wno-format-nonliteral
 CFLAGS    ?= -O2 -g
@@ -34,6 +34,9 @@ $(BUILD)/%.o: src/%.c | $(BUILD)
 $(BUILD)/unit-tests: $(UNIT_SRCS) $(LIB_OBJS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+$(BUILD)/blob-probe: tests/azure/blob-probe.c $(LIB_OBJS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD):
 	mkdir -p $@
 
@@ -50,21 +53,25 @@ test: deps
 test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
-test-e2e: $(BUILD)/imdbfs
-	IMDBFS_BIN=$(abspath $(BUILD)/imdbfs) $(PYTEST) -q tests/e2e $(PYTEST_ARGS)
+test-e2e: $(BUILD)/imdbfs $(BUILD)/blob-probe
+	IMDBFS_BIN=$(abspath $(BUILD)/imdbfs) BLOB_PROBE=$(abspath $(BUILD)/blob-probe) \
+		$(PYTEST) -q tests/e2e $(PYTEST_ARGS)
 
-test-stress: deps all
-	IMDBFS_BIN=$(abspath $(BUILD)/imdbfs) IMDBFS_STRESS=1 $(PYTEST) -q tests/e2e $(PYTEST_ARGS)
+test-stress: deps all $(BUILD)/blob-probe
+	IMDBFS_BIN=$(abspath $(BUILD)/imdbfs) BLOB_PROBE=$(abspath $(BUILD)/blob-probe) \
+		IMDBFS_STRESS=1 $(PYTEST) -q tests/e2e $(PYTEST_ARGS)
 
 check-asan: deps
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g $(SANITIZE)" LDFLAGS="$(SANITIZE)" \
-		all build-asan/unit-tests
+		all build-asan/unit-tests build-asan/blob-probe
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 build-asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 IMDBFS_BIN=$(abspath build-asan/imdbfs) \
+		BLOB_PROBE=$(abspath build-asan/blob-probe) \
 		$(PYTEST) -q tests/e2e $(PYTEST_ARGS)
 
+# The mount's figures, then the databases'; both run even when one fails.
 bench: deps all
-	@scripts/bench
+	@status=0; scripts/bench || status=1; scripts/bench-db || status=1; exit $$status
 
 # Mounts the real IMDb origin with the local cache (daemonized; unmount with
 # fusermount3 -u $(MOUNT)).

@@ -11,14 +11,27 @@ packages=(
 	nginx-light curl gzip
 	python3 python3-pytest
 	postgresql mariadb-server mariadb-client sqlite3
+	nodejs
 )
+# npm for Azurite; NodeSource's nodejs bundles it and conflicts with Debian's npm.
+command -v npm >/dev/null || packages+=(npm)
+
+# Azurite (the Azure Storage emulator of the tests) into the git-ignored build/npm, once.
+# 3.35.0: later versions need Node >= 21.
+install_azurite() {
+	local prefix
+	prefix="$(cd "$(dirname "$0")/.." && pwd)/build/npm"
+	[[ -x $prefix/node_modules/.bin/azurite-blob ]] && return 0
+	echo "install-deps: installing azurite 3.35.0 into $prefix" >&2
+	npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+}
 
 missing=()
 for p in "${packages[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
 	[[ $status == ii* ]] || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+if [[ ${#missing[@]} -eq 0 ]]; then install_azurite; exit 0; fi
 
 if [[ $(id -u) -ne 0 ]]; then
 	echo "install-deps: missing packages: ${missing[*]}" >&2
@@ -39,3 +52,4 @@ for service in mariadb postgresql; do
 		service "$service" stop >/dev/null 2>&1 || true
 	fi
 done
+install_azurite

@@ -9,6 +9,8 @@ int main(void)
 		const char *name;
 		int (*run)(void);
 	} groups[] = {
+	    {"azure_auth", test_azure_auth_group},
+	    {"azure_blob", test_azure_blob_group},
 	    {"catalog", test_catalog_group},
 	    {"clock", test_clock_group},
 	    {"config", test_config_group},

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+int test_azure_auth_group(void);
+int test_azure_blob_group(void);
 int test_catalog_group(void);
 int test_clock_group(void);
 int test_config_group(void);

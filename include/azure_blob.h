@@ -1,0 +1,190 @@
+/*
+ * azure_blob.h - a small Azure Blob Storage REST client on libcurl.
+ *
+ * Just the operations a shared cache needs: create a container, read a
+ * blob's properties, stream a range of it, upload it (Put Blob, or Put Block
+ * + Put Block List, which makes the new version appear atomically), list and
+ * delete blobs, and lease a blob (the cross-host lock). Requests are signed
+ * with azure_auth (SharedKey) or carry its SAS.
+ *
+ * Every call is one synchronous request (List Blobs: one per page) on its
+ * own curl handle, with connect, stall and overall timeouts; a client is
+ * read-only, so any thread may use it at once without a lock. http_global_init()
+ * must have run first. Nothing is retried here: the caller owns the backoff.
+ *
+ * Results, each with one line in err that names the operation, the blob and
+ * the Azure error code (x-ms-error-code), never a key, SAS or signature:
+ *
+ *   0         2xx
+ *   -ENOENT   404 (no such container or blob)
+ *   -EACCES   401, 403 (authentication or permission), TLS verification
+ *   -EEXIST   409 ContainerAlreadyExists / BlobAlreadyExists
+ *   -EBUSY    any other 409: a lease held by someone else, a lease id mismatch
+ *   -ESTALE   412: a condition failed (If-Match, lease id missing or wrong)
+ *   -ERANGE   416: a range past the end of the blob
+ *   -EAGAIN   408, 429, 5xx, connection errors, timeouts, stalls (retry later)
+ *   -EPROTO   anything else (400 ...), or a malformed response
+ *   -EINVAL   a bad argument (metadata name, lease duration ...), nothing sent
+ *   -ECANCELED the read's cancel check fired
+ *   other     the read sink's own error, passed through
+ */
+#ifndef IMDBFS_AZURE_BLOB_H
+#define IMDBFS_AZURE_BLOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "azure_auth.h"
+
+struct azure_blob_client {
+	const struct azure_cred *cred; /* not owned; outlives the client's use */
+	const char *cafile;	       /* NULL: the system's CAs */
+	long connect_seconds;	       /* 0: 20 */
+	long stall_seconds;	       /* abort under 1 KiB/s for this long; 0: 60 */
+	long timeout_seconds;	       /* whole request except streamed reads; 0: 300 */
+};
+
+/*
+ * Blob metadata (x-ms-meta-*). Names are [a-z][a-z0-9]* (the only names
+ * that sign the same under Azure's culture-aware header order and ours);
+ * values are printable ASCII without leading or trailing blanks.
+ */
+#define AZURE_META_MAX	 16
+#define AZURE_META_NAME	 64
+#define AZURE_META_VALUE 512
+struct azure_meta {
+	size_t count;
+	bool overflow; /* received items that did not fit were dropped */
+	struct {
+		char name[AZURE_META_NAME];
+		char value[AZURE_META_VALUE];
+	} item[AZURE_META_MAX];
+};
+
+/* Adds or replaces name. 0, -EINVAL (bad name or value) or -ENOSPC (full). */
+int azure_blob_meta_set(struct azure_meta *m, const char *name, const char *value);
+/* The value of name, or NULL. */
+const char *azure_blob_meta_get(const struct azure_meta *m, const char *name);
+
+struct azure_blob_props {
+	int64_t size; /* of the whole blob; -1 unknown */
+	char etag[128];
+	char last_modified[64];
+	int64_t mtime; /* Last-Modified as epoch seconds; 0 unknown */
+	char content_type[128];
+	char lease_state[16];  /* available, leased, expired, breaking, broken */
+	char lease_status[16]; /* locked, unlocked */
+	struct azure_meta meta;
+};
+
+/* Creates the container; one that already exists is fine (0). */
+int azure_blob_create_container(const struct azure_blob_client *cl, const char *container,
+				char *err, size_t errlen);
+
+/* HEAD: the blob's size, ETag, dates, content type, lease state and metadata. */
+int azure_blob_props(const struct azure_blob_client *cl, const char *container, const char *name,
+		     struct azure_blob_props *p, char *err, size_t errlen);
+
+struct azure_blob_read {
+	uint64_t offset;
+	uint64_t length;      /* 0: to the end */
+	const char *if_match; /* the ETag the bytes must belong to (else -ESTALE), or NULL */
+	/* Status 200/206 and headers seen, before any byte; may be NULL. */
+	int (*on_props)(void *ctx, const struct azure_blob_props *p);
+	/* Each piece of the body in order; 0, or -errno which ends the read with it. */
+	int (*on_body)(void *ctx, const void *buf, size_t len);
+	int (*cancelled)(void *ctx); /* polled during the transfer; may be NULL */
+	void *ctx;
+};
+
+/* GET of a range (x-ms-range), streamed to rd's callbacks; no overall timeout. */
+int azure_blob_get(const struct azure_blob_client *cl, const char *container, const char *name,
+		   const struct azure_blob_read *rd, char *err, size_t errlen);
+
+struct azure_blob_put {
+	const char *content_type;      /* x-ms-blob-content-type; NULL: application/octet-stream */
+	const char *content_md5;       /* base64 MD5 of the whole blob to store, or NULL */
+	const char *lease_id;	       /* needed when the blob is leased; NULL otherwise */
+	bool if_absent;		       /* fail with -EEXIST if the blob exists (If-None-Match: *) */
+	const struct azure_meta *meta; /* replaces the blob's metadata; NULL: none */
+};
+
+/* Put Blob: the whole blob in one request, with Content-MD5. o may be NULL. */
+int azure_blob_put(const struct azure_blob_client *cl, const char *container, const char *name,
+		   const void *buf, size_t len, const struct azure_blob_put *o, char *err,
+		   size_t errlen);
+
+/*
+ * Block ids: base64 of a fixed-width decimal index, so all ids of a blob
+ * have the same length (the service requires it) and need no escaping.
+ */
+#define AZURE_BLOCK_ID_SIZE   13 /* base64 of 9 digits: 12 characters, no '=', and a NUL */
+#define AZURE_BLOCK_INDEX_MAX 999999999u
+/* 0, or -EINVAL when index > AZURE_BLOCK_INDEX_MAX. */
+int azure_blob_block_id(unsigned index, char id[AZURE_BLOCK_ID_SIZE]);
+
+/* Put Block: stages one block (with its Content-MD5) of an uncommitted blob. */
+int azure_blob_put_block(const struct azure_blob_client *cl, const char *container,
+			 const char *name, const char *block_id, const void *buf, size_t len,
+			 const char *lease_id, char *err, size_t errlen);
+
+/* Put Block List: commits the blocks, in order, as the blob's new content. o may be NULL. */
+int azure_blob_put_block_list(const struct azure_blob_client *cl, const char *container,
+			      const char *name, const char *const *block_ids, size_t count,
+			      const struct azure_blob_put *o, char *err, size_t errlen);
+
+/* Delete Blob; lease_id is needed when the blob is leased, else NULL. */
+int azure_blob_delete(const struct azure_blob_client *cl, const char *container, const char *name,
+		      const char *lease_id, char *err, size_t errlen);
+
+struct azure_blob_item {
+	char name[1025]; /* blob names are at most 1024 characters */
+	int64_t size;
+	char etag[128];
+	char last_modified[64];
+	int64_t mtime;
+	char content_type[128];
+	struct azure_meta meta;
+};
+
+/*
+ * List Blobs with their metadata, following NextMarker across pages of at
+ * most page_size blobs (0: the service's default, 5000). each() is called
+ * per blob in name order; a non-zero return stops the listing with it.
+ */
+int azure_blob_list(const struct azure_blob_client *cl, const char *container, const char *prefix,
+		    unsigned page_size, int (*each)(void *ctx, const struct azure_blob_item *it),
+		    void *ctx, char *err, size_t errlen);
+
+/*
+ * The parser of one List Blobs page (the XML enumeration), exported for the
+ * unit tests: calls each per <Blob> (0 to go on) and sets marker to the
+ * page's NextMarker, empty on the last page. 0, each's non-zero return, or
+ * -EPROTO for a malformed page or a field too long for its buffer.
+ */
+int azure_blob_parse_listing(const char *xml, size_t len,
+			     int (*each)(void *ctx, const struct azure_blob_item *it), void *ctx,
+			     char *marker, size_t markcap);
+
+/*
+ * Leases (the blob must exist). Acquire for 15..60 seconds; id gets the
+ * lease id (a random UUID we propose). Conflicts are -EBUSY: the blob is
+ * leased by another id, or (renew) our lease was lost.
+ */
+int azure_blob_lease_acquire(const struct azure_blob_client *cl, const char *container,
+			     const char *name, int seconds, char id[AZURE_UUID_SIZE], char *err,
+			     size_t errlen);
+int azure_blob_lease_renew(const struct azure_blob_client *cl, const char *container,
+			   const char *name, const char *id, char *err, size_t errlen);
+int azure_blob_lease_release(const struct azure_blob_client *cl, const char *container,
+			     const char *name, const char *id, char *err, size_t errlen);
+/*
+ * Breaks whoever's lease after break_seconds (0: at once; -1: the lease's
+ * remaining time); *remaining gets the seconds until it is broken.
+ */
+int azure_blob_lease_break(const struct azure_blob_client *cl, const char *container,
+			   const char *name, int break_seconds, int *remaining, char *err,
+			   size_t errlen);
+
+#endif
