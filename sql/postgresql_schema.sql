@@ -7,7 +7,9 @@
 -- title_akas.types and .attributes, which use byte 0x02. `\N` in the files is NULL.
 -- Keys are indexed but not unique and there are no foreign keys: the real files
 -- have duplicate keys and ids that are missing from the other files, and a load
--- keeps every row (imdb-db reports the duplicates).
+-- keeps every row (imdb-db reports the duplicates). Ids and title types are
+-- ASCII: COLLATE "C" sorts them bytewise, which makes their indexes and
+-- GROUP BYs several times cheaper than under a database's linguistic locale.
 --
 -- imdb-db runs the three sections below separately (the marker lines divide
 -- them): tables into a staging schema, indexes after the bulk copy, views when
@@ -16,7 +18,7 @@
 -- imdb-db: tables
 
 CREATE TABLE name_basics (
-    nconst              VARCHAR(16) NOT NULL,
+    nconst              VARCHAR(16) COLLATE "C" NOT NULL,
     primary_name        TEXT,
     birth_year          INTEGER,
     death_year          INTEGER,
@@ -25,7 +27,7 @@ CREATE TABLE name_basics (
 );
 
 CREATE TABLE title_akas (
-    title_id            VARCHAR(16) NOT NULL,
+    title_id            VARCHAR(16) COLLATE "C" NOT NULL,
     ordering            INTEGER NOT NULL,
     title               TEXT,
     region              TEXT,
@@ -36,8 +38,8 @@ CREATE TABLE title_akas (
 );
 
 CREATE TABLE title_basics (
-    tconst              VARCHAR(16) NOT NULL,
-    title_type          TEXT,
+    tconst              VARCHAR(16) COLLATE "C" NOT NULL,
+    title_type          TEXT COLLATE "C",
     primary_title       TEXT,
     original_title      TEXT,
     is_adult            BOOLEAN,
@@ -48,29 +50,29 @@ CREATE TABLE title_basics (
 );
 
 CREATE TABLE title_crew (
-    tconst              VARCHAR(16) NOT NULL,
+    tconst              VARCHAR(16) COLLATE "C" NOT NULL,
     directors           TEXT[],
     writers             TEXT[]
 );
 
 CREATE TABLE title_episode (
-    tconst              VARCHAR(16) NOT NULL,
-    parent_tconst       VARCHAR(16),
+    tconst              VARCHAR(16) COLLATE "C" NOT NULL,
+    parent_tconst       VARCHAR(16) COLLATE "C",
     season_number       INTEGER,
     episode_number      INTEGER
 );
 
 CREATE TABLE title_principals (
-    tconst              VARCHAR(16) NOT NULL,
+    tconst              VARCHAR(16) COLLATE "C" NOT NULL,
     ordering            INTEGER NOT NULL,
-    nconst              VARCHAR(16),
+    nconst              VARCHAR(16) COLLATE "C",
     category            TEXT,
     job                 TEXT,
     characters          TEXT
 );
 
 CREATE TABLE title_ratings (
-    tconst              VARCHAR(16) NOT NULL,
+    tconst              VARCHAR(16) COLLATE "C" NOT NULL,
     average_rating      NUMERIC(3, 1),
     num_votes           INTEGER
 );
