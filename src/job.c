@@ -28,6 +28,8 @@ struct job {
 	bool failed;	  /* guarded by jobs_lock */
 	bool in_history;  /* guarded by jobs_lock; freed when neither flag holds */
 	cJSON *result;	  /* guarded by jobs_lock */
+	/* Downloads started before the command's write returns; the job thread's. */
+	struct transfer *queued[CATALOG_COUNT];
 };
 
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -187,21 +189,29 @@ static void record_download(struct job *j, cJSON *res, int ds, const struct data
 }
 
 /* Downloads every dataset in mask at once; returns the mask of those now cached. */
+/*
+ * Queued before the write of the command returns, so that whoever reads the
+ * status right after it sees the datasets queued, never still "cached".
+ */
+static void start_downloads(struct job *j)
+{
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		if (j->c.mask & (1u << i))
+			j->queued[i] = dataset_download(i, j->c.force);
+	}
+}
+
 static unsigned run_download(struct job *j, cJSON *res, unsigned mask)
 {
-	struct transfer *t[CATALOG_COUNT] = {0};
 	struct dataset_result r;
 	unsigned ok = 0;
 
 	for (int i = 0; i < CATALOG_COUNT; i++) {
-		if (mask & (1u << i))
-			t[i] = dataset_download(i, j->c.force);
-	}
-	for (int i = 0; i < CATALOG_COUNT; i++) {
 		if (!(mask & (1u << i)))
 			continue;
-		if (t[i]) {
-			dataset_wait(t[i], &r);
+		if (j->queued[i]) {
+			dataset_wait(j->queued[i], &r);
+			j->queued[i] = NULL;
 		} else {
 			r = (struct dataset_result){.err = -ENOMEM};
 			snprintf(r.error, sizeof(r.error), "cannot start the download");
@@ -395,16 +405,6 @@ static void enter_history_locked(struct job *j)
 		free_job_locked(prev);
 }
 
-static void leave_history_locked(struct job *j)
-{
-	for (int i = 0; i < JOB_HISTORY; i++) {
-		if (history[i] == j) {
-			history[i] = NULL;
-			j->in_history = false;
-		}
-	}
-}
-
 int jobs_submit(const struct command *c, const char *text)
 {
 	pthread_attr_t attr;
@@ -430,6 +430,8 @@ int jobs_submit(const struct command *c, const char *text)
 		finish_job(j);
 		return 0;
 	}
+	if (c->cmd == CMD_DOWNLOAD || c->cmd == CMD_FULL_PROCESS)
+		start_downloads(j);
 	rc = pthread_attr_init(&attr);
 	if (!rc) {
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -437,12 +439,9 @@ int jobs_submit(const struct command *c, const char *text)
 		pthread_attr_destroy(&attr);
 	}
 	if (rc) {
-		pthread_mutex_lock(&jobs_lock);
-		leave_history_locked(j);
-		j->failed = true;
-		pthread_mutex_unlock(&jobs_lock);
-		finish_job(j);
-		return -rc;
+		/* The downloads are under way: the writer waits for the job instead. */
+		log_warn("job %u: no thread (%s); running it in the writer", j->id, strerror(rc));
+		job_main(j);
 	}
 	return 0;
 }
