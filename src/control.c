@@ -14,6 +14,7 @@
 #include "json.h"
 #include "metrics.h"
 #include "store.h"
+#include "store_azure.h"
 #include "version.h"
 
 static const char *const names[CTL_COUNT] = {
@@ -280,6 +281,14 @@ cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const 
 			continue;
 		snprintf(line, sizeof(line), "%s: %s", catalog_name(i), info[i].error);
 		cJSON_AddItemToArray(problems, cJSON_CreateString(line));
+	}
+	if (cfg->storage == STORAGE_AZURE) {
+		char why[300];
+		store_azure_problem(why, sizeof(why));
+		if (why[0]) {
+			snprintf(line, sizeof(line), "container: %s", why);
+			cJSON_AddItemToArray(problems, cJSON_CreateString(line));
+		}
 	}
 	cJSON_AddStringToObject(o, "status", cJSON_GetArraySize(problems) ? "degraded" : "healthy");
 	cJSON_AddStringToObject(o, "message", "imdbfs: the IMDb datasets as files");

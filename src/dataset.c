@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "store_azure.h"
 
 #define CHUNK		 (256 * 1024)
 #define BACKOFF_CAP	 60.0 /* the longest backoff, as a multiple of retry_delay */
@@ -333,6 +334,9 @@ struct fetch {
 	uint64_t durable;  /* bytes covered by the last checkpoint */
 	double checkpointed_at;
 	double retry_after; /* the origin asked to wait this long (429/503) */
+	bool from_blob;	    /* read the shared tier's copy (blob) instead of the origin */
+	bool old_is_blob;   /* old is the container's copy, newer than the local one */
+	struct meta blob;   /* the shared tier's version, when it has one */
 	char url[1024];
 	char error[256];
 };
@@ -622,9 +626,17 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 		publish(f);
 		return commit_download(f); /* every byte arrived before the fault */
 	}
+	f->error[0] = '\0';
+	if (f->from_blob) {
+		rc = store_azure_get(file_of(f->t), &f->blob, f->feed ? f->written : 0, &sink,
+				     transfer_cancelled, f->t, err, sizeof(err));
+		f->retry_after = 0;
+		if (rc && !f->error[0])
+			snprintf(f->error, sizeof(f->error), "%s", err);
+		return rc ? rc : commit_download(f);
+	}
 	build_request(f, &rq);
 	metrics_add(M_ORIGIN_REQUESTS, 1);
-	f->error[0] = '\0';
 	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
 	f->retry_after = rs.retry_after;
 	if (rc) {
@@ -728,6 +740,74 @@ static void slot_release(void)
 	pthread_mutex_unlock(&slots_lock);
 }
 
+/*
+ * With the shared tier: the newer of the local copy and the container's is
+ * the version to revalidate; a cold file is read from the container without
+ * asking the origin at all.
+ */
+static void consult_blob(struct fetch *f)
+{
+	char err[256];
+
+	if (!store_azure_enabled() || f->t->force)
+		return;
+	if (store_azure_lookup(file_of(f->t), &f->blob, err, sizeof(err))) {
+		f->blob.etag[0] = f->blob.last_modified[0] = '\0';
+		return;
+	}
+	if (!f->conditional) {
+		f->from_blob = true;
+	} else if (!meta_same_version(&f->old, &f->blob) &&
+		   f->blob.fetched_at > f->old.fetched_at) {
+		f->old = f->blob;
+		f->old_is_blob = true;
+	}
+}
+
+static bool blob_known(const struct fetch *f)
+{
+	return f->blob.etag[0] || f->blob.last_modified[0];
+}
+
+/* Puts the committed copy of file into the container; a failure only degrades health. */
+static void upload_copy(const char *file, const struct meta *m)
+{
+	char err[256];
+	int fd, rc;
+
+	if (!store_azure_enabled() || store->ops->open(store, file, &fd))
+		return;
+	double started = clock_mono();
+	rc = store_azure_upload(file, fd, m, err, sizeof(err));
+	close(fd);
+	if (rc)
+		log_error("%s: upload to the container failed: %s", file, err);
+	else
+		log_info("%s: uploaded %lld bytes to the container in %.1f s", file,
+			 (long long)m->size, clock_mono() - started);
+}
+
+/* Runs the fetch, from the container when it has the version, else the origin. */
+static int fetch_tiered(struct fetch *f, bool *unchanged)
+{
+	int rc = fetch_with_retries(f, unchanged);
+
+	if (rc == 0 && *unchanged && f->old_is_blob) {
+		/* The origin still has the container's version: read it from there. */
+		*unchanged = false;
+		f->conditional = false;
+		f->from_blob = true;
+		rc = fetch_with_retries(f, unchanged);
+	}
+	if (rc && rc != -ECANCELED && f->from_blob) {
+		log_warn("%s: the container failed (%s); reading from the origin", file_of(f->t),
+			 f->error);
+		f->from_blob = false;
+		rc = fetch_with_retries(f, unchanged);
+	}
+	return rc;
+}
+
 static void *download_main(void *arg)
 {
 	struct transfer *t = arg;
@@ -745,9 +825,11 @@ static void *download_main(void *arg)
 	rc = slot_acquire(t);
 	if (rc == 0) {
 		set_phase(t, DS_DOWNLOADING);
+		consult_blob(&f);
 		resume_partial(&f);
-		log_debug("%s: GET %s%s", file_of(t), f.url, f.conditional ? " (conditional)" : "");
-		rc = fetch_with_retries(&f, &unchanged);
+		log_debug("%s: GET %s%s", file_of(t), f.from_blob ? "(container)" : f.url,
+			  f.conditional ? " (conditional)" : "");
+		rc = fetch_tiered(&f, &unchanged);
 		slot_release();
 	} else {
 		snprintf(f.error, sizeof(f.error), "cancelled");
@@ -768,10 +850,16 @@ static void *download_main(void *arg)
 		d->checked_at = clock_wall();
 		pthread_mutex_unlock(&d->lock);
 		log_info("%s: unchanged (304)", file_of(t));
+		if (store_azure_enabled() &&
+		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob)))
+			upload_copy(file_of(t), &f.old); /* the container lags behind */
 	} else {
 		metrics_add(M_DOWNLOADS_OK, 1);
-		log_info("%s: downloaded %llu bytes in %.1f s", file_of(t),
-			 (unsigned long long)f.written, clock_mono() - started);
+		log_info("%s: downloaded %llu bytes from the %s in %.1f s", file_of(t),
+			 (unsigned long long)f.written, f.from_blob ? "container" : "origin",
+			 clock_mono() - started);
+		if (!f.from_blob)
+			upload_copy(file_of(t), &f.next);
 	}
 	gunzip_free(f.gz);
 	finish_transfer(t, rc, rc == 0 && !unchanged, f.error);
@@ -1013,6 +1101,7 @@ static int commit_extract(struct extract *x)
 	pthread_mutex_unlock(&d->lock);
 	close_fd(keep);
 	notify_change(file_of(x->t));
+	upload_copy(file_of(x->t), &m); /* as the seed did; the mount never reads it back */
 	return 0;
 }
 

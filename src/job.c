@@ -14,6 +14,7 @@
 #include "dataset.h"
 #include "json.h"
 #include "log.h"
+#include "store_azure.h"
 
 #define JOB_HISTORY	16
 #define SHUTDOWN_WAIT_S 15
@@ -305,12 +306,30 @@ static void run_full_process(struct job *j, cJSON *res)
 	pthread_mutex_unlock(&jobs_lock);
 }
 
+/* As the seed's DELETE /files: the container's copies go too (rm evicts only the local ones). */
+static int delete_from_container(int ds)
+{
+	char err[256];
+	int removed = 0;
+
+	if (!store_azure_enabled())
+		return 0;
+	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		int rc = store_azure_delete(catalog_file(ds, (enum file_kind)k), err, sizeof(err));
+		if (rc == 0)
+			removed |= 1 << k;
+		else if (rc != -ENOENT)
+			log_error("delete: %s", err);
+	}
+	return removed;
+}
+
 static void run_delete(struct job *j, cJSON *res)
 {
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		if (!(j->c.mask & (1u << i)))
 			continue;
-		int removed = dataset_evict(i, KIND_GZ);
+		int removed = dataset_evict(i, KIND_GZ) | delete_from_container(i);
 		pthread_mutex_lock(&jobs_lock);
 		for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 			if (removed & (1 << k)) {

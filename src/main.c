@@ -19,6 +19,7 @@
 #include "http.h"
 #include "log.h"
 #include "store.h"
+#include "store_azure.h"
 #include "version.h"
 
 static const char usage[] =
@@ -71,13 +72,13 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 	char err[512];
 	int rc;
 
-	if (cfg->storage == STORAGE_AZURE) {
-		fprintf(stderr, "imdbfs: storage=azure is not available in this version; "
-				"use storage=local\n");
-		return 1;
-	}
 	if (http_global_init()) {
 		fprintf(stderr, "imdbfs: cannot initialise libcurl\n");
+		return 1;
+	}
+	if (cfg->storage == STORAGE_AZURE && store_azure_open(cfg, env_lookup, err, sizeof(err))) {
+		fprintf(stderr, "imdbfs: %s\n", err);
+		http_global_cleanup();
 		return 1;
 	}
 	if (store_local_open(cfg->cache_dir, &store, err, sizeof(err))) {
@@ -101,6 +102,7 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 out:
 	if (store)
 		store->ops->destroy(store);
+	store_azure_close();
 	http_global_cleanup();
 	return rc;
 }

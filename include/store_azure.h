@@ -1,0 +1,59 @@
+/*
+ * store_azure.h - the shared tier: an Azure Blob container that several
+ * hosts' mounts read from and upload to, between their local caches and the
+ * origin (SPEC section 4).
+ *
+ * It is not behind store.h's interface: the local store hands out
+ * descriptors of files on disk, this tier streams. A blob holds a verified
+ * copy of one file, named as in the mount, with the copy's struct meta as its
+ * metadata; uploads go through Put Block + Put Block List, so a new version
+ * appears whole or not at all. The tier is opened once at mount (checking
+ * the credentials with a cheap request) and is then read-only state: any
+ * thread may call it. Its last failure, for health, is guarded by a lock
+ * of its own. Secrets never reach its messages.
+ */
+#ifndef IMDBFS_STORE_AZURE_H
+#define IMDBFS_STORE_AZURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "http.h"
+#include "meta.h"
+
+/*
+ * Reads the credentials from the environment (env: see config.h), creates
+ * the container if needed and checks access. 0, or -errno and one line in err.
+ */
+int store_azure_open(const struct config *cfg, config_env_fn env, char *err, size_t errlen);
+void store_azure_close(void);
+/* Whether storage=azure is on (store_azure_open succeeded). */
+int store_azure_enabled(void);
+
+/* The version of file in the container; -ENOENT none, -EAGAIN unreachable, -EACCES. */
+int store_azure_lookup(const char *file, struct meta *m, char *err, size_t errlen);
+
+/*
+ * Streams file from byte offset on, as an origin response would arrive: the
+ * sink sees status 200 (206 from a non-zero offset) with the origin's ETag
+ * and Last-Modified from the blob's metadata, then the bytes. The bytes must
+ * belong to version v (the blob's own ETag is pinned after the first look).
+ */
+int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
+		    const struct http_sink *sink, int (*cancelled)(void *), void *cancel_ctx,
+		    char *err, size_t errlen);
+
+/* Uploads the committed copy read through fd, with m as its metadata. */
+int store_azure_upload(const char *file, int fd, const struct meta *m, char *err, size_t errlen);
+
+/* Deletes file from the container; -ENOENT when it was not there. */
+int store_azure_delete(const char *file, char *err, size_t errlen);
+
+/* "Azure Blob Container: NAME", for people. */
+const char *store_azure_location(void);
+
+/* The last failure talking to the container, "" when the last call worked. */
+void store_azure_problem(char *buf, size_t len);
+
+#endif

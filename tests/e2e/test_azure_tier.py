@@ -1,0 +1,146 @@
+"""storage=azure: the Azure Blob container as the tier between the local caches and the origin.
+
+Real mounts against nginx as the origin and Azurite as the container. Two mounts with their own
+cache dirs on one container stand for two hosts.
+"""
+
+import os
+import re
+import time
+
+import pytest
+
+import util
+from azurite import DEV_KEY, Azurite, AzuriteError
+from util import DATASETS, DATA_NAMES, read_bytes, sha256_file, wait_for
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    try:
+        a = Azurite.start(tmp_path_factory.mktemp("azurite-tier"))
+    except AzuriteError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield a
+    a.stop()
+
+
+@pytest.fixture
+def azure_env(azurite, request):
+    name = "tier-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    return {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+            "AZURE_CONTAINER_NAME": name, "USE_AZURE_BLOB": "true"}
+
+
+def expected_hashes(data_dir):
+    out = {}
+    for d in DATASETS:
+        out[d + ".tsv.gz"] = util.sha256_bytes(util.origin_gz(data_dir, d))
+        out[d + ".tsv"] = util.sha256_bytes(util.origin_tsv(data_dir, d))
+    return out
+
+
+def read_all(m, expected):
+    for name in DATA_NAMES:
+        assert sha256_file(m / name) == expected[name], name
+
+
+def assert_no_secret(text):
+    assert DEV_KEY not in text
+    assert DEV_KEY[:20] not in text
+
+
+@pytest.mark.timeout_s(120)
+def test_second_host_reads_from_the_container_not_the_origin(origin, mount, sample_data,
+                                                             azure_env):
+    expected = expected_hashes(sample_data.path)
+    a = mount(origin.url(), env=azure_env)
+    a.command("full-process", "all")
+    assert a.wait_job(timeout=60) == 0
+    read_all(a, expected)
+    assert a.control("health")["status"] == "healthy", a.control("health")
+    origin.settle()
+    mark = origin.mark()
+    b = mount(origin.url(), env=azure_env)
+    read_all(b, expected)
+    origin.settle()
+    assert origin.requests(since=mark) == [], "the second host asked the origin"
+    assert "from the container" in b.stderr_text()
+    # And a refresh on the second host revalidates with the container's version: 304s.
+    b.command("download", "all")
+    assert b.wait_job(timeout=60) == 0
+    assert len(b.control("download")["unchanged_files"]) == 7
+    for m in (a, b):
+        for name in ("config", "status", "health"):
+            assert_no_secret(read_bytes(m / ".control" / name).decode())
+        assert_no_secret(m.stderr_text())
+
+
+@pytest.mark.timeout_s(120)
+def test_a_new_origin_version_reaches_the_other_host_through_the_container(
+        origin_factory, private_data, mount, tmp_path, azure_env):
+    o = origin_factory(private_data.path)
+    a = mount(o.url(), env=azure_env)
+    a.command("download", "all")
+    assert a.wait_job(timeout=60) == 0
+    b = mount(o.url(), env=azure_env)
+    assert b.control("health")["status"] == "healthy"
+    b.command("download", "all")
+    assert b.wait_job(timeout=60) == 0
+    v2 = tmp_path / "v2"
+    util.gen_sample_data(v2, "--version", "2")
+    for d in DATASETS:
+        os.replace(v2 / (d + ".tsv.gz"), private_data.path / (d + ".tsv.gz"))
+    a.command("download", "all")
+    assert a.wait_job(timeout=60) == 0
+    expected = expected_hashes(private_data.path)
+    o.settle()
+    mark = o.mark()
+    b.command("download", "all")
+    assert b.wait_job(timeout=60) == 0
+    o.settle()
+    got = o.gets(since=mark)
+    assert got and all(e["status"] == 304 for e in got), got
+    for d in DATASETS:
+        assert sha256_file(b / (d + ".tsv.gz")) == expected[d + ".tsv.gz"], d
+
+
+def test_wrong_key_fails_the_mount_in_one_line(azurite, origin, tmp_path):
+    bad = azurite.connection_string.replace(DEV_KEY, "A" * 86 + "==")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": bad, "USE_AZURE_BLOB": "true"}
+    code, out = util.mount_expecting_failure(
+        tmp_path / "mnt", "origin=%s,cache_dir=%s" % (origin.url(), tmp_path / "c"),
+        env=env)
+    assert code != 0
+    lines = [ln for ln in out.strip().splitlines() if ln]
+    assert len(lines) == 1 and "403" in lines[0], out
+    assert "A" * 40 not in out and DEV_KEY not in out
+
+
+def test_malformed_connection_string_fails_the_mount(origin, tmp_path):
+    env = {"AZURE_STORAGE_CONNECTION_STRING": "AccountName=x;AccountKey=not base64!",
+           "USE_AZURE_BLOB": "true"}
+    code, out = util.mount_expecting_failure(
+        tmp_path / "mnt", "origin=%s,cache_dir=%s" % (origin.url(), tmp_path / "c"),
+        env=env)
+    assert code != 0 and "not base64" not in out and out.strip(), out
+
+
+@pytest.mark.timeout_s(120)
+def test_container_down_falls_back_to_the_origin(tmp_path_factory, origin, mount,
+                                                 sample_data):
+    az = Azurite.start(tmp_path_factory.mktemp("azurite-down"))
+    try:
+        env = {"AZURE_STORAGE_CONNECTION_STRING": az.connection_string,
+               "AZURE_CONTAINER_NAME": "down", "USE_AZURE_BLOB": "true"}
+        m = mount(origin.url(), env=env, extra_opts=("retries=1", "retry_delay=0.1"),
+                  expected_errors=[r"upload to the container failed"])
+        az.stop()
+        d = "title.ratings"
+        assert read_bytes(m / (d + ".tsv.gz")) == util.origin_gz(sample_data.path, d)
+        wait_for(lambda: m.control("health")["status"] == "degraded", 30,
+                 "health to report the container")
+        problems = " ".join(m.control("health")["problems"])
+        assert "container" in problems, problems
+    finally:
+        az.stop()
