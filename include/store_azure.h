@@ -50,6 +50,17 @@ int store_azure_upload(const char *file, int fd, const struct meta *m, char *err
 /* Deletes file from the container; -ENOENT when it was not there. */
 int store_azure_delete(const char *file, char *err, size_t errlen);
 
+/*
+ * The cross-host lock on fetching file from the origin: a lease on the blob
+ * "FILE.lock", renewed by a thread of its own until unlocked. A holder that
+ * dies stops renewing, and the lease expires within STORE_AZURE_LEASE_S.
+ * 0 (locked), -EBUSY (another host holds it), or another failure.
+ */
+#define STORE_AZURE_LEASE_S 15
+struct store_azure_lease;
+int store_azure_lock(const char *file, struct store_azure_lease **out, char *err, size_t errlen);
+void store_azure_unlock(struct store_azure_lease *l);
+
 /* "Azure Blob Container: NAME", for people. */
 const char *store_azure_location(void);
 

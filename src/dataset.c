@@ -787,6 +787,42 @@ static void upload_copy(const char *file, const struct meta *m)
 			 (long long)m->size, clock_mono() - started);
 }
 
+/*
+ * Single flight across hosts: whoever holds the dataset's lease fetches from
+ * the origin; the others wait for the version it puts in the container and
+ * read it from there. Without a lease (the container failing) each goes alone.
+ */
+static struct store_azure_lease *take_turn(struct fetch *f)
+{
+	const char *file = file_of(f->t);
+	struct store_azure_lease *l = NULL;
+	struct meta now;
+	char err[256];
+
+	for (bool said = false;; said = true) {
+		int rc = store_azure_lock(file, &l, err, sizeof(err));
+		if (rc != -EBUSY && rc != 0)
+			return NULL;
+		/* Also once locked: the last holder may have just put a new version in. */
+		if (store_azure_lookup(file, &now, err, sizeof(err)) == 0 &&
+		    (!blob_known(f) || !meta_same_version(&now, &f->blob))) {
+			store_azure_unlock(l);
+			f->blob = now;
+			f->from_blob = true;
+			f->conditional = false;
+			f->old_is_blob = false;
+			return NULL;
+		}
+		if (rc == 0)
+			return l;
+		if (!said)
+			log_info("%s: another host is fetching it; waiting for the container",
+				 file);
+		if (sleep_unless_cancelled(f->t, 1.0))
+			return NULL;
+	}
+}
+
 /* Runs the fetch, from the container when it has the version, else the origin. */
 static int fetch_tiered(struct fetch *f, bool *unchanged)
 {
@@ -813,6 +849,7 @@ static void *download_main(void *arg)
 	struct transfer *t = arg;
 	struct dataset *d = t->ds;
 	struct fetch f = {.t = t, .fd = -1, .total = -1};
+	struct store_azure_lease *lease = NULL;
 	bool unchanged = false;
 	double started = clock_mono();
 	int rc;
@@ -826,6 +863,8 @@ static void *download_main(void *arg)
 	if (rc == 0) {
 		set_phase(t, DS_DOWNLOADING);
 		consult_blob(&f);
+		if (store_azure_enabled() && !f.from_blob)
+			lease = take_turn(&f);
 		resume_partial(&f);
 		log_debug("%s: GET %s%s", file_of(t), f.from_blob ? "(container)" : f.url,
 			  f.conditional ? " (conditional)" : "");
@@ -861,6 +900,7 @@ static void *download_main(void *arg)
 		if (!f.from_blob)
 			upload_copy(file_of(t), &f.next);
 	}
+	store_azure_unlock(lease);
 	gunzip_free(f.gz);
 	finish_transfer(t, rc, rc == 0 && !unchanged, f.error);
 	return NULL;

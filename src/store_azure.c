@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "azure_blob.h"
+#include "clock.h"
 #include "log.h"
 
 #define BLOCK_BYTES   (4u << 20) /* a few MiB per Put Block */
@@ -348,4 +350,88 @@ int store_azure_upload(const char *file, int fd, const struct meta *m, char *err
 int store_azure_delete(const char *file, char *err, size_t errlen)
 {
 	return noted(azure_blob_delete(&client, container, file, NULL, err, errlen), err);
+}
+
+#define RENEW_S (STORE_AZURE_LEASE_S / 3)
+
+struct store_azure_lease {
+	char blob[300];
+	char id[AZURE_UUID_SIZE];
+	pthread_t renewer;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stop; /* guarded by lock */
+};
+
+static void *renew_main(void *arg)
+{
+	struct store_azure_lease *l = arg;
+	struct timespec ts;
+	char err[256];
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop) {
+		clock_deadline(CLOCK_REALTIME, &ts, RENEW_S * 1000000000L);
+		if (pthread_cond_timedwait(&l->wake, &l->lock, &ts) == 0 || l->stop)
+			continue;
+		pthread_mutex_unlock(&l->lock);
+		if (noted(azure_blob_lease_renew(&client, container, l->blob, l->id, err,
+						 sizeof(err)),
+			  err))
+			log_warn("%s: %s", l->blob, err);
+		pthread_mutex_lock(&l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+int store_azure_lock(const char *file, struct store_azure_lease **out, char *err, size_t errlen)
+{
+	struct azure_blob_put o = {.if_absent = true};
+	struct store_azure_lease *l = calloc(1, sizeof(*l));
+	int rc;
+
+	*out = NULL;
+	if (!l)
+		return -ENOMEM;
+	snprintf(l->blob, sizeof(l->blob), "%s.lock", file);
+	/* The lock blob exists once; a leased one answers 412 to If-None-Match too. */
+	rc = azure_blob_put(&client, container, l->blob, "", 0, &o, err, errlen);
+	if (rc == 0 || rc == -EEXIST || rc == -ESTALE)
+		rc = azure_blob_lease_acquire(&client, container, l->blob, STORE_AZURE_LEASE_S,
+					      l->id, err, errlen);
+	if (rc == 0) {
+		pthread_mutex_init(&l->lock, NULL);
+		pthread_cond_init(&l->wake, NULL);
+		if (pthread_create(&l->renewer, NULL, renew_main, l) == 0) {
+			*out = l;
+			return noted(0, err);
+		}
+		azure_blob_lease_release(&client, container, l->blob, l->id, err, errlen);
+		pthread_cond_destroy(&l->wake);
+		pthread_mutex_destroy(&l->lock);
+		rc = -EAGAIN;
+		snprintf(err, errlen, "%s: no thread to renew the lease", l->blob);
+	}
+	free(l);
+	return rc == -EBUSY ? rc : noted(rc, err);
+}
+
+void store_azure_unlock(struct store_azure_lease *l)
+{
+	char err[256];
+
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->lock);
+	l->stop = true;
+	pthread_cond_signal(&l->wake);
+	pthread_mutex_unlock(&l->lock);
+	pthread_join(l->renewer, NULL);
+	if (noted(azure_blob_lease_release(&client, container, l->blob, l->id, err, sizeof(err)),
+		  err))
+		log_warn("%s: %s", l->blob, err);
+	pthread_cond_destroy(&l->wake);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
 }

@@ -144,3 +144,65 @@ def test_container_down_falls_back_to_the_origin(tmp_path_factory, origin, mount
         assert "container" in problems, problems
     finally:
         az.stop()
+
+
+def bodies_per_file(origin, since):
+    """{file name: number of 200 responses} in the origin's log since the mark."""
+    out = {}
+    for e in origin.requests(since=since):
+        if e["status"] == 200:
+            name = e["uri"].rsplit("/", 1)[-1]
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+@pytest.mark.timeout_s(120)
+def test_two_hosts_refreshing_at_once_fetch_each_file_from_the_origin_once(
+        origin_factory, private_data, mount, tmp_path, azure_env):
+    o = origin_factory(private_data.path)
+    a = mount(o.url(), env=azure_env)
+    b = mount(o.url(), env=azure_env)
+    expected = {}
+    for version in ("1", "2"):
+        if version == "2":
+            # Both warm with version 1; the origin moves to version 2.
+            v2 = tmp_path / "v2"
+            util.gen_sample_data(v2, "--version", "2")
+            for d in DATASETS:
+                os.replace(v2 / (d + ".tsv.gz"), private_data.path / (d + ".tsv.gz"))
+        expected = expected_hashes(private_data.path)
+        o.settle()
+        mark = o.mark()
+        a.command("download", "all")
+        b.command("download", "all")
+        assert a.wait_job(timeout=60) == 0 and b.wait_job(timeout=60) == 0
+        o.settle()
+        got = bodies_per_file(o, mark)
+        assert got == {d + ".tsv.gz": 1 for d in DATASETS}, (version, got)
+        for m in (a, b):
+            for d in DATASETS:
+                assert sha256_file(m / (d + ".tsv.gz")) == expected[d + ".tsv.gz"], (version, d)
+
+
+@pytest.mark.timeout_s(150)
+def test_a_dead_lease_holder_is_taken_over(origin_factory, big_data, mount, azure_env):
+    o = origin_factory(big_data.path)
+    big = "title.principals.tsv.gz"
+    a = mount(o.url("/slow/"), env=azure_env, expect_exit=None)
+    a.command("download", "title.principals")
+    # (nginx logs a request when it ends: a's progress shows in its status instead.)
+    wait_for(lambda: a.control("status")["datasets"]["title.principals"]["bytes_done"] > 0,
+             20, "a's download to start")
+    b = mount(o.url("/slow/"), env=azure_env)
+    b.command("download", "title.principals")
+    wait_for(lambda: "another host is fetching it" in b.stderr_text(), 20,
+             "b to wait for a's lease")
+    t0 = time.monotonic()
+    a.kill()
+    assert b.wait_job(timeout=120) == 0, b.control("download")
+    took = time.monotonic() - t0
+    assert sha256_file(b / big) == util.sha256_bytes(util.origin_gz(big_data.path,
+                                                                   "title.principals"))
+    # B waited for the lease to expire, then fetched it itself.
+    assert took >= 5, took
+    assert len([e for e in o.gets(big) if e["status"] in (200, 206)]) == 2, o.gets(big)
