@@ -69,9 +69,10 @@ check-asan: deps
 		BLOB_PROBE=$(abspath build-asan/blob-probe) \
 		$(PYTEST) -q tests/e2e $(PYTEST_ARGS)
 
-# The mount's figures, then the databases'; both run even when one fails.
+# The mount's figures, the databases', the Azure tier's; all run even when one fails.
 bench: deps all
-	@status=0; scripts/bench || status=1; scripts/bench-db || status=1; exit $$status
+	@status=0; scripts/bench || status=1; scripts/bench-db || status=1; \
+		scripts/bench-azure || status=1; exit $$status
 
 # Mounts the real IMDb origin with the local cache (daemonized; unmount with
 # fusermount3 -u $(MOUNT)).

@@ -61,6 +61,16 @@ struct store_azure_lease;
 int store_azure_lock(const char *file, struct store_azure_lease **out, char *err, size_t errlen);
 void store_azure_unlock(struct store_azure_lease *l);
 
+/* One blob of the container, as .control/files shows it. */
+struct store_azure_item {
+	char name[1025];
+	char content_type[128];
+	struct meta m; /* size and mtime are the blob's; the rest from its metadata */
+};
+/* Calls each for every copy in the container (not the locks), in name order. */
+int store_azure_list(int (*each)(void *ctx, const struct store_azure_item *it), void *ctx,
+		     char *err, size_t errlen);
+
 /* "Azure Blob Container: NAME", for people. */
 const char *store_azure_location(void);
 

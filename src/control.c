@@ -221,6 +221,31 @@ cJSON *control_files_json(const struct dataset_info info[CATALOG_COUNT], const c
 	return o;
 }
 
+static int add_blob(void *ctx, const struct store_azure_item *it)
+{
+	cJSON *f = file_json(it->name, &it->m, it->content_type, "stored");
+
+	return f && cJSON_AddItemToArray(ctx, f) ? 0 : -ENOMEM;
+}
+
+/* With storage=azure, the seed's Azure shape: what the container holds. */
+static cJSON *container_files_json(void)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *files = cJSON_AddArrayToObject(o, "files");
+	char err[256];
+
+	if (!o || !files) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	if (store_azure_list(add_blob, files, err, sizeof(err)))
+		cJSON_AddStringToObject(o, "error", err);
+	cJSON_AddNumberToObject(o, "total_files", cJSON_GetArraySize(files));
+	cJSON_AddStringToObject(o, "directory", store_azure_location());
+	return o;
+}
+
 static cJSON *dataset_status_json(const struct dataset_info *in)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -401,6 +426,8 @@ static cJSON *build(enum control_file id)
 	case CTL_DATASETS:
 		return datasets_json();
 	case CTL_FILES:
+		if (store_azure_enabled())
+			return container_files_json();
 		snapshot(info);
 		return control_files_json(info, store->ops->location(store));
 	case CTL_STATUS:

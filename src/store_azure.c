@@ -347,6 +347,38 @@ int store_azure_upload(const char *file, int fd, const struct meta *m, char *err
 	return noted(rc, err);
 }
 
+struct listing {
+	int (*each)(void *ctx, const struct store_azure_item *it);
+	void *ctx;
+};
+
+static int list_one(void *ctx, const struct azure_blob_item *it)
+{
+	struct listing *l = ctx;
+	struct store_azure_item out = {0};
+	struct azure_blob_props p = {.size = it->size};
+	size_t n = strlen(it->name);
+
+	if (n > 5 && strcmp(it->name + n - 5, ".lock") == 0)
+		return 0;
+	p.meta = it->meta;
+	if (meta_from_blob(&p, &out.m))
+		memset(&out.m, 0, sizeof(out.m));
+	out.m.size = it->size;
+	out.m.mtime = it->mtime;
+	snprintf(out.name, sizeof(out.name), "%s", it->name);
+	snprintf(out.content_type, sizeof(out.content_type), "%s", it->content_type);
+	return l->each(l->ctx, &out);
+}
+
+int store_azure_list(int (*each)(void *ctx, const struct store_azure_item *it), void *ctx,
+		     char *err, size_t errlen)
+{
+	struct listing l = {each, ctx};
+
+	return noted(azure_blob_list(&client, container, NULL, 0, list_one, &l, err, errlen), err);
+}
+
 int store_azure_delete(const char *file, char *err, size_t errlen)
 {
 	return noted(azure_blob_delete(&client, container, file, NULL, err, errlen), err);

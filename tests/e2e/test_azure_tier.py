@@ -206,3 +206,33 @@ def test_a_dead_lease_holder_is_taken_over(origin_factory, big_data, mount, azur
     # B waited for the lease to expire, then fetched it itself.
     assert took >= 5, took
     assert len([e for e in o.gets(big) if e["status"] in (200, 206)]) == 2, o.gets(big)
+
+
+@pytest.mark.timeout_s(90)
+def test_files_lists_the_container_and_delete_empties_it(origin, mount, azure_env, sample_data):
+    a = mount(origin.url(), env=azure_env)
+    a.command("full-process", "all")
+    assert a.wait_job(timeout=60) == 0
+    files = a.control("files")
+    assert files["directory"] == "Azure Blob Container: " + azure_env["AZURE_CONTAINER_NAME"]
+    names = sorted(f["name"] for f in files["files"])
+    assert names == DATA_NAMES and files["total_files"] == 14, files
+    for f in files["files"]:
+        assert f["content_type"] == ("application/gzip" if f["name"].endswith(".gz")
+                                     else "text/tab-separated-values"), f
+        local = a.cache_dir / f["name"]
+        assert f["size_bytes"] == local.stat().st_size, f
+    a.command("delete", "all")
+    assert a.wait_job(timeout=30) == 0
+    deleted = a.control("delete")["deleted_files"]
+    assert sorted(deleted) == DATA_NAMES, deleted
+    files = a.control("files")
+    assert files["files"] == [] and files["total_files"] == 0, files
+    # Gone from the container: a new host reads from the origin again.
+    origin.settle()
+    mark = origin.mark()
+    b = mount(origin.url(), env=azure_env)
+    d = "title.crew"
+    assert read_bytes(b / (d + ".tsv.gz")) == util.origin_gz(sample_data.path, d)
+    origin.settle()
+    assert [e["uri"] for e in origin.gets(since=mark)] == ["/" + d + ".tsv.gz"]
