@@ -50,6 +50,10 @@ static const char usage[] =
     "    -s                     single-threaded\n"
     "    -o allow_other         let other users read the mount\n"
     "\n"
+    "storage=azure credentials (environment only): AZURE_STORAGE_CONNECTION_STRING,\n"
+    "or AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or\n"
+    "AZURE_STORAGE_SAS_TOKEN.\n"
+    "\n"
     "Command line beats environment beats default.\n";
 
 static const char *env_lookup(const char *name)
