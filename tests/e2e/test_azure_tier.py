@@ -7,11 +7,12 @@ cache dirs on one container stand for two hosts.
 import os
 import re
 import time
+import urllib.parse
 
 import pytest
 
 import util
-from azurite import DEV_KEY, Azurite, AzuriteError
+from azurite import DEV_ACCOUNT, DEV_KEY, Azurite, AzuriteError, account_sas
 from util import DATASETS, DATA_NAMES, read_bytes, sha256_file, wait_for
 
 
@@ -236,3 +237,31 @@ def test_files_lists_the_container_and_delete_empties_it(origin, mount, azure_en
     assert read_bytes(b / (d + ".tsv.gz")) == util.origin_gz(sample_data.path, d)
     origin.settle()
     assert [e["uri"] for e in origin.gets(since=mark)] == ["/" + d + ".tsv.gz"]
+
+
+@pytest.mark.timeout_s(60)
+def test_sas_works_and_a_read_only_sas_is_refused_at_once(azurite, origin, mount, sample_data,
+                                                           tmp_path):
+    sas = account_sas(DEV_ACCOUNT, DEV_KEY)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azurite.sas_connection_string(sas),
+           "AZURE_CONTAINER_NAME": "sas", "USE_AZURE_BLOB": "true"}
+    m = mount(origin.url(), env=env)
+    d = "title.episode"
+    assert read_bytes(m / (d + ".tsv.gz")) == util.origin_gz(sample_data.path, d)
+    wait_for(lambda: "uploaded" in m.stderr_text(), 20, "the upload")
+    assert m.control("health")["status"] == "healthy", m.control("health")
+    signature = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
+    for sig in (signature, urllib.parse.unquote(signature)):
+        for name in ("config", "status", "health"):
+            assert sig not in read_bytes(m / ".control" / name).decode()
+        assert sig not in m.stderr_text()
+    # Read and list only: the mount cannot write the container, and says so in one line.
+    ro = account_sas(DEV_ACCOUNT, DEV_KEY, permissions="rl")
+    env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.sas_connection_string(ro)
+    code, out = util.mount_expecting_failure(
+        tmp_path / "mnt-ro", "origin=%s,cache_dir=%s" % (origin.url(), tmp_path / "c"),
+        env=env)
+    lines = [ln for ln in out.strip().splitlines() if ln]
+    assert code != 0 and len(lines) == 1 and "403" in lines[0], out
+    ro_sig = dict(p.split("=", 1) for p in ro.split("&"))["sig"]
+    assert ro_sig not in out
