@@ -13,6 +13,7 @@ import pytest
 
 import util
 from azurite import DEV_ACCOUNT, DEV_KEY, Azurite, AzuriteError, account_sas
+from faultproxy import FaultProxy
 from util import DATASETS, DATA_NAMES, read_bytes, sha256_file, wait_for
 
 
@@ -265,3 +266,37 @@ def test_sas_works_and_a_read_only_sas_is_refused_at_once(azurite, origin, mount
     assert code != 0 and len(lines) == 1 and "403" in lines[0], out
     ro_sig = dict(p.split("=", 1) for p in ro.split("&"))["sig"]
     assert ro_sig not in out
+
+
+@pytest.mark.timeout_s(120)
+def test_container_failing_mid_read_resumes_from_the_origin(azurite, origin_factory, big_data,
+                                                            mount, azure_env):
+    o = origin_factory(big_data.path)
+    big = "title.principals.tsv.gz"
+    expected = util.origin_gz(big_data.path, "title.principals")
+    a = mount(o.url(), env=azure_env)
+    assert read_bytes(a / big) == expected
+    wait_for(lambda: "%s: uploaded" % big in a.stderr_text(), 30, "a's upload")
+    # b reaches the container through a proxy that resets the read at 3 MB, then answers 503.
+    proxy = FaultProxy(azurite.port).start()
+    try:
+        env = dict(azure_env)
+        env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string.replace(
+            ":%d/" % azurite.port, ":%d/" % proxy.port)
+        b = mount(o.url(), env=env, extra_opts=("retries=2", "retry_delay=0.2"),
+                  expected_errors=[r"upload to the container failed"])
+        proxy.reset_at(3 << 20, path=big)
+        proxy.status(503, path=big, times=None)
+        o.settle()
+        mark = o.mark()
+        assert read_bytes(b / big) == expected
+        o.settle()
+        got = o.gets(big, since=mark)
+        assert [e["status"] for e in got] == [206], got
+        # Where the container's bytes stopped (a reset may drop some in flight).
+        start = int(re.fullmatch(r"bytes=(\d+)-", got[0]["range"]).group(1))
+        assert 0 < start <= 3 << 20, got
+        assert "reading from the origin" in b.stderr_text()
+        wait_for(lambda: b.control("health")["status"] == "degraded", 30, "degraded health")
+    finally:
+        proxy.stop()
