@@ -650,6 +650,20 @@ def permanent(e):
     return bool(e["fault"]) and e["fault"].split()[:2] in (["status", "404"], ["status", "403"])
 
 
+def split_transfers(reqs, retries):
+    """The requests of one file, cut where a transfer gave up: after a permanent fault, or
+    after retries + 1 failed attempts."""
+    out, seg = [], []
+    for e in reqs:
+        seg.append(e)
+        if permanent(e) or (len(seg) == retries + 1 and failed_attempt(e)):
+            out.append(seg)
+            seg = []
+    if seg or not out:
+        out.append(seg)
+    return out
+
+
 def restarted(reqs):
     """Did the download have to start over (its readers then get EIO)?"""
     etags = {e["etag"] for e in reqs if e["status"] in (200, 206) and e["etag"]}
@@ -775,9 +789,13 @@ def one_random_run(env, run, r, origin_v, retries, stats):
         else:
             outcome = "failed" if st["state"] == "failed" else "downloaded"
             error = st["error"]
-        assert len(reqs) <= retries + 1, "%s: %d requests, retries=%d" % (d, len(reqs), retries)
-        for e in reqs[:-1]:
-            assert failed_attempt(e), "%s: request after a good response: %r" % (d, reqs)
+        # Readers opened after a transfer gave up start another one (read mode only).
+        transfers = split_transfers(reqs, retries) if mode == "read" else [reqs]
+        for seg in transfers:
+            assert len(seg) <= retries + 1, "%s: %d requests, retries=%d" % (d, len(seg), retries)
+            for e in seg[:-1]:
+                assert failed_attempt(e), "%s: request after a good response: %r" % (d, reqs)
+        reqs = transfers[-1]
         if outcome == "failed":
             stats["failed"] += 1
             failed_now.add(d)
@@ -830,7 +848,7 @@ def one_random_run(env, run, r, origin_v, retries, stats):
             else:
                 stats["eio_reads"] += 1
                 assert err == errno.EIO, (d, kind, err)
-                assert outcome == "failed" or restarted(reqs), \
+                assert outcome == "failed" or restarted(reqs) or len(transfers) > 1, \
                     "%s.%s: EIO although the download succeeded without a restart: %r" % (d, kind, reqs)
                 if not any(f.startswith("flip") for f in run.faults.get(d, [])):
                     assert any(full(v, d).startswith(data) for v in vs.numbers), \
