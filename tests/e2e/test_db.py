@@ -464,13 +464,13 @@ def descendants(pid):
         p = todo.pop()
         try:
             tasks = os.listdir("/proc/%d/task" % p)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue
         for task in tasks:
             try:
                 with open("/proc/%d/task/%s/children" % (p, task)) as f:
                     kids = [int(x) for x in f.read().split()]
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):
                 continue
             out += kids
             todo += kids
@@ -481,14 +481,14 @@ def reading(pid, path):
     """How far process pid has read path (its file position), or None when not open."""
     try:
         fds = os.listdir("/proc/%d/fd" % pid)
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     for fd in fds:
         try:
             if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == str(path):
                 with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
                     return int(re.search(r"^pos:\s*(\d+)", f.read(), re.M).group(1))
-        except (FileNotFoundError, AttributeError):
+        except (FileNotFoundError, ProcessLookupError, AttributeError):
             continue
     return None
 
@@ -499,7 +499,7 @@ def client_reading(pid, path):
         try:
             with open("/proc/%d/comm" % child) as f:
                 comm = f.read().strip()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue
         if comm in CLIENTS:
             pos = reading(child, path)

@@ -45,7 +45,7 @@ def assert_gone(pids, what):
         try:
             with open("/proc/%d/stat" % pid) as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue
         if state not in ("Z", "X"):  # a pid reused since would also be reported: unlikely
             alive.append(pid)
