@@ -1,6 +1,10 @@
 # imdbfs - see README.md. `make test` is the whole test suite; `make run MOUNT=dir` mounts.
 
 PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+DATADIR   ?= $(PREFIX)/share
+MANDIR    ?= $(DATADIR)/man
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
 BUILD     ?= build
 CC        ?= cc
 PKGS      := fuse3 libcurl zlib libcjson libcrypto
@@ -21,7 +25,7 @@ PYTEST    := /usr/bin/python3 -m pytest
 MOUNT     ?= $(HOME)/imdb
 
 .PHONY: all deps test test-unit test-e2e test-stress check-asan bench run demo demo-stop \
-        format clean
+        install uninstall deb format clean
 
 all: $(BUILD)/imdbfs
 
@@ -87,6 +91,28 @@ demo: deps all
 
 demo-stop:
 	scripts/demo stop "$(MOUNT)"
+
+# Honours PREFIX and DESTDIR (and BINDIR, DATADIR, MANDIR, UNITDIR). The unit is
+# written with the installed binary's path.
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR)/imdbfs/sql \
+		$(DESTDIR)$(UNITDIR)
+	install -m 755 $(BUILD)/imdbfs scripts/imdb-db $(DESTDIR)$(BINDIR)/
+	install -m 644 packaging/man/imdbfs.1 packaging/man/imdb-db.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 sql/*.sql $(DESTDIR)$(DATADIR)/imdbfs/sql/
+	sed 's|@BINDIR@|$(BINDIR)|g' packaging/systemd/imdbfs@.service.in \
+		> $(DESTDIR)$(UNITDIR)/imdbfs@.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/imdbfs@.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/imdbfs $(DESTDIR)$(BINDIR)/imdb-db \
+		$(DESTDIR)$(MANDIR)/man1/imdbfs.1 $(DESTDIR)$(MANDIR)/man1/imdb-db.1 \
+		$(DESTDIR)$(UNITDIR)/imdbfs@.service
+	rm -rf $(DESTDIR)$(DATADIR)/imdbfs
+
+# A binary .deb in build/ (packaging/debian/build-deb says how).
+deb: all
+	packaging/debian/build-deb $(BUILD)
 
 format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c

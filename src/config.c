@@ -46,6 +46,8 @@ static const struct {
 struct raw_opts {
 	char *value[KEY_COUNT]; /* from the command line; owned */
 	bool foreground;
+	int positionals; /* non-option arguments seen */
+	char *first;	 /* the first of them, held back until we know it is no SOURCE */
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -66,12 +68,27 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_END,
 };
 
+/*
+ * mount(8) and mount.fuse3 run "imdbfs SOURCE MOUNTPOINT -o ...": with two
+ * positional arguments the first is the source, which names nothing here.
+ */
+static int hold_positional(struct raw_opts *raw, const char *arg)
+{
+	if (++raw->positionals == 1) {
+		raw->first = strdup(arg);
+		return raw->first ? 0 : -1;
+	}
+	return raw->positionals == 2 ? 1 : -1;
+}
+
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	struct raw_opts *raw = data;
 	const char *eq;
 
 	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT)
+		return hold_positional(raw, arg);
 	if (key == KEY_FOREGROUND) {
 		raw->foreground = true;
 		return 1; /* FUSE needs to see it too */
@@ -290,8 +307,15 @@ int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, c
 
 	memset(cfg, 0, sizeof(*cfg));
 	if (fuse_opt_parse(args, &raw, opt_spec, opt_proc) != 0) {
-		snprintf(err, errlen, "cannot parse options");
+		snprintf(err, errlen,
+			 raw.positionals > 2 ? "too many arguments: [SOURCE] MOUNTPOINT expected"
+					     : "cannot parse options");
 		rc = -EINVAL;
+		goto out;
+	}
+	if (raw.positionals == 1 && fuse_opt_add_arg(args, raw.first)) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
 	cfg->foreground = raw.foreground;
@@ -301,6 +325,7 @@ int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, c
 out:
 	for (int i = 0; i < KEY_COUNT; i++)
 		free(raw.value[i]);
+	free(raw.first);
 	if (rc)
 		config_free(cfg);
 	return rc;
