@@ -28,7 +28,9 @@ struct config {
 	long timeout;	    /* seconds under 1 KiB/s before a transfer counts as stalled */
 	char *cafile;	    /* NULL: the system's CAs */
 	enum log_level log_level;
-	bool foreground; /* -f or -d given */
+	int refresh_at;	    /* minutes past midnight UTC of a daily refresh; -1 when off */
+	long refresh_every; /* seconds between refreshes; 0 when off */
+	bool foreground;    /* -f or -d given */
 };
 
 #define CONFIG_DEFAULT_ORIGIN "https://datasets.imdbws.com/"
@@ -48,5 +50,8 @@ int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, c
 void config_free(struct config *cfg);
 
 const char *config_storage_name(enum storage_kind kind);
+
+/* Writes refresh_at's minutes past midnight as "HH:MM"; returns buf. */
+const char *config_hhmm(int minute, char buf[16]);
 
 #endif

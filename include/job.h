@@ -27,6 +27,7 @@ struct command {
 	enum job_command cmd;
 	unsigned mask;
 	bool force;
+	bool scheduled; /* submitted by schedule.h rather than written by a user */
 };
 
 const char *job_command_name(enum job_command cmd);

@@ -2,6 +2,7 @@
 #define FUSE_USE_VERSION 35
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fuse_opt.h>
 #include <limits.h>
@@ -21,6 +22,8 @@ enum opt_key {
 	KEY_RETRIES,
 	KEY_RETRY_DELAY,
 	KEY_TIMEOUT,
+	KEY_REFRESH_AT,
+	KEY_REFRESH_EVERY,
 	KEY_COUNT,
 	KEY_FOREGROUND = KEY_COUNT,
 };
@@ -41,6 +44,8 @@ static const struct {
     [KEY_RETRIES] = {"retries", {"IMDBFS_RETRIES"}},
     [KEY_RETRY_DELAY] = {"retry_delay", {"IMDBFS_RETRY_DELAY"}},
     [KEY_TIMEOUT] = {"timeout", {"IMDBFS_TIMEOUT"}},
+    [KEY_REFRESH_AT] = {"refresh_at", {"IMDBFS_REFRESH_AT"}},
+    [KEY_REFRESH_EVERY] = {"refresh_every", {"IMDBFS_REFRESH_EVERY"}},
 };
 
 struct raw_opts {
@@ -62,6 +67,8 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("retries=", KEY_RETRIES),
     FUSE_OPT_KEY("retry_delay=", KEY_RETRY_DELAY),
     FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
+    FUSE_OPT_KEY("refresh_at=", KEY_REFRESH_AT),
+    FUSE_OPT_KEY("refresh_every=", KEY_REFRESH_EVERY),
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_FOREGROUND),
     FUSE_OPT_KEY("debug", KEY_FOREGROUND),
@@ -277,6 +284,43 @@ static int resolve_numbers(struct config *cfg, const struct raw_opts *raw, confi
 	return resolve_retry_numbers(cfg, raw, env, err, errlen);
 }
 
+static bool two_digits(const char *s, int *out)
+{
+	if (!isdigit((unsigned char)s[0]) || !isdigit((unsigned char)s[1]))
+		return false;
+	*out = (s[0] - '0') * 10 + (s[1] - '0');
+	return true;
+}
+
+/* refresh_at=HH:MM, two digits each, UTC. */
+static int parse_hhmm(const char *s, int *minute)
+{
+	int h, m;
+
+	if (strlen(s) != 5 || s[2] != ':' || !two_digits(s, &h) || !two_digits(s + 3, &m) ||
+	    h > 23 || m > 59)
+		return -EINVAL;
+	*minute = h * 60 + m;
+	return 0;
+}
+
+static int resolve_refresh(struct config *cfg, const struct raw_opts *raw, config_env_fn env,
+			   char *err, size_t errlen)
+{
+	const char *v;
+
+	cfg->refresh_at = -1;
+	if ((v = pick(raw, KEY_REFRESH_AT, env)) && parse_hhmm(v, &cfg->refresh_at))
+		return fail(err, errlen, "invalid %s '%s': must be HH:MM (UTC, 00:00 to 23:59)",
+			    "refresh_at", v);
+	cfg->refresh_every = 0;
+	if ((v = pick(raw, KEY_REFRESH_EVERY, env)) &&
+	    parse_long(v, 1, 10L * 365 * 86400, &cfg->refresh_every))
+		return fail(err, errlen, "invalid %s '%s': must be a positive number of seconds",
+			    "refresh_every", v);
+	return 0;
+}
+
 static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn env, char *err,
 		   size_t errlen)
 {
@@ -287,7 +331,8 @@ static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn
 	    (rc = resolve_cache_dir(cfg, pick(raw, KEY_CACHE_DIR, env), env, err, errlen)) ||
 	    (rc = resolve_storage(cfg, pick(raw, KEY_STORAGE, env), env, err, errlen)) ||
 	    (rc = resolve_container(cfg, pick(raw, KEY_CONTAINER, env), err, errlen)) ||
-	    (rc = resolve_numbers(cfg, raw, env, err, errlen)))
+	    (rc = resolve_numbers(cfg, raw, env, err, errlen)) ||
+	    (rc = resolve_refresh(cfg, raw, env, err, errlen)))
 		return rc;
 	v = pick(raw, KEY_LOG_LEVEL, env);
 	cfg->log_level = LOGL_INFO;
@@ -338,6 +383,12 @@ void config_free(struct config *cfg)
 	free(cfg->container);
 	free(cfg->cafile);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+const char *config_hhmm(int minute, char buf[16])
+{
+	snprintf(buf, 16, "%02d:%02d", minute / 60 % 24, minute % 60);
+	return buf;
 }
 
 const char *config_storage_name(enum storage_kind kind)

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "json.h"
 #include "metrics.h"
+#include "schedule.h"
 #include "store.h"
 #include "store_azure.h"
 #include "version.h"
@@ -333,6 +334,20 @@ static bool env_set(const char *(*env)(const char *), const char *name)
 	return v && *v;
 }
 
+static void add_refresh(cJSON *o, const struct config *cfg)
+{
+	char at[16];
+
+	if (cfg->refresh_at >= 0)
+		cJSON_AddStringToObject(o, "refresh_at", config_hhmm(cfg->refresh_at, at));
+	else
+		cJSON_AddNullToObject(o, "refresh_at");
+	if (cfg->refresh_every > 0)
+		cJSON_AddNumberToObject(o, "refresh_every", (double)cfg->refresh_every);
+	else
+		cJSON_AddNullToObject(o, "refresh_every");
+}
+
 cJSON *control_config_json(const struct config *cfg, const char *(*env)(const char *))
 {
 	static const char *const secrets[] = {"AZURE_STORAGE_CONNECTION_STRING",
@@ -354,6 +369,7 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	cJSON_AddNumberToObject(o, "timeout", (double)cfg->timeout);
 	add_string_or_null(o, "cafile", cfg->cafile);
 	cJSON_AddStringToObject(o, "log_level", log_level_name(cfg->log_level));
+	add_refresh(o, cfg);
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");
 	for (size_t i = 0; creds && i < sizeof(secrets) / sizeof(secrets[0]); i++) {
 		if (env_set(env, secrets[i]))
@@ -387,7 +403,7 @@ static cJSON *status_json(void)
 		return NULL;
 	snapshot(info);
 	cJSON_AddItemToObject(o, "datasets", control_datasets_status_json(info));
-	if (jobs_add_status(o)) {
+	if (jobs_add_status(o) || schedule_add_status(o)) {
 		cJSON_Delete(o);
 		return NULL;
 	}

@@ -51,6 +51,7 @@
 #include "feed.h"
 #include "log.h"
 #include "metrics.h"
+#include "schedule.h"
 
 #define INO_ROOT	 1
 #define INO_CONTROL_DIR	 2
@@ -698,12 +699,14 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	/* Reads reply from file descriptors: let the kernel move the pages. */
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	datasets_resume();
+	schedule_start(config);
 	log_info("mounted: origin %s, cache %s", config->origin, config->cache_dir);
 }
 
 static void ll_destroy(void *userdata)
 {
 	(void)userdata;
+	schedule_stop();
 	datasets_shutdown();
 	jobs_shutdown();
 	notify_end();

@@ -475,6 +475,7 @@ static cJSON *job_json_locked(const struct job *j)
 	cJSON_AddNumberToObject(o, "id", j->id);
 	cJSON_AddStringToObject(o, "command", job_command_name(j->c.cmd));
 	cJSON_AddStringToObject(o, "args", j->text);
+	cJSON_AddStringToObject(o, "trigger", j->c.scheduled ? "schedule" : "command");
 	cJSON_AddStringToObject(o, "state",
 				j->running  ? "running"
 				: j->failed ? "failed"

@@ -356,13 +356,17 @@ static void test_config_each_invalid_option_fails_naming_it(void **state)
 		const char *opt;
 		const char *name;
 	} bad[] = {
-	    {"origin=notaurl", "origin"},      {"origin=ftp://x", "origin"},
-	    {"origin=http://", "origin"},      {"concurrency=0", "concurrency"},
-	    {"concurrency=65", "concurrency"}, {"concurrency=abc", "concurrency"},
-	    {"concurrency=3x", "concurrency"}, {"max_age=-1", "max_age"},
-	    {"max_age=soon", "max_age"},       {"storage=floppy", "storage"},
-	    {"log_level=loud", "log_level"},   {"container=Bad_Name", "container"},
-	    {"container=ab", "container"},     {"container=-imdb", "container"},
+	    {"origin=notaurl", "origin"},	   {"origin=ftp://x", "origin"},
+	    {"origin=http://", "origin"},	   {"concurrency=0", "concurrency"},
+	    {"concurrency=65", "concurrency"},	   {"concurrency=abc", "concurrency"},
+	    {"concurrency=3x", "concurrency"},	   {"max_age=-1", "max_age"},
+	    {"max_age=soon", "max_age"},	   {"storage=floppy", "storage"},
+	    {"log_level=loud", "log_level"},	   {"container=Bad_Name", "container"},
+	    {"container=ab", "container"},	   {"container=-imdb", "container"},
+	    {"refresh_at=24:00", "refresh_at"},	   {"refresh_at=7:30", "refresh_at"},
+	    {"refresh_at=07:60", "refresh_at"},	   {"refresh_at=07:30:00", "refresh_at"},
+	    {"refresh_at=0a:30", "refresh_at"},	   {"refresh_every=0", "refresh_every"},
+	    {"refresh_every=-5", "refresh_every"}, {"refresh_every=1h", "refresh_every"},
 	};
 
 	(void)state;
@@ -414,6 +418,55 @@ static void test_config_valid_option_overrides_invalid_env(void **state)
 	fuse_opt_free_args(&args);
 }
 
+static void test_config_refresh_off_by_default_and_parsed(void **state)
+{
+	char *argv[] = {"imdbfs", "-o", "refresh_at=23:59", "/mnt"};
+	char *none[] = {"imdbfs", "/mnt"};
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"IMDBFS_REFRESH_EVERY", "3600"}, {NULL, NULL}};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256], hhmm[16];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(none), none, err, sizeof(err)), 0);
+	assert_int_equal(cfg.refresh_at, -1);
+	assert_int_equal(cfg.refresh_every, 0);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_int_equal(cfg.refresh_at, 23 * 60 + 59);
+	assert_string_equal(config_hhmm(cfg.refresh_at, hhmm), "23:59");
+	assert_int_equal(cfg.refresh_every, 3600);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+/* mount.fuse3 runs "imdbfs SOURCE MOUNTPOINT -o ...": the source goes, the mountpoint stays. */
+static void test_config_source_before_mountpoint_is_dropped(void **state)
+{
+	char *two[] = {"imdbfs", "imdbfs", "/mnt", "-o", "rw,origin=http://a/"};
+	char *three[] = {"imdbfs", "src", "/mnt", "/other"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(two), two, err, sizeof(err)), 0);
+	assert_string_equal(cfg.origin, "http://a/");
+	assert_true(has_arg(&args, "/mnt"));
+	for (int i = 1; i < args.argc; i++)
+		assert_string_not_equal(args.argv[i], "imdbfs");
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(three), three, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "too many arguments"));
+	fuse_opt_free_args(&args);
+}
+
 int test_config_group(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -433,6 +486,8 @@ int test_config_group(void)
 	    cmocka_unit_test(test_config_each_invalid_option_fails_naming_it),
 	    cmocka_unit_test(test_config_invalid_env_value_fails_too),
 	    cmocka_unit_test(test_config_valid_option_overrides_invalid_env),
+	    cmocka_unit_test(test_config_refresh_off_by_default_and_parsed),
+	    cmocka_unit_test(test_config_source_before_mountpoint_is_dropped),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -19,6 +19,7 @@ int main(void)
 	    {"feed", test_feed_group},
 	    {"gunzip", test_gunzip_group},
 	    {"meta", test_meta_group},
+	    {"schedule", test_schedule_group},
 	};
 	int failed = 0;
 

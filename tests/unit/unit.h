@@ -24,5 +24,6 @@ int test_control_json_group(void);
 int test_feed_group(void);
 int test_gunzip_group(void);
 int test_meta_group(void);
+int test_schedule_group(void);
 
 #endif
