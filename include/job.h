@@ -41,6 +41,9 @@ char *jobs_result(enum job_command cmd);
 /* Adds "job", "jobs" and "jobs_running" to a status object. 0 or -ENOMEM. */
 int jobs_add_status(struct cJSON *status);
 
+/* Jobs still running. */
+int jobs_running(void);
+
 /* Waits (bounded) for job threads to end; call after datasets_shutdown(). */
 void jobs_shutdown(void);
 

@@ -12,6 +12,7 @@ packages=(
 	python3 python3-pytest
 	postgresql mariadb-server mariadb-client sqlite3
 	nodejs
+	prometheus # promtool: the reference parser of .control/metrics
 )
 # npm for Azurite; NodeSource's nodejs bundles it and conflicts with Debian's npm.
 command -v npm >/dev/null || packages+=(npm)
@@ -46,8 +47,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v service >/dev/null && service nginx status >/dev/null 2>&1; then
 	service nginx stop >/dev/null 2>&1 || true
 fi
-# Likewise a system MariaDB or PostgreSQL: tests/e2e/dbservers.py starts private ones.
-for service in mariadb postgresql; do
+# Likewise a system MariaDB or PostgreSQL (tests/e2e/dbservers.py starts private ones) and Prometheus.
+for service in mariadb postgresql prometheus; do
 	if command -v service >/dev/null && service "$service" status >/dev/null 2>&1; then
 		service "$service" stop >/dev/null 2>&1 || true
 	fi

@@ -290,18 +290,14 @@ cJSON *control_datasets_status_json(const struct dataset_info info[CATALOG_COUNT
 	return o;
 }
 
-cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const struct config *cfg,
-			   double now, double started)
+/* What makes health "degraded": failing datasets and a failing container. */
+static cJSON *problems_json(const struct dataset_info info[CATALOG_COUNT], const struct config *cfg)
 {
-	cJSON *o = cJSON_CreateObject();
 	cJSON *problems = cJSON_CreateArray();
 	char line[400];
 
-	if (!o || !problems) {
-		cJSON_Delete(o);
-		cJSON_Delete(problems);
+	if (!problems)
 		return NULL;
-	}
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		if (info[i].state != DS_FAILED && !info[i].retrying)
 			continue;
@@ -315,6 +311,20 @@ cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const 
 			snprintf(line, sizeof(line), "container: %s", why);
 			cJSON_AddItemToArray(problems, cJSON_CreateString(line));
 		}
+	}
+	return problems;
+}
+
+cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const struct config *cfg,
+			   double now, double started)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *problems = problems_json(info, cfg);
+
+	if (!o || !problems) {
+		cJSON_Delete(o);
+		cJSON_Delete(problems);
+		return NULL;
 	}
 	cJSON_AddStringToObject(o, "status", cJSON_GetArraySize(problems) ? "degraded" : "healthy");
 	cJSON_AddStringToObject(o, "message", "imdbfs: the IMDb datasets as files");
@@ -455,6 +465,73 @@ static cJSON *build(enum control_file id)
 	}
 }
 
+/* Per-dataset gauges: one state series per state (1 for the current one), sizes, times. */
+static void dataset_gauges(struct metrics_page *p, const struct dataset_info info[CATALOG_COUNT])
+{
+	char labels[128];
+
+	metrics_family(p, "imdbfs_dataset_state", "gauge",
+		       "1 for the state each dataset is in, 0 for the others.");
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		for (int st = DS_ABSENT; st <= DS_FAILED; st++) {
+			snprintf(labels, sizeof(labels), "dataset=\"%s\",state=\"%s\"",
+				 catalog_name(i), dataset_state_name((enum ds_state)st));
+			metrics_sample(p, "imdbfs_dataset_state", labels, (int)info[i].state == st);
+		}
+	}
+	metrics_family(p, "imdbfs_cached_bytes", "gauge",
+		       "Bytes of the cached copy of each data file.");
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		snprintf(labels, sizeof(labels), "file=\"%s\"", catalog_file(i, KIND_GZ));
+		metrics_sample(p, "imdbfs_cached_bytes", labels,
+			       info[i].cached ? (double)info[i].gz.size : 0);
+		snprintf(labels, sizeof(labels), "file=\"%s\"", catalog_file(i, KIND_TSV));
+		metrics_sample(p, "imdbfs_cached_bytes", labels,
+			       info[i].extracted ? (double)info[i].tsv.size : 0);
+	}
+	metrics_family(p, "imdbfs_dataset_fetched_timestamp_seconds", "gauge",
+		       "When the cached .tsv.gz of each dataset was stored (absent: not cached).");
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		snprintf(labels, sizeof(labels), "dataset=\"%s\"", catalog_name(i));
+		if (info[i].cached)
+			metrics_sample(p, "imdbfs_dataset_fetched_timestamp_seconds", labels,
+				       info[i].gz.fetched_at);
+	}
+	metrics_family(p, "imdbfs_dataset_last_modified_timestamp_seconds", "gauge",
+		       "The origin's Last-Modified of each cached .tsv.gz.");
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		snprintf(labels, sizeof(labels), "dataset=\"%s\"", catalog_name(i));
+		if (info[i].cached && info[i].gz.mtime)
+			metrics_sample(p, "imdbfs_dataset_last_modified_timestamp_seconds", labels,
+				       (double)info[i].gz.mtime);
+	}
+}
+
+static char *metrics_text(void)
+{
+	struct dataset_info info[CATALOG_COUNT];
+	struct metrics_page p = {0};
+	cJSON *problems;
+	double now = clock_wall();
+
+	snapshot(info);
+	problems = problems_json(info, config);
+	metrics_counters(&p);
+	dataset_gauges(&p, info);
+	metrics_family(&p, "imdbfs_jobs_running", "gauge",
+		       "Jobs started from .control/ still running.");
+	metrics_sample(&p, "imdbfs_jobs_running", "", jobs_running());
+	metrics_family(&p, "imdbfs_healthy", "gauge",
+		       "1 when .control/health says healthy, 0 when degraded.");
+	metrics_sample(&p, "imdbfs_healthy", "", problems && !cJSON_GetArraySize(problems));
+	metrics_family(&p, "imdbfs_uptime_seconds", "gauge", "Seconds since the mount.");
+	metrics_sample(&p, "imdbfs_uptime_seconds", "", now - mounted_at);
+	metrics_family(&p, "imdbfs_build_info", "gauge", "Always 1; the version as a label.");
+	metrics_sample(&p, "imdbfs_build_info", "version=\"" IMDBFS_VERSION "\"", 1);
+	cJSON_Delete(problems);
+	return metrics_finish(&p);
+}
+
 static int json_line(cJSON *o, char **out, size_t *len)
 {
 	*out = json_print_line(o);
@@ -469,7 +546,7 @@ int control_render(enum control_file id, char **out, size_t *len)
 	char *text;
 
 	if (id == CTL_METRICS)
-		text = metrics_render(clock_wall() - mounted_at);
+		text = metrics_text();
 	else if (control_is_command(id))
 		text = jobs_result((enum job_command)(id - CTL_DOWNLOAD));
 	else

@@ -540,7 +540,7 @@ static int on_body(void *ctx, const void *buf, size_t len)
 	}
 	f->written += len;
 	feed_grow(f->feed, f->written);
-	metrics_add(M_ORIGIN_BYTES, len);
+	metrics_add(f->from_blob ? M_CONTAINER_BYTES : M_ORIGIN_BYTES, len);
 	if (f->written - f->durable >= CHECKPOINT_BYTES &&
 	    clock_mono() - f->checkpointed_at >= CHECKPOINT_S)
 		checkpoint(f);

@@ -533,6 +533,16 @@ int jobs_add_status(cJSON *status)
 	return 0;
 }
 
+int jobs_running(void)
+{
+	int n;
+
+	pthread_mutex_lock(&jobs_lock);
+	n = running;
+	pthread_mutex_unlock(&jobs_lock);
+	return n;
+}
+
 void jobs_shutdown(void)
 {
 	struct timespec ts;

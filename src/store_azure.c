@@ -16,6 +16,7 @@
 #include "azure_blob.h"
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 
 #define BLOCK_BYTES   (4u << 20) /* a few MiB per Put Block */
 #define UPLOADERS     4		 /* blocks in flight; memory: UPLOADERS * BLOCK_BYTES */
@@ -252,6 +253,7 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	uint64_t off = (uint64_t)i * BLOCK_BYTES;
 	size_t len = u->size - off < BLOCK_BYTES ? (size_t)(u->size - off) : BLOCK_BYTES;
 	size_t got = 0;
+	int rc;
 
 	while (got < len) {
 		ssize_t n = pread(u->fd, buf + got, len - got, (off_t)(off + got));
@@ -263,8 +265,11 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	}
 	if (azure_blob_block_id(i, u->ids[i]))
 		return -EINVAL;
-	return azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len, NULL, err,
-				    errlen);
+	rc = azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len, NULL, err,
+				  errlen);
+	if (!rc)
+		metrics_add(M_UPLOADED_BYTES, len);
+	return rc;
 }
 
 static void *uploader(void *arg)

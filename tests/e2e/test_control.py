@@ -4,8 +4,11 @@ import errno
 import json
 import os
 import re
+import shutil
+import subprocess
 import time
 
+import promtext
 import pytest
 
 from util import (CONTROL_FILES, DATASETS, GZ_NAMES, STATES, TSV_NAMES, DATA_NAMES, origin_gz,
@@ -99,30 +102,71 @@ def test_secrets_never_shown(origin, mount):
     assert secret not in m.stderr_text()
 
 
-def test_metrics_are_prometheus_text(origin, mount):
+def test_metrics_are_prometheus_text(origin, mount, sample_data):
     m = mount(origin.url())
-    line_re = re.compile(r"^(# (HELP|TYPE) imdbfs_\w+ .+|imdbfs_\w+(\{[^}]*\})? [-+0-9.eE]+(NaN|Inf)?)$")
 
-    def values():
+    def scrape():
         text = read_bytes(m / ".control" / "metrics").decode()
-        assert text.endswith("\n")
-        out = {}
-        for line in text.splitlines():
-            assert line_re.match(line), "not Prometheus text: %r" % line
-            if not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                out[key] = float(value)
-        return text, out
+        families = promtext.parse(text)  # strict: raises on anything malformed
+        if shutil.which("promtool"):  # Prometheus's own parser and linter
+            lint = subprocess.run(["promtool", "check", "metrics"], input=text, timeout=30,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True)
+            assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout
+        return families
 
-    text, before = values()
-    assert "# TYPE" in text and "# HELP" in text and before
-    read_bytes(m / "title.ratings.tsv.gz")
-    read_bytes(m / "title.ratings.tsv.gz")
-    _, after = values()
-    grew = [k for k in after if after[k] > before.get(k, 0)]
-    assert grew, "no metric changed after fetching and reading a file"
-    fetched = [k for k in grew if "byte" in k]
-    assert fetched, "no byte counter grew after a fetch: %s" % grew
+    before = scrape()
+    assert all(f["help"] and f["typed"] for f in before.values()), before
+    # Only the times of cached copies have no series before anything is cached.
+    empty = sorted(name for name, f in before.items() if not f["samples"])
+    assert empty == ["imdbfs_dataset_fetched_timestamp_seconds",
+                     "imdbfs_dataset_last_modified_timestamp_seconds"], empty
+    assert all(name.startswith("imdbfs_") for name in before)
+    assert all(name.endswith("_total") for name, f in before.items() if f["type"] == "counter")
+    health = read_json(m / ".control" / "health")
+    assert promtext.value(before, "imdbfs_build_info", version=health["version"]) == 1
+    assert promtext.value(before, "imdbfs_healthy") == 1
+
+    data = read_bytes(m / "title.ratings.tsv.gz")
+    assert data == origin_gz(sample_data, "title.ratings")
+    after = scrape()
+    grew = lambda fam, **lb: (promtext.value(after, fam, **lb) -
+                              promtext.value(before, fam, **lb))
+    assert grew("imdbfs_fetched_bytes_total", source="origin") == len(data)
+    assert grew("imdbfs_fetched_bytes_total", source="container") == 0
+    assert grew("imdbfs_downloads_total", outcome="ok") == 1
+    assert grew("imdbfs_read_bytes_total") == len(data)
+    assert grew("imdbfs_reads_total") >= 1
+    assert promtext.value(after, "imdbfs_cached_bytes", file="title.ratings.tsv.gz") == len(data)
+    assert promtext.value(after, "imdbfs_cached_bytes", file="title.basics.tsv.gz") == 0
+    fetched = promtext.value(after, "imdbfs_dataset_fetched_timestamp_seconds",
+                             dataset="title.ratings")
+    assert abs(fetched - time.time()) < 60
+    states = {}
+    for (_, labels), v in after["imdbfs_dataset_state"]["samples"].items():
+        lb = dict(labels)
+        assert v in (0, 1)
+        states.setdefault(lb["dataset"], {})[lb["state"]] = v
+    assert sorted(states) == sorted(DATASETS)
+    for ds, by_state in states.items():
+        assert set(by_state) == set(STATES) and sum(by_state.values()) == 1, (ds, by_state)
+    assert states["title.ratings"]["cached"] == 1 and states["title.basics"]["absent"] == 1
+
+
+@pytest.mark.parametrize("bad", [
+    "metric 1",                                       # no newline at the end
+    "# TYPE a counter\n# TYPE a gauge\na 1\n",          # TYPE twice
+    "# TYPE a counter\na -1\n",                        # a counter below zero
+    "a 1\nb 1\na 2\n",                                 # samples apart
+    "a{x=\"1\"} 1\na{x=\"1\"} 2\n",                       # duplicate series
+    "a{x=\"1\",x=\"2\"} 1\n",                            # label twice
+    "a 1\n# HELP a late\n",                            # HELP after samples
+    "a one\n",                                         # bad value
+    "a{x=1} 1\n",                                      # unquoted label
+])
+def test_the_metrics_parser_is_strict(bad):
+    with pytest.raises(ValueError):
+        promtext.parse(bad)
 
 
 def test_status_before_anything(origin, mount):
