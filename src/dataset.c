@@ -883,12 +883,16 @@ static void *download_main(void *arg)
 			feed_unref(f.feed); /* a resumed feed nobody saw */
 		metrics_add(M_DOWNLOADS_FAILED, 1);
 		if (rc != -ECANCELED)
-			log_error("%s: download failed: %s", file_of(t), f.error);
+			log_error("%s: download failed after %llu bytes in %.1f s: %s", file_of(t),
+				  (unsigned long long)f.written, clock_mono() - started, f.error);
+		else
+			log_info("%s: download cancelled after %llu bytes in %.1f s", file_of(t),
+				 (unsigned long long)f.written, clock_mono() - started);
 	} else if (unchanged) {
 		pthread_mutex_lock(&d->lock);
 		d->checked_at = clock_wall();
 		pthread_mutex_unlock(&d->lock);
-		log_info("%s: unchanged (304)", file_of(t));
+		log_info("%s: unchanged (304) in %.1f s", file_of(t), clock_mono() - started);
 		if (store_azure_enabled() &&
 		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob)))
 			upload_copy(file_of(t), &f.old); /* the container lags behind */
@@ -1208,7 +1212,9 @@ static void *extract_main(void *arg)
 			store->ops->discard_temp(store, file_of(t));
 		metrics_add(M_EXTRACTIONS_FAILED, 1);
 		if (rc != -ECANCELED)
-			log_error("%s: decompression failed: %s", file_of(t), x.error);
+			log_error("%s: decompression failed after %llu bytes in %.1f s: %s",
+				  file_of(t), (unsigned long long)x.out, clock_mono() - started,
+				  x.error);
 	} else {
 		metrics_add(M_EXTRACTIONS_OK, 1);
 		log_info("%s: decompressed %llu bytes in %.1f s", file_of(t),
