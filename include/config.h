@@ -28,9 +28,10 @@ struct config {
 	long timeout;	    /* seconds under 1 KiB/s before a transfer counts as stalled */
 	char *cafile;	    /* NULL: the system's CAs */
 	enum log_level log_level;
-	int refresh_at;	    /* minutes past midnight UTC of a daily refresh; -1 when off */
-	long refresh_every; /* seconds between refreshes; 0 when off */
-	bool foreground;    /* -f or -d given */
+	const char *decoder; /* "isal" or "zlib" (static strings) */
+	int refresh_at;	     /* minutes past midnight UTC of a daily refresh; -1 when off */
+	long refresh_every;  /* seconds between refreshes; 0 when off */
+	bool foreground;     /* -f or -d given */
 };
 
 #define CONFIG_DEFAULT_ORIGIN "https://datasets.imdbws.com/"

@@ -8,6 +8,7 @@ packages=(
 	libfuse3-dev fuse3
 	libcurl4-openssl-dev zlib1g-dev libssl-dev libcjson-dev
 	libcmocka-dev
+	libisal-dev isal # ISA-L's inflate (the default decoder) and igzip for make bench
 	nginx-light curl gzip
 	python3 python3-pytest
 	postgresql mariadb-server mariadb-client sqlite3

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gunzip.h"
+
 enum opt_key {
 	KEY_ORIGIN,
 	KEY_CACHE_DIR,
@@ -24,6 +26,7 @@ enum opt_key {
 	KEY_TIMEOUT,
 	KEY_REFRESH_AT,
 	KEY_REFRESH_EVERY,
+	KEY_DECODER,
 	KEY_COUNT,
 	KEY_FOREGROUND = KEY_COUNT,
 };
@@ -46,6 +49,7 @@ static const struct {
     [KEY_TIMEOUT] = {"timeout", {"IMDBFS_TIMEOUT"}},
     [KEY_REFRESH_AT] = {"refresh_at", {"IMDBFS_REFRESH_AT"}},
     [KEY_REFRESH_EVERY] = {"refresh_every", {"IMDBFS_REFRESH_EVERY"}},
+    [KEY_DECODER] = {"decoder", {"IMDBFS_DECODER"}},
 };
 
 struct raw_opts {
@@ -69,6 +73,7 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("timeout=", KEY_TIMEOUT),
     FUSE_OPT_KEY("refresh_at=", KEY_REFRESH_AT),
     FUSE_OPT_KEY("refresh_every=", KEY_REFRESH_EVERY),
+    FUSE_OPT_KEY("decoder=", KEY_DECODER),
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_FOREGROUND),
     FUSE_OPT_KEY("debug", KEY_FOREGROUND),
@@ -334,6 +339,16 @@ static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn
 	    (rc = resolve_numbers(cfg, raw, env, err, errlen)) ||
 	    (rc = resolve_refresh(cfg, raw, env, err, errlen)))
 		return rc;
+	v = pick(raw, KEY_DECODER, env);
+	cfg->decoder = gunzip_decoder();
+	if (v && !gunzip_has(v))
+		return fail(err, errlen,
+			    strcmp(v, "isal") == 0
+				? "invalid %s '%s': this build has no ISA-L (libisal-dev); use zlib"
+				: "invalid %s '%s': must be isal or zlib",
+			    "decoder", v);
+	if (v)
+		cfg->decoder = strcmp(v, "isal") == 0 ? "isal" : "zlib";
 	v = pick(raw, KEY_LOG_LEVEL, env);
 	cfg->log_level = LOGL_INFO;
 	if (v && log_level_parse(v, &cfg->log_level))

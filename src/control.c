@@ -380,6 +380,7 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	add_string_or_null(o, "cafile", cfg->cafile);
 	cJSON_AddStringToObject(o, "log_level", log_level_name(cfg->log_level));
 	add_refresh(o, cfg);
+	cJSON_AddStringToObject(o, "decoder", cfg->decoder);
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");
 	for (size_t i = 0; creds && i < sizeof(secrets) / sizeof(secrets[0]); i++) {
 		if (env_set(env, secrets[i]))

@@ -16,6 +16,7 @@
 #include "control.h"
 #include "dataset.h"
 #include "fs.h"
+#include "gunzip.h"
 #include "http.h"
 #include "log.h"
 #include "store.h"
@@ -46,6 +47,7 @@ static const char usage[] =
     "    -o timeout=SECONDS     IMDBFS_TIMEOUT      (60) a transfer stalled this long is retried\n"
     "    -o refresh_at=HH:MM    IMDBFS_REFRESH_AT   (off) refresh all seven daily at HH:MM UTC\n"
     "    -o refresh_every=SECONDS IMDBFS_REFRESH_EVERY (off) refresh all seven this often\n"
+    "    -o decoder=isal|zlib   IMDBFS_DECODER      (isal when built with ISA-L, else zlib)\n"
     "    -o cafile=PATH         IMDBFS_CAFILE       (system CAs)\n"
     "    -o log_level=LEVEL     LOG_LEVEL           (info) error|warn|info|debug\n"
     "    -f                     stay in the foreground, log to stderr\n"
@@ -94,6 +96,11 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 		goto out;
 	}
 	log_init(cfg->log_level, !cfg->foreground);
+	if (gunzip_select(cfg->decoder)) { /* config_load() checked the name */
+		fprintf(stderr, "imdbfs: no decoder %s\n", cfg->decoder);
+		rc = 1;
+		goto out;
+	}
 	if ((rc = datasets_init(cfg, store))) {
 		fprintf(stderr, "imdbfs: cannot initialise: %s\n", strerror(-rc));
 		rc = 1;

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from util import (DATASETS, MIB, nginx_send_time, origin_gz, origin_tsv, read_bytes, run,
-                  sha256_bytes, sha256_file)
+from util import (DATASETS, MIB, nginx_send_time, origin_gz, origin_tsv, read_bytes, read_json,
+                  run, sha256_bytes, sha256_file)
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -171,3 +171,15 @@ def test_gz_and_tsv_readers_share_one_download(origin, mount, sample_data):
     assert results["title.akas.tsv"] == origin_tsv(sample_data, "title.akas")
     origin.settle()
     assert len(origin.gets("title.akas.tsv.gz")) == 1
+
+
+@pytest.mark.timeout_s(60)
+def test_both_decoders_give_the_same_tsv(origin, mount, sample_data):
+    """decoder=zlib and decoder=isal (when built with ISA-L) produce zcat's bytes."""
+    default = read_json(mount(origin.url()) / ".control" / "config")["decoder"]
+    for decoder in ["zlib"] + (["isal"] if default == "isal" else []):
+        m = mount(origin.url(), extra_opts=("decoder=" + decoder,))
+        assert read_json(m / ".control" / "config")["decoder"] == decoder
+        for ds in ("title.basics", "title.principals"):
+            assert read_bytes(m / (ds + ".tsv")) == origin_tsv(sample_data, ds), (decoder, ds)
+        m.unmount()

@@ -429,6 +429,8 @@ def daemon_env(extra=None):
            and k not in ("LOG_LEVEL", "DOWNLOAD_DIR", "USE_AZURE_BLOB")}
     env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    if os.environ.get("IMDBFS_TEST_DECODER"):  # make test-e2e DECODER=zlib
+        env["IMDBFS_DECODER"] = os.environ["IMDBFS_TEST_DECODER"]
     env.update(extra or {})
     return env
 

@@ -212,34 +212,53 @@ static void check_two_members(size_t step)
 	free(b);
 }
 
+/* A member with every optional header field zlib can write, compressed from plain. */
+static unsigned char *gz_with_header(const char *plain, size_t len, gz_header *head, size_t *outlen)
+{
+	unsigned char *out = malloc(len + 1024);
+	z_stream zs;
+
+	assert_non_null(out);
+	memset(&zs, 0, sizeof(zs));
+	assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	assert_int_equal(deflateSetHeader(&zs, head), Z_OK);
+	zs.next_in = (unsigned char *)plain;
+	zs.avail_in = (unsigned)len;
+	zs.next_out = out;
+	zs.avail_out = (unsigned)len + 1024;
+	assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+	*outlen = zs.total_out;
+	deflateEnd(&zs);
+	return out;
+}
+
 static void test_gunzip_named_member_with_header_fields(void **state)
 {
 	static char name[] = "title.basics.tsv", comment[] = "imdbfs unit test";
+	static unsigned char extra[] = "XY\x04\x00data";
 	char *plain = payload(30000, 12);
 	gz_header head;
-	z_stream zs;
-	unsigned char out[40000];
 	struct collected c = {0};
+	size_t zlen;
+	unsigned char *z;
 
 	(void)state;
-	memset(&zs, 0, sizeof(zs));
 	memset(&head, 0, sizeof(head));
 	head.name = (Bytef *)name;
 	head.comment = (Bytef *)comment;
+	head.extra = extra;
+	head.extra_len = 8;
 	head.time = 1761444000;
 	head.hcrc = 1;
-	assert_int_equal(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-	assert_int_equal(deflateSetHeader(&zs, &head), Z_OK);
-	zs.next_in = (unsigned char *)plain;
-	zs.avail_in = 30000;
-	zs.next_out = out;
-	zs.avail_out = sizeof(out);
-	assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
-	assert_int_equal(decode(out, zs.total_out, 1, &c, NULL), 0);
-	assert_int_equal(c.len, 30000);
-	assert_memory_equal(c.data, plain, 30000);
-	deflateEnd(&zs);
+	z = gz_with_header(plain, 30000, &head, &zlen);
+	for (size_t step = 1; step <= zlen; step = step * 3 + 1) {
+		c.len = 0;
+		assert_int_equal(decode(z, zlen, step, &c, NULL), 0);
+		assert_int_equal(c.len, 30000);
+		assert_memory_equal(c.data, plain, 30000);
+	}
 	free(c.data);
+	free(z);
 	free(plain);
 }
 
@@ -425,6 +444,47 @@ static void test_gunzip_flipped_crc_or_isize_fails(void **state)
 	free(plain);
 }
 
+/* The header's own CRC (FHCRC) and its reserved flag bits are checked too. */
+static void test_gunzip_bad_header_fails(void **state)
+{
+	char *plain = payload(5000, 13);
+	gz_header head;
+	size_t zlen;
+	unsigned char *z;
+
+	(void)state;
+	memset(&head, 0, sizeof(head));
+	head.hcrc = 1;
+	z = gz_with_header(plain, 5000, &head, &zlen);
+	z[10] ^= 0x01; /* the FHCRC field follows the fixed 10 bytes */
+	check_refused(z, zlen, 0);
+	check_refused(z, zlen, 1);
+	z[10] ^= 0x01;
+	z[3] |= 0x80; /* a reserved flag */
+	check_refused(z, zlen, 0);
+	free(z);
+	free(plain);
+}
+
+/* Bytes after the last member that are not another member are refused. */
+static void test_gunzip_trailing_garbage_fails(void **state)
+{
+	char *plain = payload(5000, 14);
+	size_t zlen;
+	unsigned char *z = gz(plain, 5000, &zlen);
+	unsigned char *more = malloc(zlen + 16);
+
+	(void)state;
+	assert_non_null(more);
+	memcpy(more, z, zlen);
+	memcpy(more + zlen, "not gzip at all!", 16);
+	check_refused(more, zlen + 16, 0);
+	check_refused(more, zlen + 16, 1);
+	free(more);
+	free(z);
+	free(plain);
+}
+
 static void test_gunzip_not_gzip_fails(void **state)
 {
 	static const char text[] = "tconst\ttitleType\nplain text, not gzip\n";
@@ -507,7 +567,20 @@ int test_gunzip_group(void)
 	    cmocka_unit_test(test_gunzip_empty_input_fails_at_finish),
 	    cmocka_unit_test(test_gunzip_sink_error_stops_decoding),
 	    cmocka_unit_test(test_gunzip_sink_error_mid_stream_is_returned),
+	    cmocka_unit_test(test_gunzip_bad_header_fails),
+	    cmocka_unit_test(test_gunzip_trailing_garbage_fails),
 	};
+	const char *const default_decoder = gunzip_decoder();
+	int failed = 0;
 
-	return cmocka_run_group_tests_name("gunzip", tests, NULL, NULL);
+	assert_int_equal(gunzip_select("brotli"), -EINVAL);
+	/* Every test runs with each decoder this build has. */
+	if (gunzip_select("zlib") == 0)
+		failed += cmocka_run_group_tests_name("gunzip (zlib)", tests, NULL, NULL);
+	if (gunzip_select("isal") == 0)
+		failed += cmocka_run_group_tests_name("gunzip (isal)", tests, NULL, NULL);
+	else
+		fprintf(stderr, "unit tests: gunzip: this build has no ISA-L; zlib only\n");
+	gunzip_select(default_decoder);
+	return failed;
 }
