@@ -11,9 +11,11 @@ packages=(
 	libisal-dev isal # ISA-L's inflate (the default decoder) and igzip for make bench
 	nginx-light curl gzip
 	python3 python3-pytest
+	man-db groff-base # man -l and groff render the man pages in the tests
 	postgresql mariadb-server mariadb-client sqlite3
 	nodejs
 	prometheus # promtool: the reference parser of .control/metrics
+	dpkg-dev adduser man-db systemd # make deb; tests/e2e/test_packaging.py (systemd-analyze, man -w)
 )
 # npm for Azurite; NodeSource's nodejs bundles it and conflicts with Debian's npm.
 command -v npm >/dev/null || packages+=(npm)
