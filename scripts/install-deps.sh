@@ -15,7 +15,7 @@ packages=(
 	postgresql mariadb-server mariadb-client sqlite3
 	nodejs
 	prometheus # promtool: the reference parser of .control/metrics
-	dpkg-dev adduser man-db systemd # make deb; tests/e2e/test_packaging.py (systemd-analyze, man -w)
+	dpkg-dev adduser systemd # make deb; tests/e2e/test_packaging.py (systemd-analyze verify)
 )
 # npm for Azurite; NodeSource's nodejs bundles it and conflicts with Debian's npm.
 command -v npm >/dev/null || packages+=(npm)
