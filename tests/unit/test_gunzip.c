@@ -235,7 +235,8 @@ static unsigned char *gz_with_header(const char *plain, size_t len, gz_header *h
 static void test_gunzip_named_member_with_header_fields(void **state)
 {
 	static char name[] = "title.basics.tsv", comment[] = "imdbfs unit test";
-	static unsigned char extra[] = "XY\x04\x00data";
+	/* One subfield "XY" of 4 bytes: SI1 SI2 LEN(2, little-endian) DATA. */
+	static unsigned char extra[] = {'X', 'Y', 4, 0, 'd', 'a', 't', 'a'};
 	char *plain = payload(30000, 12);
 	gz_header head;
 	struct collected c = {0};
@@ -247,7 +248,7 @@ static void test_gunzip_named_member_with_header_fields(void **state)
 	head.name = (Bytef *)name;
 	head.comment = (Bytef *)comment;
 	head.extra = extra;
-	head.extra_len = 8;
+	head.extra_len = sizeof(extra);
 	head.time = 1761444000;
 	head.hcrc = 1;
 	z = gz_with_header(plain, 30000, &head, &zlen);
