@@ -32,6 +32,7 @@ struct config {
 	int refresh_at;	     /* minutes past midnight UTC of a daily refresh; -1 when off */
 	long refresh_every;  /* seconds between refreshes; 0 when off */
 	bool foreground;     /* -f or -d given */
+	unsigned max_read;   /* FUSE's -o max_read, 0 when not given */
 };
 
 #define CONFIG_DEFAULT_ORIGIN "https://datasets.imdbws.com/"

@@ -29,6 +29,7 @@ enum opt_key {
 	KEY_DECODER,
 	KEY_COUNT,
 	KEY_FOREGROUND = KEY_COUNT,
+	KEY_MAX_READ,
 };
 
 /* Option name, then the environment variables that stand in for it, in order. */
@@ -55,8 +56,9 @@ static const struct {
 struct raw_opts {
 	char *value[KEY_COUNT]; /* from the command line; owned */
 	bool foreground;
-	int positionals; /* non-option arguments seen */
-	char *first;	 /* the first of them, held back until we know it is no SOURCE */
+	unsigned max_read; /* FUSE's -o max_read, which it keeps too */
+	int positionals;   /* non-option arguments seen */
+	char *first;	   /* the first of them, held back until we know it is no SOURCE */
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -77,6 +79,7 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_FOREGROUND),
     FUSE_OPT_KEY("debug", KEY_FOREGROUND),
+    FUSE_OPT_KEY("max_read=", KEY_MAX_READ),
     FUSE_OPT_END,
 };
 
@@ -101,6 +104,11 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	(void)outargs;
 	if (key == FUSE_OPT_KEY_NONOPT)
 		return hold_positional(raw, arg);
+	if (key == KEY_MAX_READ) {
+		/* libfuse 3.14 wants init() to repeat it, or it drops the session. */
+		raw->max_read = (unsigned)strtoul(strchr(arg, '=') + 1, NULL, 10);
+		return 1;
+	}
 	if (key == KEY_FOREGROUND) {
 		raw->foreground = true;
 		return 1; /* FUSE needs to see it too */
@@ -379,6 +387,7 @@ int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, c
 		goto out;
 	}
 	cfg->foreground = raw.foreground;
+	cfg->max_read = raw.max_read;
 	rc = resolve(cfg, &raw, env, err, errlen);
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "out of memory");

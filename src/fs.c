@@ -698,6 +698,8 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	notify_start(atomic_load(&session));
 	/* Reads reply from file descriptors: let the kernel move the pages. */
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	if (config->max_read)
+		conn->max_read = config->max_read;
 	datasets_resume();
 	schedule_start(config);
 	log_info("mounted: origin %s, cache %s", config->origin, config->cache_dir);

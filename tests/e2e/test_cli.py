@@ -1,4 +1,4 @@
-"""The imdbfs command line: status, wait, --help, --version."""
+"""The imdbfs command line: status, wait, --help, --version, FUSE's own options."""
 
 import os
 import subprocess
@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from util import DATASETS, MIB, imdbfs_bin, nginx_send_time, origin_gz, read_bytes, run, wait_for
+from util import (DATASETS, MIB, imdbfs_bin, nginx_send_time, origin_gz, origin_tsv, read_bytes,
+                  run, wait_for)
 
 
 def test_status_prints_one_line_per_dataset(origin, mount):
@@ -83,3 +84,12 @@ def test_help_and_version(origin, mount):
     m = mount(origin.url())
     version = m.control("health")["version"]
     assert version in p.stdout + p.stderr
+
+
+@pytest.mark.timeout_s(60)
+@pytest.mark.parametrize("opts", [("max_read=131072",), ("max_read=1048576", "clone_fd"), ()])
+def test_fuse_read_options_are_honoured(origin, mount, sample_data, opts):
+    """FUSE's own -o max_read (which libfuse makes init() repeat) and clone_fd mount and serve."""
+    m = mount(origin.url(), extra_opts=opts)
+    assert read_bytes(m / "title.basics.tsv") == origin_tsv(sample_data, "title.basics")
+    assert read_bytes(m / "title.basics.tsv.gz") == origin_gz(sample_data, "title.basics")
