@@ -684,6 +684,7 @@ static int follow_segments(struct fetch *f)
 	int64_t n;
 	int rc = buf ? 0 : -ENOMEM;
 
+	log_debug("%s: segment 0 complete; verifying the others in order", file_of(f->t));
 	while (!rc && f->written < (uint64_t)f->total) {
 		n = segments_wait(f->segs, f->written);
 		if (n < 0) {
@@ -694,6 +695,8 @@ static int follow_segments(struct fetch *f)
 			rc = take_contiguous(f, buf, (size_t)(n < CHUNK ? n : CHUNK));
 		}
 	}
+	if (!rc)
+		log_debug("%s: every segment verified", file_of(f->t));
 	if (rc == -ENOMEM && !buf)
 		snprintf(f->error, sizeof(f->error), "out of memory");
 	free(buf);

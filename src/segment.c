@@ -210,6 +210,8 @@ static void *segment_main(void *arg)
 
 	if (rc && rc != -ECANCELED && rc != -ESTALE)
 		log_warn("%s: segment %u gave up: %s", set->file, s->index, s->error);
+	else if (!rc)
+		log_debug("%s: segment %u complete", set->file, s->index);
 	pthread_mutex_lock(&set->lock);
 	s->ended = true;
 	s->err = rc;
