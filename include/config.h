@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "log.h"
 
@@ -31,11 +32,17 @@ struct config {
 	const char *decoder; /* "isal" or "zlib" (static strings) */
 	int refresh_at;	     /* minutes past midnight UTC of a daily refresh; -1 when off */
 	long refresh_every;  /* seconds between refreshes; 0 when off */
+	unsigned segments;   /* connections per origin download, 1..16; 0: by size */
 	bool foreground;     /* -f or -d given */
 	unsigned max_read;   /* FUSE's -o max_read, 0 when not given */
 };
 
 #define CONFIG_DEFAULT_ORIGIN "https://datasets.imdbws.com/"
+#define CONFIG_SEGMENTS_MAX   16
+/* segments=0 (the default): one more segment per this many bytes, at most ..._AUTO_MAX. */
+#define CONFIG_SEGMENT_AUTO_BYTES (64ull << 20)
+#define CONFIG_SEGMENTS_AUTO_MAX  4u
+#define CONFIG_BACKOFF_CAP	  60.0 /* the longest backoff, as a multiple of retry_delay */
 
 /* Looks up an environment variable; getenv() in the daemon, a table in tests. */
 typedef const char *(*config_env_fn)(const char *name);
@@ -50,6 +57,21 @@ int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, c
 		size_t errlen);
 
 void config_free(struct config *cfg);
+
+/*
+ * How many segments (parallel ranged connections) a download of size bytes
+ * uses: the segments option, or by default 1 below 64 MiB, then one more per
+ * 64 MiB, at most 4. The caller may use fewer (very small segments).
+ */
+unsigned config_segments_for(const struct config *cfg, uint64_t size);
+
+/*
+ * The retry policy's wait before attempt + 1 (attempt >= 1): retry_delay
+ * doubled each attempt, capped at CONFIG_BACKOFF_CAP times, +-25% jitter
+ * (salt decorrelates threads), and at least what the origin asked for
+ * (retry_after, also capped).
+ */
+double config_backoff(const struct config *cfg, int attempt, double retry_after, unsigned salt);
 
 const char *config_storage_name(enum storage_kind kind);
 

@@ -14,7 +14,8 @@
  *   -EACCES      401, 403, TLS verification failure (permanent)
  *   -EPROTO      any other status or protocol error (permanent)
  *   -ECANCELED   the cancel check fired
- *   other        the sink's own error, passed through
+ *   other        the sink's own error, passed through (a sink may stop a
+ *                transfer it needs no more of with an error of its own)
  */
 #ifndef IMDBFS_HTTP_H
 #define IMDBFS_HTTP_H
@@ -28,6 +29,7 @@ struct http_request {
 	const char *if_none_match;     /* ETag, or NULL */
 	const char *if_modified_since; /* HTTP date, or NULL */
 	uint64_t range_from;	       /* > 0: ask for the bytes from here on */
+	uint64_t range_to;	       /* with range_from: the last byte wanted; 0: to the end */
 	const char *if_range;	       /* with range_from: the ETag or date it continues */
 	const char *cafile;	       /* NULL: system CAs */
 	long stall_seconds;	       /* abort when under 1 KiB/s for this long; 0: 60 */

@@ -8,6 +8,7 @@
 #ifndef IMDBFS_META_H
 #define IMDBFS_META_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct meta {
@@ -33,7 +34,9 @@ int meta_from_json(const char *text, struct meta *m);
 struct meta_partial {
 	struct meta version; /* url, etag, last_modified, mtime */
 	int64_t total;	     /* size of the whole file, -1 unknown */
-	int64_t durable;     /* bytes fsynced to the temporary */
+	int64_t durable;     /* bytes fsynced to the temporary, verified */
+	bool sparse;	     /* a segmented download: past durable, only holes and bytes
+				not yet verified, to be dropped on resume */
 };
 
 /* As meta_to_json / meta_from_json, for a partial download's state. */

@@ -10,6 +10,7 @@ packages=(
 	libcmocka-dev
 	libisal-dev isal # ISA-L's inflate (the default decoder) and igzip for make bench
 	nginx-light curl gzip
+	aria2 # aria2c -x4 -s4: the reference of make bench's segmented_ratio
 	python3 python3-pytest
 	man-db groff-base # man -l and groff render the man pages in the tests
 	postgresql mariadb-server mariadb-client sqlite3

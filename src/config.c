@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "gunzip.h"
 
 enum opt_key {
@@ -27,6 +28,7 @@ enum opt_key {
 	KEY_REFRESH_AT,
 	KEY_REFRESH_EVERY,
 	KEY_DECODER,
+	KEY_SEGMENTS,
 	KEY_COUNT,
 	KEY_FOREGROUND = KEY_COUNT,
 	KEY_MAX_READ,
@@ -51,6 +53,7 @@ static const struct {
     [KEY_REFRESH_AT] = {"refresh_at", {"IMDBFS_REFRESH_AT"}},
     [KEY_REFRESH_EVERY] = {"refresh_every", {"IMDBFS_REFRESH_EVERY"}},
     [KEY_DECODER] = {"decoder", {"IMDBFS_DECODER"}},
+    [KEY_SEGMENTS] = {"segments", {"IMDBFS_SEGMENTS"}},
 };
 
 struct raw_opts {
@@ -76,6 +79,7 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("refresh_at=", KEY_REFRESH_AT),
     FUSE_OPT_KEY("refresh_every=", KEY_REFRESH_EVERY),
     FUSE_OPT_KEY("decoder=", KEY_DECODER),
+    FUSE_OPT_KEY("segments=", KEY_SEGMENTS),
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_FOREGROUND),
     FUSE_OPT_KEY("debug", KEY_FOREGROUND),
@@ -334,6 +338,21 @@ static int resolve_refresh(struct config *cfg, const struct raw_opts *raw, confi
 	return 0;
 }
 
+static int resolve_segments(struct config *cfg, const struct raw_opts *raw, config_env_fn env,
+			    char *err, size_t errlen)
+{
+	const char *v = pick(raw, KEY_SEGMENTS, env);
+	long n;
+
+	cfg->segments = 0;
+	if (v && parse_long(v, 1, CONFIG_SEGMENTS_MAX, &n))
+		return fail(err, errlen, "invalid %s '%s': must be an integer from 1 to 16",
+			    "segments", v);
+	if (v)
+		cfg->segments = (unsigned)n;
+	return 0;
+}
+
 static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn env, char *err,
 		   size_t errlen)
 {
@@ -345,7 +364,8 @@ static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn
 	    (rc = resolve_storage(cfg, pick(raw, KEY_STORAGE, env), env, err, errlen)) ||
 	    (rc = resolve_container(cfg, pick(raw, KEY_CONTAINER, env), err, errlen)) ||
 	    (rc = resolve_numbers(cfg, raw, env, err, errlen)) ||
-	    (rc = resolve_refresh(cfg, raw, env, err, errlen)))
+	    (rc = resolve_refresh(cfg, raw, env, err, errlen)) ||
+	    (rc = resolve_segments(cfg, raw, env, err, errlen)))
 		return rc;
 	v = pick(raw, KEY_DECODER, env);
 	cfg->decoder = gunzip_decoder();
@@ -418,4 +438,29 @@ const char *config_hhmm(int minute, char buf[16])
 const char *config_storage_name(enum storage_kind kind)
 {
 	return kind == STORAGE_AZURE ? "azure" : "local";
+}
+
+unsigned config_segments_for(const struct config *cfg, uint64_t size)
+{
+	uint64_t n;
+
+	if (cfg->segments > 0)
+		return cfg->segments;
+	n = 1 + size / CONFIG_SEGMENT_AUTO_BYTES;
+	return n < CONFIG_SEGMENTS_AUTO_MAX ? (unsigned)n : CONFIG_SEGMENTS_AUTO_MAX;
+}
+
+double config_backoff(const struct config *cfg, int attempt, double retry_after, unsigned salt)
+{
+	double base = cfg->retry_delay * (double)(1u << (attempt < 16 ? attempt - 1 : 15));
+	double cap = cfg->retry_delay * CONFIG_BACKOFF_CAP;
+	unsigned seed = (unsigned)(clock_mono() * 1e6) ^ salt;
+	double wait;
+
+	if (base > cap)
+		base = cap;
+	wait = base * (0.75 + 0.5 * (double)(rand_r(&seed) % 1000) / 1000.0);
+	if (retry_after > wait)
+		wait = retry_after < cap ? retry_after : cap;
+	return wait;
 }

@@ -381,6 +381,10 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	cJSON_AddStringToObject(o, "log_level", log_level_name(cfg->log_level));
 	add_refresh(o, cfg);
 	cJSON_AddStringToObject(o, "decoder", cfg->decoder);
+	if (cfg->segments > 0)
+		cJSON_AddNumberToObject(o, "segments", cfg->segments);
+	else
+		cJSON_AddStringToObject(o, "segments", "auto");
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");
 	for (size_t i = 0; creds && i < sizeof(secrets) / sizeof(secrets[0]); i++) {
 		if (env_set(env, secrets[i]))

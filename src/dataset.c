@@ -18,16 +18,19 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "segment.h"
 #include "store.h"
 #include "store_azure.h"
 
 #define CHUNK		 (256 * 1024)
-#define BACKOFF_CAP	 60.0 /* the longest backoff, as a multiple of retry_delay */
 #define CHECKPOINT_BYTES (8u << 20)
 #define CHECKPOINT_S	 1.0
 #define OPEN_TRIES	 5
 #define POLL_NS		 (50 * 1000 * 1000)
 #define SHUTDOWN_WAIT_S	 10
+#define MAX_RESTARTS	 3 /* new versions seen by segments before a download counts a fault */
+/* on_body's own code: segment 0 is complete, the first connection stops there. */
+#define SEGMENT0_DONE (-EALREADY)
 
 struct dataset;
 
@@ -333,10 +336,13 @@ struct fetch {
 	uint64_t written;  /* bytes of next in the temporary */
 	uint64_t durable;  /* bytes covered by the last checkpoint */
 	double checkpointed_at;
-	double retry_after; /* the origin asked to wait this long (429/503) */
-	bool from_blob;	    /* read the shared tier's copy (blob) instead of the origin */
-	bool old_is_blob;   /* old is the container's copy, newer than the local one */
-	struct meta blob;   /* the shared tier's version, when it has one */
+	double retry_after;    /* the origin asked to wait this long (429/503) */
+	bool from_blob;	       /* read the shared tier's copy (blob) instead of the origin */
+	bool old_is_blob;      /* old is the container's copy, newer than the local one */
+	struct meta blob;      /* the shared tier's version, when it has one */
+	struct segments *segs; /* the other connections of a segmented download, or NULL */
+	bool sparse;	       /* the temporary may hold bytes past `written` (segments) */
+	bool segment_gave_up;  /* a segment used up its retries: the download fails */
 	char url[1024];
 	char error[256];
 };
@@ -348,9 +354,18 @@ static bool same_version(const struct meta *m, const struct http_response *rs)
 	return m->last_modified[0] && strcmp(m->last_modified, rs->last_modified) == 0;
 }
 
+/* Ends the segment threads, if any: nothing writes the temporary afterwards. */
+static void stop_segments(struct fetch *f)
+{
+	segments_stop(f->segs);
+	f->segs = NULL;
+}
+
 /* Readers of an abandoned feed get EIO past what they could already read. */
 static void abandon_feed(struct fetch *f)
 {
+	stop_segments(f);
+	f->sparse = false;
 	if (!f->feed)
 		return;
 	feed_finish(f->feed, -EIO);
@@ -369,8 +384,10 @@ static void abandon_feed(struct fetch *f)
 /* Saves how far the download got, so that it resumes after a restart. */
 static void checkpoint(struct fetch *f)
 {
-	struct meta_partial p = {
-	    .version = f->next, .total = f->total, .durable = (int64_t)f->written};
+	struct meta_partial p = {.version = f->next,
+				 .total = f->total,
+				 .durable = (int64_t)f->written,
+				 .sparse = f->sparse};
 	int rc = store->ops->checkpoint(store, file_of(f->t), f->fd, &p);
 
 	f->checkpointed_at = clock_mono();
@@ -378,6 +395,19 @@ static void checkpoint(struct fetch *f)
 		log_warn("%s: cannot checkpoint the download: %s", file_of(f->t), strerror(-rc));
 	else
 		f->durable = f->written;
+}
+
+/*
+ * Every CHECKPOINT_BYTES, at most once a CHECKPOINT_S; a segmented download
+ * every CHECKPOINT_S, since its partial resumes only from the checkpoint.
+ */
+static void maybe_checkpoint(struct fetch *f)
+{
+	uint64_t ahead = f->written - f->durable;
+
+	if ((ahead >= CHECKPOINT_BYTES || (f->sparse && ahead > 0)) &&
+	    clock_mono() - f->checkpointed_at >= CHECKPOINT_S)
+		checkpoint(f);
 }
 
 /* Feeds bytes [0, len) of fd to a fresh verifier; 0 when they are a valid gzip prefix. */
@@ -420,7 +450,10 @@ static void resume_partial(struct fetch *f)
 
 	if (store->ops->resume(store, file, &fd, &p, &present))
 		return;
-	keep = present;
+	/* Past the verified prefix, a segmented download's temporary has holes. */
+	keep = p.sparse ? (uint64_t)p.durable : present;
+	if (p.sparse && ftruncate(fd, (off_t)keep) < 0)
+		goto discard;
 	if (strcmp(p.version.url, f->url) != 0 ||
 	    !(p.version.etag[0] || p.version.last_modified[0]))
 		goto discard;
@@ -497,12 +530,9 @@ static int begin_body(struct fetch *f, const struct http_response *rs)
 	return 0;
 }
 
-static int on_response(void *ctx, const struct http_response *rs)
+/* A response to a download already under way: continue it, or start over on a new version. */
+static int continue_body(struct fetch *f, const struct http_response *rs)
 {
-	struct fetch *f = ctx;
-
-	if (!f->feed)
-		return begin_body(f, rs);
 	if (rs->status == 206 && rs->range_start == (int64_t)f->written &&
 	    same_version(&f->next, rs)) {
 		publish(f);
@@ -521,11 +551,87 @@ static int on_response(void *ctx, const struct http_response *rs)
 	return begin_body(f, rs);
 }
 
+/*
+ * Only a response that runs to the end of a file of known size and known
+ * version, from an origin that takes ranges, is split: the others could not
+ * tie their ranges to it (If-Range) or could not ask for one at all.
+ */
+static bool splittable(const struct fetch *f, const struct http_response *rs)
+{
+	if (f->segs || f->from_blob || f->total <= 0 ||
+	    !(f->next.etag[0] || f->next.last_modified[0]))
+		return false;
+	if (rs->status == 200)
+		return rs->accept_ranges && f->written == 0;
+	return rs->status == 206 && rs->range_start == (int64_t)f->written &&
+	       rs->length == f->total - rs->range_start;
+}
+
+/* Starts the other connections of a large download; without them it goes on alone. */
+static void plan_segments(struct fetch *f, const struct http_response *rs)
+{
+	struct segments_spec sp = {
+	    .file = file_of(f->t),
+	    .url = f->url,
+	    .etag = f->next.etag,
+	    .last_modified = f->next.last_modified,
+	    .fd = f->fd,
+	    .from = f->written,
+	    .total = (uint64_t)f->total,
+	    .count = config_segments_for(config, (uint64_t)f->total),
+	    .cfg = config,
+	    .cancelled = transfer_cancelled,
+	    .cancel_ctx = f->t,
+	};
+	int rc;
+
+	if (sp.count < 2 || !splittable(f, rs))
+		return;
+	rc = segments_start(&sp, &f->segs);
+	if (rc == -ERANGE)
+		return;
+	if (rc) {
+		log_warn("%s: cannot start segments (%s); one connection", sp.file, strerror(-rc));
+		return;
+	}
+	f->sparse = true;
+	log_info("%s: %u segments from byte %llu; this connection ends at %llu", sp.file,
+		 segments_count(f->segs), (unsigned long long)sp.from,
+		 (unsigned long long)segments_first_end(f->segs));
+}
+
+static int on_response(void *ctx, const struct http_response *rs)
+{
+	struct fetch *f = ctx;
+	int rc = f->feed ? continue_body(f, rs) : begin_body(f, rs);
+
+	if (!rc)
+		plan_segments(f, rs);
+	return rc;
+}
+
+/* A segment failed or saw a new version: this connection stops too. */
+static int segments_failed(struct fetch *f)
+{
+	int rc = f->segs ? segments_check(f->segs) : 0;
+
+	if (rc) {
+		segments_error(f->segs, f->error, sizeof(f->error));
+		f->segment_gave_up = rc != -ESTALE && rc != -ECANCELED;
+	}
+	return rc;
+}
+
 static int on_body(void *ctx, const void *buf, size_t len)
 {
 	struct fetch *f = ctx;
+	uint64_t end = f->segs ? segments_first_end(f->segs) : UINT64_MAX;
 	int rc;
 
+	if ((rc = segments_failed(f)))
+		return rc;
+	if (len > end - f->written)
+		len = (size_t)(end - f->written); /* the rest is another segment's */
 	rc = pwrite_all(f->fd, buf, len, f->written);
 	if (rc) {
 		snprintf(f->error, sizeof(f->error), "cannot write the temporary: %s",
@@ -541,10 +647,61 @@ static int on_body(void *ctx, const void *buf, size_t len)
 	f->written += len;
 	feed_grow(f->feed, f->written);
 	metrics_add(f->from_blob ? M_CONTAINER_BYTES : M_ORIGIN_BYTES, len);
-	if (f->written - f->durable >= CHECKPOINT_BYTES &&
-	    clock_mono() - f->checkpointed_at >= CHECKPOINT_S)
-		checkpoint(f);
+	maybe_checkpoint(f);
+	return f->written == end ? SEGMENT0_DONE : 0;
+}
+
+/* Verifies and publishes bytes [f->written, f->written + n) that the segments put in place. */
+static int take_contiguous(struct fetch *f, char *buf, size_t n)
+{
+	ssize_t got = pread(f->fd, buf, n, (off_t)f->written);
+	int rc;
+
+	if (got <= 0) {
+		rc = got < 0 ? -errno : -EIO;
+		snprintf(f->error, sizeof(f->error), "cannot read the temporary back: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	if ((rc = gunzip_write(f->gz, buf, (size_t)got))) {
+		snprintf(f->error, sizeof(f->error), "corrupt gzip data near byte %llu",
+			 (unsigned long long)f->written);
+		return rc;
+	}
+	f->written += (uint64_t)got;
+	feed_grow(f->feed, f->written);
+	maybe_checkpoint(f);
 	return 0;
+}
+
+/*
+ * Segment 0 is in: follows the other segments in order, verifying each byte
+ * once everything before it arrived. The segments end here, whatever happens.
+ */
+static int follow_segments(struct fetch *f)
+{
+	char *buf = malloc(CHUNK);
+	int64_t n;
+	int rc = buf ? 0 : -ENOMEM;
+
+	log_debug("%s: segment 0 complete; verifying the others in order", file_of(f->t));
+	while (!rc && f->written < (uint64_t)f->total) {
+		n = segments_wait(f->segs, f->written);
+		if (n < 0) {
+			rc = (int)n;
+			segments_error(f->segs, f->error, sizeof(f->error));
+			f->segment_gave_up = rc != -ESTALE && rc != -ECANCELED;
+		} else {
+			rc = take_contiguous(f, buf, (size_t)(n < CHUNK ? n : CHUNK));
+		}
+	}
+	if (!rc)
+		log_debug("%s: every segment verified", file_of(f->t));
+	if (rc == -ENOMEM && !buf)
+		snprintf(f->error, sizeof(f->error), "out of memory");
+	free(buf);
+	stop_segments(f);
+	return rc;
 }
 
 static int commit_download(struct fetch *f)
@@ -604,9 +761,11 @@ static void build_request(struct fetch *f, struct http_request *rq)
 	if (f->feed && f->written > 0) {
 		/* Continue where the last attempt stopped, tied to the same version. */
 		rq->range_from = f->written;
+		if (f->segs) /* up to where the next segment starts */
+			rq->range_to = segments_first_end(f->segs) - 1;
 		rq->if_range = f->next.etag[0] ? f->next.etag : f->next.last_modified;
 		if (!*rq->if_range)
-			rq->range_from = 0;
+			rq->range_from = rq->range_to = 0;
 	} else if (f->conditional && !f->feed) {
 		rq->if_none_match = f->old.etag;
 		rq->if_modified_since = f->old.last_modified;
@@ -622,6 +781,10 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 	char err[256];
 	int rc;
 
+	if (f->segs && f->written == segments_first_end(f->segs)) {
+		rc = follow_segments(f); /* segment 0 arrived before the fault */
+		return rc ? rc : commit_download(f);
+	}
 	if (f->feed && f->total >= 0 && f->written == (uint64_t)f->total) {
 		publish(f);
 		return commit_download(f); /* every byte arrived before the fault */
@@ -639,6 +802,10 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 	metrics_add(M_ORIGIN_REQUESTS, 1);
 	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
 	f->retry_after = rs.retry_after;
+	if (rc == SEGMENT0_DONE) {
+		rc = follow_segments(f);
+		return rc ? rc : commit_download(f);
+	}
 	if (rc) {
 		if (!f->error[0])
 			snprintf(f->error, sizeof(f->error), "%s", err);
@@ -670,17 +837,7 @@ static void note_retry(struct transfer *t, const char *error)
 /* Exponential from retry_delay, capped, with +-25% jitter; at least what the origin asked. */
 static double backoff_seconds(const struct fetch *f, int attempt)
 {
-	double base = config->retry_delay * (double)(1u << (attempt < 16 ? attempt - 1 : 15));
-	double cap = config->retry_delay * BACKOFF_CAP;
-	unsigned seed = (unsigned)(clock_mono() * 1e6) ^ (unsigned)f->t->ds->index;
-	double wait;
-
-	if (base > cap)
-		base = cap;
-	wait = base * (0.75 + 0.5 * (double)(rand_r(&seed) % 1000) / 1000.0);
-	if (f->retry_after > wait)
-		wait = f->retry_after < cap ? f->retry_after : cap;
-	return wait;
+	return config_backoff(config, attempt, f->retry_after, (unsigned)f->t->ds->index);
 }
 
 static bool transient(int rc)
@@ -694,13 +851,22 @@ static int fetch_with_retries(struct fetch *f, bool *unchanged)
 	int attempts = (int)config->retries + 1;
 	int rc;
 
-	for (int attempt = 1;; attempt++) {
+	for (int attempt = 1, restarts = 0;; attempt++) {
 		rc = fetch_once(f, unchanged);
 		if (rc == 0 || rc == -ECANCELED)
 			return rc;
-		if (rc == -EBADMSG)
-			abandon_feed(f); /* corrupt: the next attempt starts from scratch */
-		if (!transient(rc) || attempt >= attempts)
+		if (rc == -EBADMSG || rc == -ESTALE)
+			abandon_feed(f); /* corrupt, or a new version: start from scratch */
+		if (rc == -ESTALE && restarts++ < MAX_RESTARTS) {
+			log_info("%s: %s; starting over", file, f->error);
+			attempt--; /* as when the first connection sees the new version */
+			continue;
+		}
+		if (rc == -ESTALE) {
+			snprintf(f->error, sizeof(f->error), "the origin kept changing the file");
+			rc = -EAGAIN;
+		}
+		if (!transient(rc) || attempt >= attempts || f->segment_gave_up)
 			return rc;
 		double wait = backoff_seconds(f, attempt);
 		note_retry(f->t, f->error);
@@ -873,6 +1039,7 @@ static void *download_main(void *arg)
 	} else {
 		snprintf(f.error, sizeof(f.error), "cancelled");
 	}
+	stop_segments(&f); /* before the temporary is checkpointed or dropped */
 	if (rc) {
 		if (f.feed && (rc == -EAGAIN || rc == -ECANCELED) && f.written > 0 &&
 		    (f.next.etag[0] || f.next.last_modified[0]))

@@ -235,7 +235,11 @@ static int build_headers(const struct http_request *rq, struct curl_slist **list
 	if (!rc && rq->if_modified_since && *rq->if_modified_since)
 		rc = add_header(list, "If-Modified-Since", rq->if_modified_since);
 	if (!rc && rq->range_from > 0) {
-		snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", rq->range_from);
+		if (rq->range_to >= rq->range_from)
+			snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, rq->range_from,
+				 rq->range_to);
+		else
+			snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", rq->range_from);
 		rc = add_header(list, "Range", range);
 		if (!rc && rq->if_range && *rq->if_range)
 			rc = add_header(list, "If-Range", rq->if_range);

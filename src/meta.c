@@ -43,7 +43,8 @@ char *meta_partial_to_json(const struct meta_partial *p)
 	cJSON *o = meta_object(&p->version);
 
 	if (o && (!cJSON_AddNumberToObject(o, "total", (double)p->total) ||
-		  !cJSON_AddNumberToObject(o, "durable", (double)p->durable))) {
+		  !cJSON_AddNumberToObject(o, "durable", (double)p->durable) ||
+		  !cJSON_AddBoolToObject(o, "sparse", p->sparse))) {
 		cJSON_Delete(o);
 		o = NULL;
 	}
@@ -103,7 +104,12 @@ int meta_partial_from_json(const char *text, struct meta_partial *p)
 {
 	cJSON *o = cJSON_Parse(text);
 	int rc = meta_from_object(o, &p->version);
+	const cJSON *sparse = cJSON_GetObjectItemCaseSensitive(o, "sparse");
 
+	/* Absent in the partials of earlier versions: those have no holes. */
+	p->sparse = cJSON_IsTrue(sparse);
+	if (sparse && !cJSON_IsBool(sparse))
+		rc = -EINVAL;
 	if (!rc && (get_int(o, "total", -1, &p->total) || get_int(o, "durable", 0, &p->durable) ||
 		    (p->total >= 0 && p->durable > p->total)))
 		rc = -EINVAL;

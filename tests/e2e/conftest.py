@@ -15,7 +15,8 @@ Fixtures
                   (/slow/ sends it in ~4 s).
   private_data    a per-test copy of sample_data that the test may modify (new versions ...).
   origin_factory  origin_factory(data_dir) -> util.Origin: a fresh nginx on a free loopback
-                  port serving data_dir at `/`, `/slow/` (2 MB/s), `/slow200k/` (200 KB/s) and
+                  port serving data_dir at `/`, `/slow/` (2 MB/s), `/seg/` (512 KB/s),
+                  `/slow200k/` (200 KB/s) and
                   `/missing/` (404 for all), with a JSON access log (util.Origin.requests()).
                   Stopped at teardown.
   origin          origin_factory(sample_data).

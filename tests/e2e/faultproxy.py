@@ -18,7 +18,9 @@ Rules
 -----
 A queue of rules, in the order they were added. Each matches a substring of the request path
 (`path=""` matches all), optionally only requests with (`ranged=True`) or without
-(`ranged=False`) a Range header, and applies `times` times (`None`: forever), then is gone.
+(`ranged=False`) a Range header, or only those whose Range header is exactly `range`
+(`range="bytes=100-199"`, given to the fault methods as a keyword), and applies `times` times
+(`None`: forever), then is gone.
 
 Faults (at most one per request: the first matching fault rule in the queue):
   status(code, retry_after=None)  answer with this status (a small body, Content-Length) without
@@ -84,9 +86,10 @@ class _Closed(Exception):
 
 
 class Rule:
-    def __init__(self, kind, path="", times=1, ranged=None, **params):
+    def __init__(self, kind, path="", times=1, ranged=None, range=None, **params):
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
+        self.range = range
         self.kind = kind
         self.path = path
         self.times = times
@@ -94,8 +97,9 @@ class Rule:
         self.params = params
         self.used = 0
 
-    def matches(self, path, ranged):
-        return self.path in path and (self.ranged is None or self.ranged == ranged)
+    def matches(self, path, ranged, range_header=""):
+        return (self.path in path and (self.ranged is None or self.ranged == ranged)
+                and (self.range is None or self.range == range_header))
 
     def __repr__(self):
         args = ", ".join("%s=%r" % kv for kv in sorted(self.params.items()))
@@ -222,8 +226,8 @@ class FaultProxy:
             self._rules.append(rule)
         return rule
 
-    def reset_at(self, byte=None, path="", times=1, ranged=None):
-        return self.add(Rule("reset", path, times, ranged, at_byte=byte))
+    def reset_at(self, byte=None, path="", times=1, ranged=None, range=None):
+        return self.add(Rule("reset", path, times, ranged, range, at_byte=byte))
 
     def status(self, code, retry_after=None, path="", times=1, ranged=None):
         return self.add(Rule("status", path, times, ranged, code=code, retry_after=retry_after))
@@ -239,10 +243,10 @@ class FaultProxy:
             raise ValueError("mask must be 1..255")
         return self.add(Rule("flip", path, times, ranged, at_byte=at_byte, mask=mask))
 
-    def switch_version(self, at_byte, new_file_path, path="", times=1, ranged=None):
+    def switch_version(self, at_byte, new_file_path, path="", times=1, ranged=None, range=None):
         if self.data_dir is None:
             raise ValueError("switch_version needs the proxy's data_dir (nginx's root)")
-        return self.add(Rule("switch", path, times, ranged, at_byte=at_byte,
+        return self.add(Rule("switch", path, times, ranged, range, at_byte=at_byte,
                              new_file=str(new_file_path)))
 
     def drop(self, path="", times=1, ranged=None):
@@ -263,11 +267,11 @@ class FaultProxy:
         with self._lock:
             return list(self._rules)
 
-    def _take(self, path, ranged, kinds):
+    def _take(self, path, ranged, kinds, range_header=""):
         """The first matching fault rule if its kind is in kinds: used once (under the lock)."""
         with self._lock:
             for r in self._rules:
-                if r.kind == "no_ranges" or not r.matches(path, ranged):
+                if r.kind == "no_ranges" or not r.matches(path, ranged, range_header):
                     continue
                 if r.kind not in kinds:
                     return None
@@ -387,7 +391,7 @@ class FaultProxy:
         self._record(entry)
         keep = version == "HTTP/1.1" and "close" not in hmap.get("connection", "").lower()
         try:
-            rule = self._take(path, ranged, {"status", "drop"})
+            rule = self._take(path, ranged, {"status", "drop"}, hmap.get("range", ""))
             if rule is not None and rule.kind == "drop":
                 entry["fault"] = "drop"
                 return "close"
@@ -396,7 +400,7 @@ class FaultProxy:
             strip_ranges = bool(self._modifiers(path))
             entry["no_ranges"] = strip_ranges
             return self._forward(conn, method, target, headers, body, entry, path, ranged,
-                                 strip_ranges, keep)
+                                 strip_ranges, keep, hmap.get("range", ""))
         except (OSError, _Closed) as e:
             entry["error"] = entry["error"] or repr(e)
             return "close"
@@ -423,7 +427,7 @@ class FaultProxy:
         return "keep" if keep else "close"
 
     def _forward(self, conn, method, target, headers, body, entry, path, ranged, strip_ranges,
-                 keep):
+                 keep, range_header=""):
         up = http.client.HTTPConnection(*self.upstream, timeout=30)
         try:
             up.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
@@ -465,7 +469,7 @@ class FaultProxy:
             entry["status"] = resp.status
             fault = None
             if not no_body and resp.status in (200, 206) and length:
-                fault = self._take(path, ranged, BODY_FAULTS)
+                fault = self._take(path, ranged, BODY_FAULTS, range_header)
             plan = self._plan(fault, length) if fault else None
             if plan:
                 entry["fault"] = plan["desc"]

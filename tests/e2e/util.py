@@ -145,7 +145,8 @@ def free_port():
 class Origin:
     """nginx serving data_dir on 127.0.0.1 (see nginx.conf.in for the locations).
 
-    url(prefix)           base URL to give imdbfs: '/', '/slow/', '/slow200k/', '/missing/'
+    url(prefix)           base URL to give imdbfs: '/', '/slow/', '/seg/', '/slow200k/',
+                          '/missing/' (rates per connection: see nginx.conf.in)
     requests(since=0)     parsed access-log entries (dicts), oldest first, from index `since`
     mark()                the current number of entries, to pass as `since` later
     gets(name, since=0)   entries for GETs of a file name (any location)

@@ -356,17 +356,31 @@ static void test_config_each_invalid_option_fails_naming_it(void **state)
 		const char *opt;
 		const char *name;
 	} bad[] = {
-	    {"origin=notaurl", "origin"},	   {"origin=ftp://x", "origin"},
-	    {"origin=http://", "origin"},	   {"concurrency=0", "concurrency"},
-	    {"concurrency=65", "concurrency"},	   {"concurrency=abc", "concurrency"},
-	    {"concurrency=3x", "concurrency"},	   {"max_age=-1", "max_age"},
-	    {"max_age=soon", "max_age"},	   {"storage=floppy", "storage"},
-	    {"log_level=loud", "log_level"},	   {"container=Bad_Name", "container"},
-	    {"container=ab", "container"},	   {"container=-imdb", "container"},
-	    {"refresh_at=24:00", "refresh_at"},	   {"refresh_at=7:30", "refresh_at"},
-	    {"refresh_at=07:60", "refresh_at"},	   {"refresh_at=07:30:00", "refresh_at"},
-	    {"refresh_at=0a:30", "refresh_at"},	   {"refresh_every=0", "refresh_every"},
-	    {"refresh_every=-5", "refresh_every"}, {"refresh_every=1h", "refresh_every"},
+	    {"origin=notaurl", "origin"},
+	    {"origin=ftp://x", "origin"},
+	    {"origin=http://", "origin"},
+	    {"concurrency=0", "concurrency"},
+	    {"concurrency=65", "concurrency"},
+	    {"concurrency=abc", "concurrency"},
+	    {"concurrency=3x", "concurrency"},
+	    {"max_age=-1", "max_age"},
+	    {"max_age=soon", "max_age"},
+	    {"storage=floppy", "storage"},
+	    {"log_level=loud", "log_level"},
+	    {"container=Bad_Name", "container"},
+	    {"container=ab", "container"},
+	    {"container=-imdb", "container"},
+	    {"refresh_at=24:00", "refresh_at"},
+	    {"refresh_at=7:30", "refresh_at"},
+	    {"refresh_at=07:60", "refresh_at"},
+	    {"refresh_at=07:30:00", "refresh_at"},
+	    {"refresh_at=0a:30", "refresh_at"},
+	    {"refresh_every=0", "refresh_every"},
+	    {"refresh_every=-5", "refresh_every"},
+	    {"refresh_every=1h", "refresh_every"},
+	    {"segments=0", "segments"},
+	    {"segments=17", "segments"},
+	    {"segments=four", "segments"},
 	};
 
 	(void)state;
@@ -443,6 +457,39 @@ static void test_config_refresh_off_by_default_and_parsed(void **state)
 	fuse_opt_free_args(&args);
 }
 
+/* segments: by size unless given; the option beats IMDBFS_SEGMENTS. */
+static void test_config_segments_by_size_or_as_given(void **state)
+{
+	char *none[] = {"imdbfs", "/mnt"};
+	char *argv[] = {"imdbfs", "-o", "segments=16", "/mnt"};
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"IMDBFS_SEGMENTS", "2"}, {NULL, NULL}};
+	const uint64_t mib = 1 << 20;
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(none), none, err, sizeof(err)), 0);
+	assert_int_equal(cfg.segments, 0);
+	assert_int_equal(config_segments_for(&cfg, 10 * mib), 1);
+	assert_int_equal(config_segments_for(&cfg, 64 * mib - 1), 1);
+	assert_int_equal(config_segments_for(&cfg, 64 * mib), 2);
+	assert_int_equal(config_segments_for(&cfg, 150 * mib), 3);
+	assert_int_equal(config_segments_for(&cfg, 10000 * mib), 4);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+
+	assert_int_equal(load(&cfg, &args, env, ARGC(none), none, err, sizeof(err)), 0);
+	assert_int_equal(config_segments_for(&cfg, 1), 2);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_int_equal(cfg.segments, 16);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
 /* mount.fuse3 runs "imdbfs SOURCE MOUNTPOINT -o ...": the source goes, the mountpoint stays. */
 static void test_config_source_before_mountpoint_is_dropped(void **state)
 {
@@ -488,6 +535,7 @@ int test_config_group(void)
 	    cmocka_unit_test(test_config_valid_option_overrides_invalid_env),
 	    cmocka_unit_test(test_config_refresh_off_by_default_and_parsed),
 	    cmocka_unit_test(test_config_source_before_mountpoint_is_dropped),
+	    cmocka_unit_test(test_config_segments_by_size_or_as_given),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -241,6 +241,33 @@ static void test_meta_rejects_over_long_url_and_last_modified(void **state)
 	assert_int_equal(reparse_edited(&in, replace_key, &r_lm, &out), -EINVAL);
 }
 
+/* A segmented partial says so; one written before segments existed parses as not sparse. */
+static void test_meta_partial_sparse_round_trip_and_default(void **state)
+{
+	struct meta_partial p = {.total = 5000000, .durable = 1234, .sparse = true}, q;
+	cJSON *o;
+	char *text;
+
+	(void)state;
+	sample(&p.version);
+	text = meta_partial_to_json(&p);
+	assert_non_null(text);
+	assert_int_equal(meta_partial_from_json(text, &q), 0);
+	assert_true(q.sparse);
+	assert_int_equal(q.durable, 1234);
+	assert_meta_equal(&p.version, &q.version);
+	o = cJSON_Parse(text);
+	free(text);
+	assert_non_null(o);
+	cJSON_DeleteItemFromObject(o, "sparse");
+	text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	assert_non_null(text);
+	assert_int_equal(meta_partial_from_json(text, &q), 0);
+	assert_false(q.sparse);
+	free(text);
+}
+
 static void test_meta_same_version_compares_etags(void **state)
 {
 	struct meta a, b;
@@ -290,6 +317,7 @@ int test_meta_group(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_meta_round_trip_every_field),
+	    cmocka_unit_test(test_meta_partial_sparse_round_trip_and_default),
 	    cmocka_unit_test(test_meta_round_trip_large_tsv_size_and_empty_strings),
 	    cmocka_unit_test(test_meta_json_carries_iso_fetched_at),
 	    cmocka_unit_test(test_meta_rejects_text_that_is_not_json),

@@ -1,0 +1,170 @@
+"""Segmented downloads (issue 7): -o segments=N against an origin that limits each connection.
+
+The big_data fixture's title.principals.tsv.gz (~10 MB) comes from nginx's `/slow/` (2 MB/s per
+connection) or `/seg/` (512 KB/s per connection). With segments=4 the first connection streams
+segment 0 from byte 0 (a plain GET, cut off at the end of segment 0) and three more ask for
+`Range: bytes=a-b` with `If-Range: <ETag>`. Checked: the bytes are exact; readers get the
+first line long before the end; four connections are much faster than one; a reset inside
+segment 3 is retried from where it stopped; a new version in the middle restarts the download
+and the result is one complete version; kill -9 and a remount resume from the verified prefix.
+"""
+
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+import util
+from faulthelp import DATA_FILE_ERRORS, fast_opts, fault_proxy, install_all  # noqa: F401
+from faulthelp import big_versions, versions  # noqa: F401
+from util import origin_gz, origin_tsv, read_bytes, wait_for
+
+BIG = "title.principals"
+GZ = BIG + ".tsv.gz"
+TSV = BIG + ".tsv"
+
+
+def segment_ranges(size, n=4):
+    """The Range headers imdbfs sends for segments 1..n-1 of a fresh download (equal shares)."""
+    share = size // n
+    return ["bytes=%d-%d" % (share * i, (share * (i + 1) if i + 1 < n else size) - 1)
+            for i in range(1, n)]
+
+
+def timed_read(path):
+    t0 = time.monotonic()
+    data = read_bytes(path)
+    return data, time.monotonic() - t0
+
+
+@pytest.mark.timeout_s(90)
+def test_segments_exact_ranged_and_streaming(big_data, origin_factory, mount):
+    origin = origin_factory(big_data.path)
+    m = mount(origin.url("/seg/"), extra_opts=["segments=4"])
+    want = origin_gz(big_data, BIG)
+    t0 = time.monotonic()
+    head = subprocess.run(["head", "-1", str(m / TSV)], stdout=subprocess.PIPE, timeout=30)
+    head_s = time.monotonic() - t0
+    got, _ = timed_read(m / GZ)
+    total_s = time.monotonic() - t0
+    assert got == want
+    assert read_bytes(m / TSV) == origin_tsv(big_data, BIG)
+    assert head.returncode == 0 and head.stdout.startswith(b"tconst\t")
+    assert head_s < 1.5 and total_s > 2 * head_s + 1, (head_s, total_s)
+    origin.settle()
+    gets = origin.gets(GZ)
+    plain = [e for e in gets if not e["range"]]
+    ranged = [e for e in gets if e["range"]]
+    assert len(plain) == 1 and plain[0]["status"] == 200, gets
+    assert plain[0]["body_bytes_sent"] < len(want) // 2, "the first connection stops at segment 0"
+    assert sorted(e["range"] for e in ranged) == segment_ranges(len(want)), gets
+    assert all(e["status"] == 206 and e["if_range"] == plain[0]["etag"] for e in ranged), gets
+    # The first connection is cut off at segment 0's end: only what sat in socket buffers
+    # comes twice.
+    assert sum(e["body_bytes_sent"] for e in gets) < len(want) * 1.1
+    assert "4 segments" in m.stderr_text()
+
+
+@pytest.mark.timeout_s(90)
+def test_four_segments_beat_one(big_data, origin_factory, mount):
+    origin = origin_factory(big_data.path)
+    want = origin_gz(big_data, BIG)
+    one = mount(origin.url("/slow/"), extra_opts=["segments=1"])
+    got1, t1 = timed_read(one / GZ)
+    four = mount(origin.url("/slow/"), extra_opts=["segments=4"])
+    got4, t4 = timed_read(four / GZ)
+    assert got1 == want and got4 == want
+    print("segments=1: %.2f s, segments=4: %.2f s" % (t1, t4))
+    assert t1 >= 1.8 * t4, (t1, t4)
+    # Below 64 MiB the default is one connection.
+    assert one.control("config")["segments"] == 1
+    assert four.control("config")["segments"] == 4
+
+
+@pytest.mark.timeout_s(90)
+def test_fault_in_segment_3_is_retried_from_where_it_stopped(big_data, origin_factory, mount,
+                                                            fault_proxy):
+    origin = origin_factory(big_data.path)
+    proxy = fault_proxy(origin, seed=3)
+    want = origin_gz(big_data, BIG)
+    seg3 = segment_ranges(len(want))[-1]
+    start3 = int(re.match(r"bytes=(\d+)-", seg3).group(1))
+    cut = 700000
+    proxy.reset_at(cut, path=GZ, range=seg3)
+    m = mount(proxy.url("/slow/"), extra_opts=["segments=4"] + fast_opts())
+    assert read_bytes(m / GZ) == want
+    assert read_bytes(m / TSV) == origin_tsv(big_data, BIG)
+    proxy.settle()
+    gets = proxy.gets(GZ)
+    faulted = [e for e in gets if e["fault"]]
+    assert len(faulted) == 1 and faulted[0]["range"] == seg3, gets
+    again = [e for e in gets if e["range"] == "bytes=%d-%d" % (start3 + cut, len(want) - 1)]
+    assert len(again) == 1 and again[0]["status"] == 206, gets
+    assert again[0]["if_range"] == faulted[0]["etag"]
+    assert sum(e["body_bytes"] for e in gets) < len(want) + len(want) // 2
+    assert "segment 3" in m.stderr_text()
+
+
+@pytest.mark.timeout_s(120)
+def test_new_version_mid_download_restarts(big_versions, origin_factory, mount, fault_proxy,
+                                           tmp_path):
+    data = tmp_path / "origin-data"
+    install_all(big_versions, 1, data)
+    origin = origin_factory(data)
+    proxy = fault_proxy(origin, data_dir=data, seed=4)
+    size1 = len(big_versions.gz(1, BIG))
+    seg2 = segment_ranges(size1)[1]
+    proxy.switch_version(300000, big_versions.path(2, BIG), path=GZ, range=seg2)
+    m = mount(proxy.url("/slow/"), extra_opts=["segments=4"] + fast_opts())
+    # Readers of the abandoned version get EIO (as without segments): read once it is done.
+    m.command("download", BIG)
+    assert m.wait_job(timeout=90) == 0, m.control("download")
+    got = read_bytes(m / GZ)
+    assert big_versions.which_gz(BIG, got) == 2, "not one complete version"
+    assert big_versions.which_tsv(BIG, read_bytes(m / TSV)) == 2
+    proxy.settle()
+    gets = proxy.gets(GZ)
+    assert any(e["fault"] and e["fault"].startswith("switch") for e in gets), gets
+    # The segment asked again with the old ETag and got the new file: a 200, not a 206.
+    assert any(e["range"] and e["status"] == 200 for e in gets), gets
+    assert "new version" in m.stderr_text()
+
+
+@pytest.mark.timeout_s(120)
+def test_kill9_then_remount_resumes(big_data, origin_factory, mount, tmp_path):
+    origin = origin_factory(big_data.path)
+    want = origin_gz(big_data, BIG)
+    cache = tmp_path / "cache"
+    opts = ["segments=4"]
+    m = mount(origin.url("/seg/"), cache_dir=cache, extra_opts=opts, expect_exit=None)
+    m.command("download", BIG)
+
+    def verified():
+        st = m.control("status")["datasets"][BIG]
+        return st["bytes_done"] >= 1 << 20 and st
+
+    wait_for(verified, 20, "a verified MiB of the segmented download")
+    time.sleep(1.2)  # past a checkpoint of that MiB
+    m.kill()
+    m.proc.wait(10)
+    m.unmount()
+    partial = cache / ".partial" / (GZ + ".state")
+    assert partial.exists(), "the killed download left no partial"
+    origin.settle()
+    mark = origin.mark()
+    before = sum(e["body_bytes_sent"] for e in origin.gets(GZ))
+    assert before < len(want)
+    m2 = mount(origin.url("/seg/"), cache_dir=cache, extra_opts=opts)
+    assert read_bytes(m2 / GZ) == want
+    assert read_bytes(m2 / TSV) == origin_tsv(big_data, BIG)
+    origin.settle()
+    after = origin.gets(GZ, since=mark)
+    first = after[0]
+    assert first["range"].startswith("bytes=") and first["range"] != "bytes=0-", after
+    assert first["if_range"] and first["status"] == 206, after
+    fetched = before + sum(e["body_bytes_sent"] for e in after)
+    print("fetched %d bytes for a file of %d (%.2fx)" % (fetched, len(want),
+                                                        fetched / len(want)))
+    assert fetched < 1.7 * len(want), (fetched, len(want))
