@@ -51,6 +51,9 @@ void feed_finish(struct feed *f, int err);
 int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
 		  int (*interrupted)(void *), void *ctx);
 
+/* Writer: all of buf into fd at off (EINTR and short writes retried); 0 or -errno. */
+int feed_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
 /* A consistent snapshot: bytes filled, size (-1 unknown), 1 when ended, error. */
 void feed_progress(struct feed *f, uint64_t *filled, int64_t *size, int *ended, int *err);
 

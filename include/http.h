@@ -36,6 +36,7 @@ struct http_request {
 	long connect_seconds;	       /* connect timeout; 0: 20 */
 	int (*cancelled)(void *ctx);   /* polled during the transfer; may be NULL */
 	void *cancel_ctx;
+	struct http_conn *conn; /* a kept-alive connection to reuse; NULL: a fresh one */
 };
 
 struct http_response {
@@ -60,6 +61,14 @@ struct http_sink {
 /* Once, before any thread starts. 0 or -EIO. */
 int http_global_init(void);
 void http_global_cleanup(void);
+
+/*
+ * A connection kept open between requests (HTTP keep-alive, TLS session
+ * reuse) for a thread that makes many: used by one thread at a time.
+ * NULL when out of memory.
+ */
+struct http_conn *http_conn_new(void);
+void http_conn_free(struct http_conn *c); /* NULL ok */
 
 /* Performs rq; fills rs (always); see the header comment for the result. */
 int http_get(const struct http_request *rq, struct http_response *rs, const struct http_sink *sink,

@@ -116,24 +116,6 @@ static void notify_change(const char *file)
 		change_hook(file);
 }
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * Readers get a duplicate of the dataset's own descriptor on a committed
  * copy, never a fresh open of its path: the path may already name the next
@@ -595,9 +577,12 @@ static void plan_segments(struct fetch *f, const struct http_response *rs)
 		return;
 	}
 	f->sparse = true;
-	log_info("%s: %u segments from byte %llu; this connection ends at %llu", sp.file,
-		 segments_count(f->segs), (unsigned long long)sp.from,
-		 (unsigned long long)segments_first_end(f->segs));
+	log_info(
+	    "%s: %u segments from byte %llu, pieces of %llu bytes; this connection ends "
+	    "at %llu",
+	    sp.file, segments_count(f->segs), (unsigned long long)sp.from,
+	    (unsigned long long)segments_piece_bytes(sp.from, sp.total, segments_count(f->segs)),
+	    (unsigned long long)segments_first_end(f->segs));
 }
 
 static int on_response(void *ctx, const struct http_response *rs)
@@ -632,7 +617,7 @@ static int on_body(void *ctx, const void *buf, size_t len)
 		return rc;
 	if (len > end - f->written)
 		len = (size_t)(end - f->written); /* the rest is another segment's */
-	rc = pwrite_all(f->fd, buf, len, f->written);
+	rc = feed_pwrite_all(f->fd, buf, len, f->written);
 	if (rc) {
 		snprintf(f->error, sizeof(f->error), "cannot write the temporary: %s",
 			 strerror(-rc));
@@ -684,7 +669,8 @@ static int follow_segments(struct fetch *f)
 	int64_t n;
 	int rc = buf ? 0 : -ENOMEM;
 
-	log_debug("%s: segment 0 complete; verifying the others in order", file_of(f->t));
+	log_debug("%s: piece 0 complete; verifying the others in order", file_of(f->t));
+	segments_release(f->segs); /* this connection is done: another one may start */
 	while (!rc && f->written < (uint64_t)f->total) {
 		n = segments_wait(f->segs, f->written);
 		if (n < 0) {
@@ -1093,7 +1079,7 @@ struct extract {
 static int write_out(void *ctx, const void *buf, size_t len)
 {
 	struct extract *x = ctx;
-	int rc = pwrite_all(x->fd, buf, len, x->out);
+	int rc = feed_pwrite_all(x->fd, buf, len, x->out);
 
 	if (rc) {
 		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",

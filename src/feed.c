@@ -149,3 +149,21 @@ void feed_progress(struct feed *f, uint64_t *filled, int64_t *size, int *ended, 
 	*err = f->err;
 	pthread_mutex_unlock(&f->lock);
 }
+
+int feed_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

@@ -17,6 +17,10 @@
 #define CONNECT_TIMEOUT_S 20
 #define BUFFER_BYTES	  (256 * 1024)
 
+struct http_conn {
+	CURL *curl;
+};
+
 struct transfer {
 	CURL *curl;
 	const struct http_request *rq;
@@ -331,6 +335,25 @@ static int finish(struct transfer *t, CURLcode cc, const char *detail, char *err
 	return 0;
 }
 
+struct http_conn *http_conn_new(void)
+{
+	struct http_conn *c = calloc(1, sizeof(*c));
+
+	if (c && !(c->curl = curl_easy_init())) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void http_conn_free(struct http_conn *c)
+{
+	if (!c)
+		return;
+	curl_easy_cleanup(c->curl);
+	free(c);
+}
+
 int http_get(const struct http_request *rq, struct http_response *rs, const struct http_sink *sink,
 	     char *err, size_t errlen)
 {
@@ -342,7 +365,7 @@ int http_get(const struct http_request *rq, struct http_response *rs, const stru
 
 	reset_response(rs, 0);
 	snprintf(err, errlen, "ok");
-	t.curl = curl_easy_init();
+	t.curl = rq->conn ? rq->conn->curl : curl_easy_init();
 	if (!t.curl) {
 		snprintf(err, errlen, "cannot start a transfer");
 		return -ENOMEM;
@@ -355,6 +378,10 @@ int http_get(const struct http_request *rq, struct http_response *rs, const stru
 	rc = finish(&t, cc, errbuf, err, errlen);
 out:
 	curl_slist_free_all(headers);
-	curl_easy_cleanup(t.curl);
+	/* A kept handle forgets this request (its buffers die here) but keeps the connection. */
+	if (rq->conn)
+		curl_easy_reset(t.curl);
+	else
+		curl_easy_cleanup(t.curl);
 	return rc;
 }

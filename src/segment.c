@@ -8,29 +8,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "clock.h"
 #include "config.h"
+#include "feed.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 
 #define POLL_NS (50 * 1000 * 1000)
-/* A sink's own code: the segment has every byte it asked for, stop the transfer. */
-#define SEGMENT_FULL (-EALREADY)
+/* A sink's own code: the piece has every byte it asked for, stop the transfer. */
+#define PIECE_FULL (-EALREADY)
+/* Room for the halves split off at the end, beyond the pieces cut at the start. */
+#define SPLITS_MAX (4 * CONFIG_SEGMENTS_MAX)
 
-struct segment {
+struct piece {
+	uint64_t start;	   /* constant */
+	uint64_t end;	   /* guarded by set->lock: moves down when its second half is split off */
+	uint64_t done;	   /* guarded by set->lock: bytes from start in the temporary */
+	uint64_t reserved; /* guarded by set->lock: bytes from start written or being written */
+};
+
+struct worker {
 	struct segments *set; /* constant */
-	unsigned index;	      /* constant */
-	uint64_t start, end;  /* constant: the bytes [start, end) of the file */
-	uint64_t done;	      /* guarded by set->lock: bytes from start in the temporary */
-	bool ended;	      /* guarded by set->lock: the thread is done with it */
-	int err;	      /* guarded by set->lock: once ended, 0 (complete) or why it gave up */
+	unsigned index;	      /* constant: 1.. (0 is the download's own connection) */
+	bool held;	      /* constant: waits for segments_release() */
 	bool joinable;	      /* constant once segments_start returned */
 	pthread_t thread;
-	double retry_after; /* the thread's own: what the origin last asked to wait */
-	char error[256];    /* the thread's own: the last failure */
+	struct http_conn *conn; /* the worker's own, kept alive across its pieces */
+	struct piece *piece;	/* the worker's own: the piece it fetches */
+	double retry_after;	/* the worker's own: what the origin last asked to wait */
+	char error[256];	/* the worker's own: the last failure */
 };
 
 struct segments {
@@ -44,17 +52,26 @@ struct segments {
 	void *cancel_ctx;
 	_Atomic bool stop;
 	pthread_mutex_t lock;
-	pthread_cond_t moved; /* a segment moved on or ended */
-	unsigned count;	      /* constant */
-	struct segment seg[CONFIG_SEGMENTS_MAX];
-	char error[256]; /* guarded by lock: the first failure */
+	pthread_cond_t moved; /* a piece moved on, a worker failed, or the set was released */
+	unsigned count;	      /* constant: connections at a time */
+	unsigned nworkers;    /* constant */
+	struct worker workers[CONFIG_SEGMENTS_MAX];
+	uint64_t from, piece_bytes; /* constant */
+	size_t ncut;		    /* constant: pieces cut in file order; pieces[0] is not ours */
+	size_t cap;		    /* constant: room in pieces */
+	struct piece *pieces;	    /* never moves; see struct piece for the fields' locks */
+	size_t npieces;		    /* guarded by lock: ncut plus the halves split off */
+	size_t next;		    /* guarded by lock: the first cut piece no worker took */
+	bool released;		    /* guarded by lock: piece 0's connection is done */
+	int err;		    /* guarded by lock: the first failure, -ESTALE over any other */
+	char error[256];	    /* guarded by lock: the first failure, in words */
 };
 
-static int seg_cancelled(void *ctx)
+static int worker_cancelled(void *ctx)
 {
-	struct segment *s = ctx;
+	struct worker *w = ctx;
 
-	return atomic_load(&s->set->stop) || s->set->cancelled(s->set->cancel_ctx);
+	return atomic_load(&w->set->stop) || w->set->cancelled(w->set->cancel_ctx);
 }
 
 static bool same_version(const struct segments *set, const struct http_response *rs)
@@ -64,113 +81,135 @@ static bool same_version(const struct segments *set, const struct http_response 
 	return set->last_modified[0] && strcmp(set->last_modified, rs->last_modified) == 0;
 }
 
+static uint64_t piece_next_byte(struct segments *set, const struct piece *p)
+{
+	uint64_t at;
+
+	pthread_mutex_lock(&set->lock);
+	at = p->start + p->done;
+	pthread_mutex_unlock(&set->lock);
+	return at;
+}
+
 static int on_response(void *ctx, const struct http_response *rs)
 {
-	struct segment *s = ctx;
+	struct worker *w = ctx;
+	uint64_t at = piece_next_byte(w->set, w->piece);
 
 	/* If-Range answers 200 when the validator no longer matches: a new version. */
-	if (rs->status != 206 || !same_version(s->set, rs)) {
-		snprintf(s->error, sizeof(s->error), "the origin has a new version");
+	if (rs->status != 206 || !same_version(w->set, rs)) {
+		snprintf(w->error, sizeof(w->error), "the origin has a new version");
 		return -ESTALE;
 	}
-	if ((uint64_t)rs->range_start != s->start + s->done) {
-		snprintf(s->error, sizeof(s->error), "the origin sent bytes from %lld, not %llu",
-			 (long long)rs->range_start, (unsigned long long)(s->start + s->done));
+	if ((uint64_t)rs->range_start != at) {
+		snprintf(w->error, sizeof(w->error), "the origin sent bytes from %lld, not %llu",
+			 (long long)rs->range_start, (unsigned long long)at);
 		return -EPROTO;
 	}
 	return 0;
 }
 
-static int pwrite_all(int fd, const char *p, size_t len, uint64_t off)
+/* How much of len fits before the piece's end, reserved so that no split goes below it. */
+static size_t reserve(struct segments *set, struct piece *p, size_t len, uint64_t *at)
 {
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
+	uint64_t room;
+
+	pthread_mutex_lock(&set->lock);
+	*at = p->start + p->done;
+	room = p->end - *at;
+	if (len > room)
+		len = (size_t)room;
+	p->reserved = p->done + len;
+	pthread_mutex_unlock(&set->lock);
+	return len;
 }
 
 static int on_body(void *ctx, const void *buf, size_t len)
 {
-	struct segment *s = ctx;
-	struct segments *set = s->set;
-	uint64_t at = s->start + s->done; /* only this thread moves done */
-	uint64_t room = s->end - at;
+	struct worker *w = ctx;
+	struct segments *set = w->set;
+	struct piece *p = w->piece;
+	uint64_t at;
+	bool full;
 	int rc;
 
-	if (len > room)
-		len = (size_t)room; /* never past the segment, whatever the origin sends */
-	rc = pwrite_all(set->fd, buf, len, at);
-	if (rc) {
-		snprintf(s->error, sizeof(s->error), "cannot write the temporary: %s",
+	len = reserve(set, p, len, &at);
+	if (len > 0 && (rc = feed_pwrite_all(set->fd, buf, len, at))) {
+		snprintf(w->error, sizeof(w->error), "cannot write the temporary: %s",
 			 strerror(-rc));
 		return rc;
 	}
 	metrics_add(M_ORIGIN_BYTES, len);
 	pthread_mutex_lock(&set->lock);
-	s->done += len;
+	p->done += len;
+	full = p->start + p->done >= p->end;
 	pthread_cond_broadcast(&set->moved);
 	pthread_mutex_unlock(&set->lock);
-	return s->start + s->done == s->end ? SEGMENT_FULL : 0;
+	return full ? PIECE_FULL : 0;
 }
 
-/* One request for what the segment still lacks. */
-static int fetch_range(struct segment *s)
+/* One request for what the piece still lacks. */
+static int fetch_range(struct worker *w)
 {
-	struct segments *set = s->set;
-	struct http_sink sink = {on_response, on_body, s};
+	struct segments *set = w->set;
+	struct piece *p = w->piece;
+	struct http_sink sink = {on_response, on_body, w};
 	struct http_request rq = {
 	    .url = set->url,
-	    .range_from = s->start + s->done,
-	    .range_to = s->end - 1,
 	    .if_range = set->etag[0] ? set->etag : set->last_modified,
 	    .cafile = set->cfg->cafile,
 	    .stall_seconds = set->cfg->timeout,
 	    .connect_seconds = set->cfg->timeout < 20 ? set->cfg->timeout : 20,
-	    .cancelled = seg_cancelled,
-	    .cancel_ctx = s,
+	    .cancelled = worker_cancelled,
+	    .cancel_ctx = w,
+	    .conn = w->conn,
 	};
 	struct http_response rs;
+	uint64_t done, want;
 	char err[256];
 	int rc;
 
-	s->error[0] = '\0';
+	pthread_mutex_lock(&set->lock);
+	rq.range_from = p->start + p->done;
+	rq.range_to = p->end - 1;
+	pthread_mutex_unlock(&set->lock);
+	if (rq.range_from > rq.range_to)
+		return 0; /* a split left it nothing more to fetch */
+	w->error[0] = '\0';
 	metrics_add(M_ORIGIN_REQUESTS, 1);
 	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
-	s->retry_after = rs.retry_after;
-	if (rc == SEGMENT_FULL || (rc == 0 && s->start + s->done == s->end))
+	w->retry_after = rs.retry_after;
+	pthread_mutex_lock(&set->lock);
+	done = p->done;
+	want = p->end - p->start;
+	pthread_mutex_unlock(&set->lock);
+	if (rc == PIECE_FULL || done == want)
 		return 0;
 	if (rc == 0 && rs.status == 304) {
-		snprintf(s->error, sizeof(s->error), "unexpected 304 Not Modified");
+		snprintf(w->error, sizeof(w->error), "unexpected 304 Not Modified");
 		return -EPROTO;
 	}
 	if (rc == 0) {
-		snprintf(s->error, sizeof(s->error), "short body: %llu of %llu bytes",
-			 (unsigned long long)s->done, (unsigned long long)(s->end - s->start));
+		snprintf(w->error, sizeof(w->error), "short body: %llu of %llu bytes",
+			 (unsigned long long)done, (unsigned long long)want);
 		return -EAGAIN;
 	}
-	if (!s->error[0])
-		snprintf(s->error, sizeof(s->error), "%s", err);
+	if (!w->error[0])
+		snprintf(w->error, sizeof(w->error), "%s", err);
 	return rc;
 }
 
 /* Sleeps for seconds unless the set is stopped first; -ECANCELED then. */
-static int wait_unless_stopped(struct segment *s, double seconds)
+static int wait_unless_stopped(struct worker *w, double seconds)
 {
-	struct segments *set = s->set;
+	struct segments *set = w->set;
 	double until = clock_mono() + seconds;
 	struct timespec ts;
 	int rc = 0;
 
 	pthread_mutex_lock(&set->lock);
 	while (clock_mono() < until) {
-		if (seg_cancelled(s)) {
+		if (worker_cancelled(w)) {
 			rc = -ECANCELED;
 			break;
 		}
@@ -181,60 +220,112 @@ static int wait_unless_stopped(struct segment *s, double seconds)
 	return rc;
 }
 
-/* The download's retry policy, for one segment: resumes from where it stopped. */
-static int fetch_segment(struct segment *s)
+/* The download's retry policy, for one piece: resumes from where it stopped. */
+static int fetch_piece(struct worker *w)
 {
-	int attempts = (int)s->set->cfg->retries + 1;
+	int attempts = (int)w->set->cfg->retries + 1;
 
 	for (int attempt = 1;; attempt++) {
-		int rc = fetch_range(s);
+		int rc = fetch_range(w);
 		if (rc == 0 || rc == -ECANCELED || rc == -ESTALE)
 			return rc;
 		if (rc != -EAGAIN || attempt >= attempts)
 			return rc;
-		double wait = config_backoff(s->set->cfg, attempt, s->retry_after,
-					     s->index * 7919u + (unsigned)s->start);
-		log_warn("%s: segment %u: %s; retrying in %.2f s (attempt %d of %d)", s->set->file,
-			 s->index, s->error, wait, attempt + 1, attempts);
+		double wait = config_backoff(w->set->cfg, attempt, w->retry_after,
+					     w->index * 7919u + (unsigned)w->piece->start);
+		log_warn("%s: connection %u, bytes from %llu: %s; retrying in %.2f s (attempt %d "
+			 "of %d)",
+			 w->set->file, w->index,
+			 (unsigned long long)piece_next_byte(w->set, w->piece), w->error, wait,
+			 attempt + 1, attempts);
 		metrics_add(M_RETRIES, 1);
-		if (wait_unless_stopped(s, wait))
+		if (wait_unless_stopped(w, wait))
 			return -ECANCELED;
 	}
 }
 
-static void *segment_main(void *arg)
+/* The second half of the piece with the most bytes still to come, or NULL when none is worth it. */
+static struct piece *split_largest_locked(struct segments *set)
 {
-	struct segment *s = arg;
-	struct segments *set = s->set;
-	int rc = fetch_segment(s);
+	struct piece *big = NULL, *half;
+	uint64_t most = 0;
 
-	if (rc && rc != -ECANCELED && rc != -ESTALE)
-		log_warn("%s: segment %u gave up: %s", set->file, s->index, s->error);
-	else if (!rc)
-		log_debug("%s: segment %u complete", set->file, s->index);
-	pthread_mutex_lock(&set->lock);
-	s->ended = true;
-	s->err = rc;
-	if (rc && !set->error[0])
-		snprintf(set->error, sizeof(set->error), "segment %u: %.200s", s->index, s->error);
-	pthread_cond_broadcast(&set->moved);
-	pthread_mutex_unlock(&set->lock);
-	return NULL;
+	for (size_t i = 1; i < set->npieces; i++) {
+		struct piece *p = &set->pieces[i];
+		uint64_t left = p->end - (p->start + p->reserved);
+		if (left > most) {
+			most = left;
+			big = p;
+		}
+	}
+	if (!big || most < 2 * (uint64_t)SEGMENT_MIN_BYTES || set->npieces == set->cap)
+		return NULL;
+	half = &set->pieces[set->npieces++];
+	half->start = big->end - most / 2;
+	half->end = big->end;
+	half->done = half->reserved = 0;
+	big->end = half->start;
+	return half;
 }
 
-/* A new version beats every other failure: it means starting over, not failing. */
-static int failure_locked(const struct segments *set)
+/* The next piece in file order; at the end, half of one still arriving. NULL: nothing left. */
+static struct piece *claim(struct segments *set)
 {
+	struct piece *p = NULL;
+
+	pthread_mutex_lock(&set->lock);
+	if (!set->err && !atomic_load(&set->stop)) {
+		if (set->next < set->ncut)
+			p = &set->pieces[set->next++];
+		else
+			p = split_largest_locked(set);
+	}
+	pthread_mutex_unlock(&set->lock);
+	return p;
+}
+
+static int wait_for_release(struct worker *w)
+{
+	struct segments *set = w->set;
+	struct timespec ts;
 	int rc = 0;
 
-	for (unsigned i = 1; i < set->count; i++) {
-		const struct segment *s = &set->seg[i];
-		if (s->ended && s->err == -ESTALE)
-			return -ESTALE;
-		if (s->ended && s->err && !rc)
-			rc = s->err;
+	pthread_mutex_lock(&set->lock);
+	while (!set->released && !(rc = worker_cancelled(w) ? -ECANCELED : 0)) {
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+		pthread_cond_timedwait(&set->moved, &set->lock, &ts);
 	}
+	pthread_mutex_unlock(&set->lock);
 	return rc;
+}
+
+static void fail_set(struct worker *w, int rc)
+{
+	struct segments *set = w->set;
+
+	if (rc != -ECANCELED && rc != -ESTALE)
+		log_warn("%s: connection %u gave up: %s", set->file, w->index, w->error);
+	pthread_mutex_lock(&set->lock);
+	if (!set->err || rc == -ESTALE)
+		set->err = rc;
+	if (!set->error[0])
+		snprintf(set->error, sizeof(set->error), "connection %u: %.200s", w->index,
+			 w->error[0] ? w->error : strerror(-rc));
+	pthread_cond_broadcast(&set->moved);
+	pthread_mutex_unlock(&set->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	int rc = w->held ? wait_for_release(w) : 0;
+
+	while (!rc && (w->piece = claim(w->set)))
+		rc = fetch_piece(w);
+	if (rc)
+		fail_set(w, rc);
+	log_debug("%s: connection %u done", w->set->file, w->index);
+	return NULL;
 }
 
 static int init_sync(struct segments *set)
@@ -254,18 +345,35 @@ static int init_sync(struct segments *set)
 	return -rc;
 }
 
-/* Equal shares of [from, total), the last one taking the remainder. */
-static void split(struct segments *set, uint64_t from, uint64_t total)
+uint64_t segments_piece_bytes(uint64_t from, uint64_t total, unsigned count)
 {
-	uint64_t share = (total - from) / set->count;
+	const uint64_t align = 64 * 1024;
+	uint64_t left = total > from ? total - from : 0;
+	uint64_t piece = count ? left / count / 8 : left;
 
-	for (unsigned i = 0; i < set->count; i++) {
-		struct segment *s = &set->seg[i];
-		s->set = set;
-		s->index = i;
-		s->start = from + share * i;
-		s->end = i + 1 == set->count ? total : s->start + share;
+	piece = (piece + align - 1) / align * align;
+	if (piece < SEGMENT_MIN_BYTES)
+		return SEGMENT_MIN_BYTES;
+	return piece > SEGMENT_MAX_PIECE ? SEGMENT_MAX_PIECE : piece;
+}
+
+/* Pieces of piece_bytes from `from`, the last one taking what is left. */
+static int cut(struct segments *set, uint64_t total)
+{
+	uint64_t left = total - set->from;
+
+	set->ncut = (size_t)((left + set->piece_bytes - 1) / set->piece_bytes);
+	set->cap = set->ncut + SPLITS_MAX;
+	if (!(set->pieces = calloc(set->cap, sizeof(*set->pieces))))
+		return -ENOMEM;
+	for (size_t i = 0; i < set->ncut; i++) {
+		struct piece *p = &set->pieces[i];
+		p->start = set->from + set->piece_bytes * i;
+		p->end = i + 1 == set->ncut ? total : p->start + set->piece_bytes;
 	}
+	set->npieces = set->ncut;
+	set->next = 1;
+	return 0;
 }
 
 static unsigned fit_count(const struct segments_spec *sp)
@@ -274,6 +382,56 @@ static unsigned fit_count(const struct segments_spec *sp)
 	unsigned n = sp->count < CONFIG_SEGMENTS_MAX ? sp->count : CONFIG_SEGMENTS_MAX;
 
 	return most < n ? (unsigned)most : n;
+}
+
+static void free_set(struct segments *set)
+{
+	for (unsigned i = 0; i < set->nworkers; i++)
+		http_conn_free(set->workers[i].conn);
+	pthread_cond_destroy(&set->moved);
+	pthread_mutex_destroy(&set->lock);
+	free(set->pieces);
+	free(set);
+}
+
+static struct segments *new_set(const struct segments_spec *sp, unsigned count)
+{
+	struct segments *set = calloc(1, sizeof(*set));
+
+	if (!set)
+		return NULL;
+	if (init_sync(set)) {
+		free(set);
+		return NULL;
+	}
+	snprintf(set->file, sizeof(set->file), "%s", sp->file);
+	snprintf(set->url, sizeof(set->url), "%s", sp->url);
+	snprintf(set->etag, sizeof(set->etag), "%s", sp->etag);
+	snprintf(set->last_modified, sizeof(set->last_modified), "%s", sp->last_modified);
+	set->fd = sp->fd;
+	set->cfg = sp->cfg;
+	set->cancelled = sp->cancelled;
+	set->cancel_ctx = sp->cancel_ctx;
+	set->count = count;
+	set->from = sp->from;
+	set->piece_bytes = segments_piece_bytes(sp->from, sp->total, count);
+	if (cut(set, sp->total)) {
+		free_set(set);
+		return NULL;
+	}
+	/* count - 1 work beside piece 0's connection, and one more once it is done. */
+	set->nworkers = count;
+	for (unsigned i = 0; i < set->nworkers; i++) {
+		struct worker *w = &set->workers[i];
+		w->set = set;
+		w->index = i + 1;
+		w->held = i + 1 == set->nworkers;
+		if (!(w->conn = http_conn_new())) {
+			free_set(set);
+			return NULL;
+		}
+	}
+	return set;
 }
 
 int segments_start(const struct segments_spec *sp, struct segments **out)
@@ -285,28 +443,15 @@ int segments_start(const struct segments_spec *sp, struct segments **out)
 	*out = NULL;
 	if (n < 2)
 		return -ERANGE;
-	if (!(set = calloc(1, sizeof(*set))))
+	if (!(set = new_set(sp, n)))
 		return -ENOMEM;
-	if ((rc = init_sync(set))) {
-		free(set);
-		return rc;
-	}
-	snprintf(set->file, sizeof(set->file), "%s", sp->file);
-	snprintf(set->url, sizeof(set->url), "%s", sp->url);
-	snprintf(set->etag, sizeof(set->etag), "%s", sp->etag);
-	snprintf(set->last_modified, sizeof(set->last_modified), "%s", sp->last_modified);
-	set->fd = sp->fd;
-	set->cfg = sp->cfg;
-	set->cancelled = sp->cancelled;
-	set->cancel_ctx = sp->cancel_ctx;
-	set->count = n;
-	split(set, sp->from, sp->total);
-	for (unsigned i = 1; i < n; i++) {
-		if ((rc = pthread_create(&set->seg[i].thread, NULL, segment_main, &set->seg[i]))) {
+	for (unsigned i = 0; i < set->nworkers; i++) {
+		struct worker *w = &set->workers[i];
+		if ((rc = pthread_create(&w->thread, NULL, worker_main, w))) {
 			segments_stop(set);
 			return -rc;
 		}
-		set->seg[i].joinable = true;
+		w->joinable = true;
 	}
 	*out = set;
 	return 0;
@@ -314,7 +459,7 @@ int segments_start(const struct segments_spec *sp, struct segments **out)
 
 uint64_t segments_first_end(const struct segments *s)
 {
-	return s->seg[0].end;
+	return s->pieces[0].end;
 }
 
 unsigned segments_count(const struct segments *s)
@@ -322,36 +467,51 @@ unsigned segments_count(const struct segments *s)
 	return s->count;
 }
 
-static struct segment *segment_at(struct segments *set, uint64_t off)
+void segments_release(struct segments *set)
 {
-	for (unsigned i = 1; i < set->count; i++) {
-		if (off >= set->seg[i].start && off < set->seg[i].end)
-			return &set->seg[i];
+	pthread_mutex_lock(&set->lock);
+	set->released = true;
+	pthread_cond_broadcast(&set->moved);
+	pthread_mutex_unlock(&set->lock);
+}
+
+/* The piece holding off now (a split moves the second half of one into another). */
+static const struct piece *piece_at_locked(const struct segments *set, uint64_t off)
+{
+	size_t i = (size_t)((off - set->from) / set->piece_bytes);
+
+	if (i < set->ncut && off >= set->pieces[i].start && off < set->pieces[i].end)
+		return &set->pieces[i];
+	for (i = set->ncut; i < set->npieces; i++) {
+		if (off >= set->pieces[i].start && off < set->pieces[i].end)
+			return &set->pieces[i];
 	}
 	return NULL;
 }
 
 int64_t segments_wait(struct segments *set, uint64_t off)
 {
-	struct segment *s = segment_at(set, off);
+	const struct piece *p;
 	struct timespec ts;
 	int64_t rc = 0;
 
-	if (!s)
+	if (off < segments_first_end(set))
 		return -ERANGE;
 	pthread_mutex_lock(&set->lock);
-	while (!rc && s->start + s->done <= off) {
-		if ((rc = failure_locked(set)))
-			break;
-		if (atomic_load(&set->stop) || set->cancelled(set->cancel_ctx)) {
+	while (!rc) {
+		if (!(p = piece_at_locked(set, off)))
+			rc = -ERANGE;
+		else if (p->start + p->done > off)
+			rc = (int64_t)(p->start + p->done - off);
+		else if (set->err)
+			rc = set->err;
+		else if (atomic_load(&set->stop) || set->cancelled(set->cancel_ctx))
 			rc = -ECANCELED;
-			break;
+		else {
+			clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+			pthread_cond_timedwait(&set->moved, &set->lock, &ts);
 		}
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&set->moved, &set->lock, &ts);
 	}
-	if (!rc)
-		rc = (int64_t)(s->start + s->done - off);
 	pthread_mutex_unlock(&set->lock);
 	return rc;
 }
@@ -361,7 +521,7 @@ int segments_check(struct segments *set)
 	int rc;
 
 	pthread_mutex_lock(&set->lock);
-	rc = failure_locked(set);
+	rc = set->err;
 	pthread_mutex_unlock(&set->lock);
 	return rc;
 }
@@ -381,11 +541,9 @@ void segments_stop(struct segments *set)
 	pthread_mutex_lock(&set->lock);
 	pthread_cond_broadcast(&set->moved);
 	pthread_mutex_unlock(&set->lock);
-	for (unsigned i = 1; i < set->count; i++) {
-		if (set->seg[i].joinable)
-			pthread_join(set->seg[i].thread, NULL);
+	for (unsigned i = 0; i < set->nworkers; i++) {
+		if (set->workers[i].joinable)
+			pthread_join(set->workers[i].thread, NULL);
 	}
-	pthread_cond_destroy(&set->moved);
-	pthread_mutex_destroy(&set->lock);
-	free(set);
+	free_set(set);
 }

@@ -1,12 +1,16 @@
 """Segmented downloads (issue 7): -o segments=N against an origin that limits each connection.
 
 The big_data fixture's title.principals.tsv.gz (~10 MB) comes from nginx's `/slow/` (2 MB/s per
-connection) or `/seg/` (512 KB/s per connection). With segments=4 the first connection streams
-segment 0 from byte 0 (a plain GET, cut off at the end of segment 0) and three more ask for
-`Range: bytes=a-b` with `If-Range: <ETag>`. Checked: the bytes are exact; readers get the
-first line long before the end; four connections are much faster than one; a reset inside
-segment 3 is retried from where it stopped; a new version in the middle restarts the download
-and the result is one complete version; kill -9 and a remount resume from the verified prefix.
+connection) or `/seg/` (512 KB/s per connection). With segments=4 the file is cut into pieces of
+1 MiB (the smallest: an eighth of each connection's share is less) taken in file order: the
+first connection streams piece 0 from byte 0 (a plain GET, cut off at the end of piece 0) and
+the others ask for `Range: bytes=a-b` with `If-Range: <ETag>`, one piece after another over a
+kept-alive connection; at the end an idle connection takes over the second half of a piece still
+arriving. Checked: the bytes are exact; every piece is asked for once, and only halves of pieces
+besides; readers get the first line long before the end; four connections are much faster than
+one; a reset inside piece 3 is retried from where it stopped; a new version in the middle
+restarts the download and the result is one complete version; kill -9 and a remount resume from
+the verified prefix.
 """
 
 import re
@@ -26,11 +30,17 @@ GZ = BIG + ".tsv.gz"
 TSV = BIG + ".tsv"
 
 
-def segment_ranges(size, n=4):
-    """The Range headers imdbfs sends for segments 1..n-1 of a fresh download (equal shares)."""
-    share = size // n
-    return ["bytes=%d-%d" % (share * i, (share * (i + 1) if i + 1 < n else size) - 1)
-            for i in range(1, n)]
+PIECE = 1 << 20
+
+
+def piece_ranges(size):
+    """The Range headers of pieces 1.. of a fresh download of size bytes."""
+    return ["bytes=%d-%d" % (a, min(a + PIECE, size) - 1) for a in range(PIECE, size, PIECE)]
+
+
+def parse_range(header):
+    a, b = re.match(r"bytes=(\d+)-(\d+)$", header).groups()
+    return int(a), int(b)
 
 
 def timed_read(path):
@@ -59,12 +69,18 @@ def test_segments_exact_ranged_and_streaming(big_data, origin_factory, mount):
     ranged = [e for e in gets if e["range"]]
     assert len(plain) == 1 and plain[0]["status"] == 200, gets
     assert plain[0]["body_bytes_sent"] < len(want) // 2, "the first connection stops at segment 0"
-    assert sorted(e["range"] for e in ranged) == segment_ranges(len(want)), gets
+    ranges = [e["range"] for e in ranged]
+    pieces = piece_ranges(len(want))
+    assert sorted(r for r in ranges if r in pieces) == sorted(pieces), gets
+    for r in ranges:  # the rest: second halves of pieces, split off at the end
+        if r not in pieces:
+            a, b = parse_range(r)
+            assert a % PIECE and (b + 1) % PIECE in (0, len(want) % PIECE), r
     assert all(e["status"] == 206 and e["if_range"] == plain[0]["etag"] for e in ranged), gets
-    # The first connection is cut off at segment 0's end: only what sat in socket buffers
-    # comes twice.
+    # Connections cut off at a piece's end: only what sat in socket buffers comes twice.
     assert sum(e["body_bytes_sent"] for e in gets) < len(want) * 1.1
     assert "4 segments" in m.stderr_text()
+    assert "pieces of %d bytes" % PIECE in m.stderr_text()
 
 
 @pytest.mark.timeout_s(90)
@@ -84,13 +100,13 @@ def test_four_segments_beat_one(big_data, origin_factory, mount):
 
 
 @pytest.mark.timeout_s(90)
-def test_fault_in_segment_3_is_retried_from_where_it_stopped(big_data, origin_factory, mount,
-                                                            fault_proxy):
+def test_fault_in_piece_3_is_retried_from_where_it_stopped(big_data, origin_factory, mount,
+                                                          fault_proxy):
     origin = origin_factory(big_data.path)
     proxy = fault_proxy(origin, seed=3)
     want = origin_gz(big_data, BIG)
-    seg3 = segment_ranges(len(want))[-1]
-    start3 = int(re.match(r"bytes=(\d+)-", seg3).group(1))
+    seg3 = piece_ranges(len(want))[2]
+    start3, end3 = parse_range(seg3)
     cut = 700000
     proxy.reset_at(cut, path=GZ, range=seg3)
     m = mount(proxy.url("/slow/"), extra_opts=["segments=4"] + fast_opts())
@@ -100,11 +116,11 @@ def test_fault_in_segment_3_is_retried_from_where_it_stopped(big_data, origin_fa
     gets = proxy.gets(GZ)
     faulted = [e for e in gets if e["fault"]]
     assert len(faulted) == 1 and faulted[0]["range"] == seg3, gets
-    again = [e for e in gets if e["range"] == "bytes=%d-%d" % (start3 + cut, len(want) - 1)]
+    again = [e for e in gets if e["range"] == "bytes=%d-%d" % (start3 + cut, end3)]
     assert len(again) == 1 and again[0]["status"] == 206, gets
     assert again[0]["if_range"] == faulted[0]["etag"]
     assert sum(e["body_bytes"] for e in gets) < len(want) + len(want) // 2
-    assert "segment 3" in m.stderr_text()
+    assert "bytes from %d" % (start3 + cut) in m.stderr_text()
 
 
 @pytest.mark.timeout_s(120)
@@ -115,7 +131,7 @@ def test_new_version_mid_download_restarts(big_versions, origin_factory, mount, 
     origin = origin_factory(data)
     proxy = fault_proxy(origin, data_dir=data, seed=4)
     size1 = len(big_versions.gz(1, BIG))
-    seg2 = segment_ranges(size1)[1]
+    seg2 = piece_ranges(size1)[1]
     proxy.switch_version(300000, big_versions.path(2, BIG), path=GZ, range=seg2)
     m = mount(proxy.url("/slow/"), extra_opts=["segments=4"] + fast_opts())
     # Readers of the abandoned version get EIO (as without segments): read once it is done.
