@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "segment.h"
+#include "spool.h"
 #include "store.h"
 #include "store_azure.h"
 
@@ -1072,14 +1073,23 @@ struct extract {
 	struct meta src;       /* version of the source, once known */
 	int fd;		       /* the temporary .tsv; owned by feed */
 	struct feed *feed;     /* owned by t->feed */
-	uint64_t in, out;
+	struct spool *spool;   /* writes the .tsv behind the decoder */
+	uint64_t in, out;      /* bytes decoded, bytes handed to the spool */
 	char error[256];
 };
+
+/* On the spool's thread: the bytes [0, end) of the .tsv are in its temporary. */
+static void landed(void *ctx, uint64_t end)
+{
+	struct extract *x = ctx;
+
+	feed_grow(x->feed, end);
+}
 
 static int write_out(void *ctx, const void *buf, size_t len)
 {
 	struct extract *x = ctx;
-	int rc = feed_pwrite_all(x->fd, buf, len, x->out);
+	int rc = spool_put(x->spool, buf, len);
 
 	if (rc) {
 		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
@@ -1087,7 +1097,6 @@ static int write_out(void *ctx, const void *buf, size_t len)
 		return rc;
 	}
 	x->out += len;
-	feed_grow(x->feed, x->out);
 	metrics_add(M_INFLATED_BYTES, len);
 	return 0;
 }
@@ -1239,7 +1248,8 @@ static int decompress(struct extract *x)
 	ssize_t n;
 	int rc = -ENOMEM;
 
-	if (!gz || !buf) {
+	x->spool = spool_new(x->fd, landed, x);
+	if (!gz || !buf || !x->spool) {
 		snprintf(x->error, sizeof(x->error), "out of memory");
 		goto out;
 	}
@@ -1266,9 +1276,14 @@ static int decompress(struct extract *x)
 	rc = gunzip_finish(gz);
 	if (rc)
 		snprintf(x->error, sizeof(x->error), "corrupt gzip data: the stream is truncated");
+	else if ((rc = spool_finish(x->spool)))
+		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
+			 strerror(-rc));
 out:
 	if (transfer_cancelled(x->t))
 		rc = -ECANCELED;
+	spool_free(x->spool);
+	x->spool = NULL;
 	free(buf);
 	gunzip_free(gz);
 	return rc;

@@ -20,6 +20,7 @@ int main(void)
 	    {"gunzip", test_gunzip_group},
 	    {"meta", test_meta_group},
 	    {"schedule", test_schedule_group},
+	    {"spool", test_spool_group},
 	};
 	int failed = 0;
 

@@ -25,5 +25,6 @@ int test_feed_group(void);
 int test_gunzip_group(void);
 int test_meta_group(void);
 int test_schedule_group(void);
+int test_spool_group(void);
 
 #endif
