@@ -7,8 +7,10 @@
  * decoding. The producer hands over its output in file order from offset 0
  * with spool_put(), which copies it into one of SPOOL_SLOTS buffers and waits
  * only while all of them are full. After each write lands the spool's thread
- * calls landed(ctx, end): the bytes [0, end) are in the file. Memory is
- * bounded: SPOOL_SLOTS * SPOOL_SLOT_BYTES.
+ * calls landed(ctx, end): the bytes [0, end) are in the file. It also starts
+ * their writeback to disk as it goes, so that the fsync that makes the file
+ * durable at the end finds little left to do. Memory is bounded:
+ * SPOOL_SLOTS * SPOOL_SLOT_BYTES.
  *
  * Locking: spool->lock guards the ring (head, count), the error and the
  * closing and stop flags; a slot's bytes belong to the producer until it is
@@ -23,6 +25,8 @@
 
 #define SPOOL_SLOTS	 4
 #define SPOOL_SLOT_BYTES (256 * 1024)
+/* Writeback of the file is started every this many bytes (sync_file_range). */
+#define SPOOL_FLUSH_BYTES (8 * 1024 * 1024)
 
 struct spool;
 

@@ -2,6 +2,7 @@
 #include "spool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -16,8 +17,9 @@ struct spool {
 	char *mem;				 /* constant: the slots' buffers */
 	size_t len[SPOOL_SLOTS];		 /* see spool.h: with the slot's bytes */
 	pthread_t thread;
-	bool joined;  /* the producer's own */
-	uint64_t end; /* the thread's own: bytes written */
+	bool joined;	  /* the producer's own */
+	uint64_t end;	  /* the thread's own: bytes written */
+	uint64_t flushed; /* the thread's own: bytes whose writeback was started */
 	pthread_mutex_t lock;
 	pthread_cond_t changed; /* a slot was queued or written, or the spool is ending */
 	unsigned head, count;	/* guarded by lock: the oldest queued slot, how many are */
@@ -46,6 +48,16 @@ static void write_slot(struct spool *s, unsigned i, bool failed)
 	}
 	s->end += s->len[i];
 	s->landed(s->ctx, s->end);
+	if (s->end - s->flushed >= SPOOL_FLUSH_BYTES) {
+		/*
+		 * Start the writeback now, on this core, so that the commit's
+		 * fsync finds little left to write. Only a hint: a failure here
+		 * shows up in that fsync.
+		 */
+		(void)sync_file_range(s->fd, (off_t)s->flushed, (off_t)(s->end - s->flushed),
+				      SYNC_FILE_RANGE_WRITE);
+		s->flushed = s->end;
+	}
 }
 
 static void *spool_main(void *arg)
