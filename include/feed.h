@@ -54,6 +54,15 @@ int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
 /* Writer: all of buf into fd at off (EINTR and short writes retried); 0 or -errno. */
 int feed_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
+/*
+ * Writer: once [*flushed, end) reaches FEED_FLUSH_BYTES, starts its
+ * writeback to disk and moves *flushed to end, so that the fsync that makes
+ * the file durable at its commit finds little left to write. Only a hint:
+ * an I/O error shows up in that fsync.
+ */
+#define FEED_FLUSH_BYTES (8 * 1024 * 1024)
+void feed_flush_hint(int fd, uint64_t *flushed, uint64_t end);
+
 /* A consistent snapshot: bytes filled, size (-1 unknown), 1 when ended, error. */
 void feed_progress(struct feed *f, uint64_t *filled, int64_t *size, int *ended, int *err);
 

@@ -8,8 +8,7 @@
  * with spool_put(), which copies it into one of SPOOL_SLOTS buffers and waits
  * only while all of them are full. After each write lands the spool's thread
  * calls landed(ctx, end): the bytes [0, end) are in the file. It also starts
- * their writeback to disk as it goes, so that the fsync that makes the file
- * durable at the end finds little left to do. Memory is bounded:
+ * their writeback as it goes (feed_flush_hint). Memory is bounded:
  * SPOOL_SLOTS * SPOOL_SLOT_BYTES.
  *
  * Locking: spool->lock guards the ring (head, count), the error and the
@@ -25,8 +24,6 @@
 
 #define SPOOL_SLOTS	 4
 #define SPOOL_SLOT_BYTES (256 * 1024)
-/* Writeback of the file is started every this many bytes (sync_file_range). */
-#define SPOOL_FLUSH_BYTES (8 * 1024 * 1024)
 
 struct spool;
 

@@ -203,7 +203,9 @@ static int jobs_outcome(const cJSON *st, const double *ids, int n)
 
 int cli_wait(int argc, char *argv[])
 {
-	struct timespec tick = {0, 200 * 1000 * 1000};
+	/* Short: a status read costs the daemon microseconds, and scripts time what they wait for.
+	 */
+	struct timespec tick = {0, 20 * 1000 * 1000};
 	const char *mount = NULL;
 	double timeout = 0, deadline, ids[64];
 	int n, outcome;

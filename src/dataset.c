@@ -318,6 +318,7 @@ struct fetch {
 	struct gunzip *gz; /* verifies the stream as it arrives */
 	uint64_t written;  /* bytes of next in the temporary */
 	uint64_t durable;  /* bytes covered by the last checkpoint */
+	uint64_t flushed;  /* bytes whose writeback was started (feed_flush_hint) */
 	double checkpointed_at;
 	double retry_after;    /* the origin asked to wait this long (429/503) */
 	bool from_blob;	       /* read the shared tier's copy (blob) instead of the origin */
@@ -361,7 +362,7 @@ static void abandon_feed(struct fetch *f)
 	f->feed = NULL;
 	gunzip_free(f->gz);
 	f->gz = NULL;
-	f->written = f->durable = 0;
+	f->written = f->durable = f->flushed = 0;
 }
 
 /* Saves how far the download got, so that it resumes after a restart. */
@@ -459,7 +460,7 @@ static void resume_partial(struct fetch *f)
 	f->fd = fd;
 	f->next = p.version;
 	f->total = p.total;
-	f->written = f->durable = keep;
+	f->written = f->durable = f->flushed = keep;
 	feed_grow(f->feed, keep);
 	/* Readers see it once the origin confirms the version (see on_response). */
 	log_info("%s: resuming a partial download at byte %llu", file, (unsigned long long)keep);
@@ -506,7 +507,7 @@ static int begin_body(struct fetch *f, const struct http_response *rs)
 	f->total = rs->total;
 	f->fd = fd;
 	f->feed = feed;
-	f->written = f->durable = 0;
+	f->written = f->durable = f->flushed = 0;
 	publish(f);
 	if (f->next.etag[0] || f->next.last_modified[0])
 		checkpoint(f); /* resumable from the first byte on */
@@ -633,6 +634,7 @@ static int on_body(void *ctx, const void *buf, size_t len)
 	f->written += len;
 	feed_grow(f->feed, f->written);
 	metrics_add(f->from_blob ? M_CONTAINER_BYTES : M_ORIGIN_BYTES, len);
+	feed_flush_hint(f->fd, &f->flushed, f->written);
 	maybe_checkpoint(f);
 	return f->written == end ? SEGMENT0_DONE : 0;
 }
@@ -656,6 +658,7 @@ static int take_contiguous(struct fetch *f, char *buf, size_t n)
 	}
 	f->written += (uint64_t)got;
 	feed_grow(f->feed, f->written);
+	feed_flush_hint(f->fd, &f->flushed, f->written);
 	maybe_checkpoint(f);
 	return 0;
 }

@@ -2,6 +2,7 @@
 #include "feed.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -166,4 +167,12 @@ int feed_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+void feed_flush_hint(int fd, uint64_t *flushed, uint64_t end)
+{
+	if (end < *flushed + FEED_FLUSH_BYTES)
+		return;
+	(void)sync_file_range(fd, (off_t)*flushed, (off_t)(end - *flushed), SYNC_FILE_RANGE_WRITE);
+	*flushed = end;
 }

@@ -2,7 +2,6 @@
 #include "spool.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -48,16 +47,7 @@ static void write_slot(struct spool *s, unsigned i, bool failed)
 	}
 	s->end += s->len[i];
 	s->landed(s->ctx, s->end);
-	if (s->end - s->flushed >= SPOOL_FLUSH_BYTES) {
-		/*
-		 * Start the writeback now, on this core, so that the commit's
-		 * fsync finds little left to write. Only a hint: a failure here
-		 * shows up in that fsync.
-		 */
-		(void)sync_file_range(s->fd, (off_t)s->flushed, (off_t)(s->end - s->flushed),
-				      SYNC_FILE_RANGE_WRITE);
-		s->flushed = s->end;
-	}
+	feed_flush_hint(s->fd, &s->flushed, s->end);
 }
 
 static void *spool_main(void *arg)
