@@ -30,7 +30,16 @@ struct spool;
 /* Starts the thread writing into fd (not owned). NULL when out of memory or threads. */
 struct spool *spool_new(int fd, void (*landed)(void *ctx, uint64_t end), void *ctx);
 
-/* Queues a copy of buf. 0, or the first write's error (-errno): nothing more is written. */
+/*
+ * The buffer of the next free slot (SPOOL_SLOT_BYTES), waiting for one, for a
+ * producer that makes its output in place: spool_put() of it (or of its
+ * beginning) then queues it without a copy. 0 with *buf, or the first
+ * write's error.
+ */
+int spool_buffer(struct spool *s, void **buf);
+
+/* Queues buf (copied unless it is spool_buffer()'s). 0, or the first write's error (-errno):
+ * nothing more is written. */
 int spool_put(struct spool *s, const void *buf, size_t len);
 
 /* Waits until everything queued is written and ends the thread. 0 or the first error. */

@@ -1089,6 +1089,20 @@ static void landed(void *ctx, uint64_t end)
 	feed_grow(x->feed, end);
 }
 
+_Static_assert(SPOOL_SLOT_BYTES >= GUNZIP_CHUNK, "the decoder decodes into the spool's slots");
+
+/* The decoder decodes straight into the spool's next free slot. */
+static int out_buffer(void *ctx, void **buf)
+{
+	struct extract *x = ctx;
+	int rc = spool_buffer(x->spool, buf);
+
+	if (rc)
+		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
+			 strerror(-rc));
+	return rc;
+}
+
 static int write_out(void *ctx, const void *buf, size_t len)
 {
 	struct extract *x = ctx;
@@ -1256,6 +1270,7 @@ static int decompress(struct extract *x)
 		snprintf(x->error, sizeof(x->error), "out of memory");
 		goto out;
 	}
+	gunzip_output(gz, out_buffer);
 	while ((n = read_source(x, buf)) > 0) {
 		if ((rc = gunzip_write(gz, buf, (size_t)n))) {
 			if (rc == -EBADMSG)

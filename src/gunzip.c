@@ -33,9 +33,11 @@ struct header {
 struct gunzip {
 	enum decoder kind;
 	gunzip_sink sink;
+	gunzip_buffer next_buffer; /* NULL: decode into out */
 	void *ctx;
-	bool member_done; /* the last member ended; more input starts a new one */
-	bool started;	  /* any input seen */
+	unsigned char *cur; /* where the current round decodes into: out or the sink's buffer */
+	bool member_done;   /* the last member ended; more input starts a new one */
+	bool started;	    /* any input seen */
 	uint64_t total_out;
 	z_stream zs;
 #ifdef HAVE_ISAL
@@ -114,10 +116,30 @@ void gunzip_free(struct gunzip *g)
 	free(g);
 }
 
+void gunzip_output(struct gunzip *g, gunzip_buffer next_buffer)
+{
+	g->next_buffer = next_buffer;
+}
+
+static int take_buffer(struct gunzip *g)
+{
+	void *buf;
+	int rc;
+
+	if (!g->next_buffer) {
+		g->cur = g->out;
+		return 0;
+	}
+	if ((rc = g->next_buffer(g->ctx, &buf)))
+		return rc;
+	g->cur = buf;
+	return 0;
+}
+
 static int emit(struct gunzip *g, size_t n)
 {
 	g->total_out += n;
-	return n && g->sink ? g->sink(g->ctx, g->out, n) : 0;
+	return n && g->sink ? g->sink(g->ctx, g->cur, n) : 0;
 }
 
 static int zlib_write(struct gunzip *g, const unsigned char *in, size_t len)
@@ -140,13 +162,15 @@ static int zlib_write(struct gunzip *g, const unsigned char *in, size_t len)
 				return -EBADMSG;
 			g->member_done = false;
 		}
-		g->zs.next_out = g->out;
-		g->zs.avail_out = sizeof(g->out);
+		if ((rc = take_buffer(g)))
+			return rc;
+		g->zs.next_out = g->cur;
+		g->zs.avail_out = GUNZIP_CHUNK;
 		zrc = inflate(&g->zs, Z_NO_FLUSH);
 		if (zrc != Z_OK && zrc != Z_STREAM_END && zrc != Z_BUF_ERROR)
 			return -EBADMSG;
 		pending = g->zs.avail_out == 0 && zrc != Z_STREAM_END;
-		if ((rc = emit(g, sizeof(g->out) - g->zs.avail_out)))
+		if ((rc = emit(g, GUNZIP_CHUNK - g->zs.avail_out)))
 			return rc;
 		if (zrc == Z_STREAM_END)
 			g->member_done = true;
@@ -266,11 +290,13 @@ static int isal_write(struct gunzip *g, const unsigned char *in, size_t len)
 				continue;
 			}
 		}
-		s->next_out = g->out;
-		s->avail_out = sizeof(g->out);
+		if ((rc = take_buffer(g)))
+			return rc;
+		s->next_out = g->cur;
+		s->avail_out = GUNZIP_CHUNK;
 		if (isal_inflate(s) != ISAL_DECOMP_OK)
 			return -EBADMSG;
-		n = sizeof(g->out) - s->avail_out;
+		n = GUNZIP_CHUNK - s->avail_out;
 		pending = s->avail_out == 0 && s->block_state != ISAL_BLOCK_FINISH;
 		if ((rc = emit(g, n)))
 			return rc;

@@ -115,6 +115,15 @@ static int free_slot(struct spool *s, unsigned *i)
 	return rc;
 }
 
+int spool_buffer(struct spool *s, void **buf)
+{
+	unsigned i;
+	int rc = free_slot(s, &i);
+
+	*buf = rc ? NULL : slot(s, i);
+	return rc;
+}
+
 int spool_put(struct spool *s, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -125,7 +134,8 @@ int spool_put(struct spool *s, const void *buf, size_t len)
 		size_t n = len < SPOOL_SLOT_BYTES ? len : SPOOL_SLOT_BYTES;
 		if ((rc = free_slot(s, &i)))
 			return rc;
-		memcpy(slot(s, i), p, n);
+		if (p != slot(s, i)) /* else spool_buffer() lent it: the bytes are in place */
+			memcpy(slot(s, i), p, n);
 		s->len[i] = n;
 		pthread_mutex_lock(&s->lock);
 		s->count++;

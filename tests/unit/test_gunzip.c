@@ -547,6 +547,69 @@ static void test_gunzip_sink_error_mid_stream_is_returned(void **state)
 	free(plain);
 }
 
+/* A sink that lends the decoder its buffers, in turn, and checks it decodes into them. */
+struct lender {
+	struct collected c;
+	unsigned char *bufs[3];
+	unsigned next, lent;
+	int fail_on_lend; /* return -ENOSPC on this lend (1-based); 0 never */
+};
+
+static int lend(void *ctx, void **buf)
+{
+	struct lender *l = ctx;
+
+	if (l->fail_on_lend && (int)l->lent + 1 == l->fail_on_lend)
+		return -ENOSPC;
+	l->lent++;
+	*buf = l->bufs[l->next];
+	l->next = (l->next + 1) % 3;
+	return 0;
+}
+
+static int collect_lent(void *ctx, const void *buf, size_t len)
+{
+	struct lender *l = ctx;
+	unsigned last = (l->next + 2) % 3; /* the buffer lent last */
+
+	assert_ptr_equal(buf, l->bufs[last]);
+	return collect(&l->c, buf, len);
+}
+
+static void test_gunzip_decodes_into_lent_buffers(void **state)
+{
+	const size_t len = 2 * 1024 * 1024 + 123;
+	char *plain = payload(len, 9);
+	size_t zlen;
+	unsigned char *z = gz(plain, len, &zlen);
+	struct lender l = {0};
+	struct gunzip *g;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		assert_non_null(l.bufs[i] = malloc(GUNZIP_CHUNK));
+	assert_non_null(g = gunzip_new(collect_lent, &l));
+	gunzip_output(g, lend);
+	for (size_t off = 0; off < zlen; off += 4096)
+		assert_int_equal(gunzip_write(g, z + off, zlen - off < 4096 ? zlen - off : 4096),
+				 0);
+	assert_int_equal(gunzip_finish(g), 0);
+	assert_int_equal(l.c.len, len);
+	assert_memory_equal(l.c.data, plain, len);
+	assert_true(l.lent >= len / GUNZIP_CHUNK);
+	gunzip_free(g);
+	g = gunzip_new(collect_lent, &l);
+	gunzip_output(g, lend);
+	l.fail_on_lend = (int)l.lent + 3;
+	assert_int_equal(gunzip_write(g, z, zlen), -ENOSPC); /* a refused loan stops decoding */
+	gunzip_free(g);
+	for (int i = 0; i < 3; i++)
+		free(l.bufs[i]);
+	free(l.c.data);
+	free(z);
+	free(plain);
+}
+
 int test_gunzip_group(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -568,6 +631,7 @@ int test_gunzip_group(void)
 	    cmocka_unit_test(test_gunzip_empty_input_fails_at_finish),
 	    cmocka_unit_test(test_gunzip_sink_error_stops_decoding),
 	    cmocka_unit_test(test_gunzip_sink_error_mid_stream_is_returned),
+	    cmocka_unit_test(test_gunzip_decodes_into_lent_buffers),
 	    cmocka_unit_test(test_gunzip_bad_header_fails),
 	    cmocka_unit_test(test_gunzip_trailing_garbage_fails),
 	};

@@ -2,7 +2,8 @@
  * test_spool.c - write-behind: the file holds exactly what was put, in order,
  * across chunks larger and smaller than a slot; landed() reports growing ends
  * up to the total; a failing write reaches the producer as its errno and
- * never blocks it; freeing without finishing drops what is queued.
+ * never blocks it; freeing without finishing drops what is queued; a slot
+ * lent with spool_buffer() and filled in place is queued as it is.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -127,12 +128,39 @@ static void test_free_without_finish(void **state)
 	free(buf);
 }
 
+static void test_lent_slots_are_queued_in_place(void **state)
+{
+	const size_t n = 1000, rounds = 3 * SPOOL_SLOTS;
+	struct landing l = {0};
+	int fd = temp_fd();
+	struct spool *s = spool_new(fd, on_landed, &l);
+	unsigned char *got = malloc(n * rounds);
+
+	(void)state;
+	assert_true(s && got);
+	for (size_t r = 0; r < rounds; r++) {
+		void *buf;
+		assert_int_equal(spool_buffer(s, &buf), 0);
+		for (size_t i = 0; i < n; i++)
+			((unsigned char *)buf)[i] = pattern(r * n + i);
+		assert_int_equal(spool_put(s, buf, n), 0);
+	}
+	assert_int_equal(spool_finish(s), 0);
+	assert_int_equal(pread(fd, got, n * rounds, 0), (ssize_t)(n * rounds));
+	for (size_t i = 0; i < n * rounds; i++)
+		assert_int_equal(got[i], pattern(i));
+	spool_free(s);
+	close(fd);
+	free(got);
+}
+
 int test_spool_group(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_writes_everything_in_order),
 	    cmocka_unit_test(test_write_error_reaches_the_producer),
 	    cmocka_unit_test(test_free_without_finish),
+	    cmocka_unit_test(test_lent_slots_are_queued_in_place),
 	};
 
 	return cmocka_run_group_tests_name("spool", tests, NULL, NULL);
