@@ -42,7 +42,7 @@
 struct config;
 struct segments;
 
-/* No piece is smaller than this (but the last), nor is any piece split below it. */
+/* No piece is cut smaller than this (but the last). */
 #define SEGMENT_MIN_BYTES (1u << 20)
 /* Nor larger than this: a piece's bytes wait for every piece before it. */
 #define SEGMENT_MAX_PIECE (16u << 20)

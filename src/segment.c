@@ -244,6 +244,16 @@ static int fetch_piece(struct worker *w)
 	}
 }
 
+/* A split is worth its request when the piece still has half a piece to come, and at least this. */
+#define SPLIT_MIN_BYTES (512u * 1024)
+
+static uint64_t split_min(const struct segments *set)
+{
+	uint64_t half = set->piece_bytes / 2;
+
+	return half > SPLIT_MIN_BYTES ? half : SPLIT_MIN_BYTES;
+}
+
 /* The second half of the piece with the most bytes still to come, or NULL when none is worth it. */
 static struct piece *split_largest_locked(struct segments *set)
 {
@@ -258,10 +268,12 @@ static struct piece *split_largest_locked(struct segments *set)
 			big = p;
 		}
 	}
-	if (!big || most < 2 * (uint64_t)SEGMENT_MIN_BYTES || set->npieces == set->cap)
+	if (!big || most < split_min(set) || set->npieces == set->cap)
 		return NULL;
 	half = &set->pieces[set->npieces++];
 	half->start = big->end - most / 2;
+	log_debug("%s: bytes %llu-%llu split off a piece still arriving", set->file,
+		  (unsigned long long)half->start, (unsigned long long)big->end - 1);
 	half->end = big->end;
 	half->done = half->reserved = 0;
 	big->end = half->start;
