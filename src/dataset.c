@@ -699,7 +699,7 @@ static int commit_download(struct fetch *f)
 	struct transfer *t = f->t;
 	struct dataset *d = t->ds;
 	bool reextract;
-	int rc = 0, keep;
+	int rc = 0, keep, stale_tsv = -1;
 
 	if (f->total >= 0 && f->written != (uint64_t)f->total) {
 		snprintf(f->error, sizeof(f->error), "short body: %llu of %lld bytes",
@@ -727,10 +727,19 @@ static int commit_download(struct fetch *f)
 	d->cached = true;
 	keep = swap_fd_locked(d, KIND_GZ, keep);
 	d->checked_at = f->next.fetched_at;
-	reextract = d->extracted && !meta_same_version(&d->tsv, &d->gz) && !d->extract;
+	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
+	reextract = d->extracted && !meta_same_version(&d->tsv, &d->gz);
+	if (reextract) {
+		stale_tsv = swap_fd_locked(d, KIND_TSV, -1);
+		d->extracted = false;
+	}
+	reextract = reextract && !d->extract;
 	pthread_mutex_unlock(&d->lock);
 	close_fd(keep);
+	close_fd(stale_tsv);
 	notify_change(file_of(t));
+	if (stale_tsv >= 0)
+		notify_change(catalog_file(d->index, KIND_TSV));
 	if (reextract) {
 		struct transfer *x = dataset_extract(d->index);
 		if (x)
@@ -1325,6 +1334,15 @@ static int commit_extract(struct extract *x)
 		return rc;
 	}
 	pthread_mutex_lock(&d->lock);
+	if (!meta_same_version(&m, &d->gz)) {
+		/* A download committed a newer .tsv.gz meanwhile: never pair it with this .tsv. */
+		pthread_mutex_unlock(&d->lock);
+		close_fd(keep);
+		store->ops->evict(store, file_of(x->t));
+		snprintf(x->error, sizeof(x->error),
+			 "superseded: a newer download arrived meanwhile");
+		return -ESTALE;
+	}
 	d->tsv = m;
 	d->extracted = true;
 	keep = swap_fd_locked(d, KIND_TSV, keep);

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from faulthelp import big_versions, install_all, versions  # noqa: F401
+
 from util import (DATASETS, DATA_NAMES, GEN_SAMPLE_DATA, origin_gz, origin_tsv, read_bytes,
                   read_json, run, strip_etag, wait_for)
 
@@ -254,3 +256,26 @@ def test_cached_copy_is_served_while_the_origin_is_down(origin, mount, sample_da
     wait_for(lambda: m.control("health")["status"] == "degraded", 15,
              "health to say degraded while the origin is down")
     assert m.control("status")["datasets"][d]["cached"] is True
+
+
+@pytest.mark.timeout_s(120)
+def test_tsv_follows_the_gz_at_once_after_a_refresh(big_versions, origin_factory, mount,
+                                                    tmp_path):
+    """Right after a refresh commits a new .tsv.gz, the .tsv is the new version's (streamed from
+    its re-extraction), never the old version's while that runs; a handle opened before keeps
+    reading the old version."""
+    d = "title.principals"
+    data = tmp_path / "origin-data"
+    install_all(big_versions, 1, data)
+    m = mount(origin_factory(data).url())
+    assert read_bytes(m / (d + ".tsv")) == big_versions.tsv(1, d)
+    with open(m / (d + ".tsv"), "rb", buffering=0) as old_handle:
+        first = old_handle.read(1000)
+        install_all(big_versions, 2, data, [d])
+        m.command("download", d + " force")
+        assert m.wait_job() == 0
+        assert read_bytes(m / (d + ".tsv.gz")) == big_versions.gz(2, d)
+        assert read_bytes(m / (d + ".tsv")) == big_versions.tsv(2, d)
+        rest = old_handle.read()
+    assert first + rest == big_versions.tsv(1, d)
+    assert m.control("status")["datasets"][d]["state"] == "extracted"

@@ -13,6 +13,7 @@ restarts the download and the result is one complete version; kill -9 and a remo
 the verified prefix.
 """
 
+import random
 import re
 import subprocess
 import threading
@@ -21,7 +22,8 @@ import time
 import pytest
 
 import util
-from faulthelp import DATA_FILE_ERRORS, fast_opts, fault_proxy, install_all  # noqa: F401
+from faulthelp import DATA_FILE_ERRORS, STRESS, fast_opts, fault_proxy, install_all  # noqa: F401
+from faulthelp import seeded
 from faulthelp import big_versions, versions  # noqa: F401
 from util import origin_gz, origin_tsv, read_bytes, wait_for
 
@@ -187,3 +189,83 @@ def test_kill9_then_remount_resumes(big_data, origin_factory, mount, tmp_path):
     print("fetched %d bytes for a file of %d (%.2fx)" % (fetched, len(want),
                                                         fetched / len(want)))
     assert fetched < 1.7 * len(want), (fetched, len(want))
+
+
+N_RANDOM_RUNS = 100 if STRESS else 20
+
+
+def draw_piece_faults(proxy, r, big_versions):
+    """Up to four one-shot faults on the ranged requests (the pieces) or the first connection;
+    returns their descriptions and whether they allow the download to fail."""
+    out, may_fail, switches = [], False, 0
+    for _ in range(r.choices(range(5), weights=[10, 30, 30, 20, 10])[0]):
+        kind = r.choices(["reset", "short", "status", "drop", "switch", "permanent"],
+                         weights=[30, 20, 25, 10, 10, 5])[0]
+        ranged = r.random() < 0.8
+        if kind == "reset":
+            proxy.reset_at(None, path=GZ, ranged=ranged)
+        elif kind == "short":
+            proxy.short(r.randrange(0, 600000), path=GZ, ranged=ranged)
+        elif kind == "status":
+            kind = "status %d" % r.choice([500, 502, 503, 429])
+            proxy.status(int(kind.split()[1]), path=GZ, ranged=ranged)
+        elif kind == "drop":
+            proxy.drop(path=GZ, ranged=ranged)
+        elif kind == "switch":
+            v = r.choice(big_versions.numbers)
+            proxy.switch_version(r.randrange(0, 600000), big_versions.path(v, BIG), path=GZ,
+                                 ranged=ranged)
+            kind = "switch->v%d" % v
+            switches += 1
+        else:
+            kind = "status 404"
+            proxy.status(404, path=GZ, ranged=ranged)
+            may_fail = True
+        out.append("%s%s" % (kind, " (ranged)" if ranged else ""))
+    return out, may_fail or switches > 3
+
+
+@pytest.mark.timeout_s(900 if STRESS else 240)
+def test_randomized_faults_in_pieces(big_versions, origin_factory, mount, fault_proxy, tmp_path):
+    """N_RANDOM_RUNS forced downloads of a ~20 MB file over 4 connections, each with random
+    one-shot faults on its pieces and first connection (resets, short bodies, 5xx and 429,
+    dropped connections, a new version mid-piece, a 404). After each: the mount serves one
+    complete version; a download that succeeded has the origin's current bytes, one that failed
+    left the previous copy; with transient faults only (fewer than the retries) it succeeds."""
+    seed = seeded("test_randomized_faults_in_pieces")
+    rng = random.Random(seed)
+    data = tmp_path / "origin-data"
+    install_all(big_versions, 1, data)
+    origin = origin_factory(data)
+    proxy = fault_proxy(origin, data_dir=data, seed=seed)
+    m = mount(proxy.url("/"), extra_opts=["segments=4"] + fast_opts(),
+              expected_errors=DATA_FILE_ERRORS)
+    good = read_bytes(m / GZ)
+    assert good == big_versions.gz(1, BIG)
+    stats = {"ok": 0, "failed": 0, "faults": 0}
+    for i in range(N_RANDOM_RUNS):
+        r = random.Random(rng.randrange(1 << 31))
+        if r.random() < 0.3:
+            install_all(big_versions, r.choice(big_versions.numbers), data, [BIG])
+        proxy.clear()
+        faults, may_fail = draw_piece_faults(proxy, r, big_versions)
+        stats["faults"] += len(faults)
+        where = "run %d (seed %d): faults %r" % (i, seed, faults)
+        m.command("download", BIG + " force")
+        rc = m.wait_job(timeout=120)
+        got = read_bytes(m / GZ)
+        assert big_versions.which_gz(BIG, got), where + ": not one complete version"
+        if rc == 0:
+            assert got == read_bytes(data / GZ), where + ": not the origin's current version"
+            stats["ok"] += 1
+        else:
+            assert may_fail, "%s: failed: %r" % (where, m.control("download"))
+            assert got == good, where + ": the failed download replaced the copy"
+            stats["failed"] += 1
+        good = got
+        if i % 5 == 4 or i == N_RANDOM_RUNS - 1:
+            assert big_versions.which_tsv(BIG, read_bytes(m / TSV)) == \
+                big_versions.which_gz(BIG, got), where
+    proxy.clear()
+    print("randomized piece faults: %r" % stats)
+    assert stats["ok"] > 0 and stats["faults"] >= N_RANDOM_RUNS
