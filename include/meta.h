@@ -43,7 +43,14 @@ struct meta_partial {
 char *meta_partial_to_json(const struct meta_partial *p);
 int meta_partial_from_json(const char *text, struct meta_partial *p);
 
-/* The same version of the origin file: ETag when both have one, else Last-Modified. */
+/*
+ * The same version of the origin file, from two sets of validators (a
+ * meta's, a response's): the ETags when both have one, else Last-Modified.
+ */
+bool meta_validators_match(const char *etag_a, const char *last_modified_a, const char *etag_b,
+			   const char *last_modified_b);
+
+/* meta_validators_match() of two metas. */
 int meta_same_version(const struct meta *a, const struct meta *b);
 
 #endif

@@ -333,9 +333,7 @@ struct fetch {
 
 static bool same_version(const struct meta *m, const struct http_response *rs)
 {
-	if (m->etag[0] && rs->etag[0])
-		return strcmp(m->etag, rs->etag) == 0;
-	return m->last_modified[0] && strcmp(m->last_modified, rs->last_modified) == 0;
+	return meta_validators_match(m->etag, m->last_modified, rs->etag, rs->last_modified);
 }
 
 /* Ends the segment threads, if any: nothing writes the temporary afterwards. */

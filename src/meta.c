@@ -117,9 +117,15 @@ int meta_partial_from_json(const char *text, struct meta_partial *p)
 	return rc;
 }
 
+bool meta_validators_match(const char *etag_a, const char *last_modified_a, const char *etag_b,
+			   const char *last_modified_b)
+{
+	if (etag_a[0] && etag_b[0])
+		return strcmp(etag_a, etag_b) == 0;
+	return last_modified_a[0] && strcmp(last_modified_a, last_modified_b) == 0;
+}
+
 int meta_same_version(const struct meta *a, const struct meta *b)
 {
-	if (a->etag[0] && b->etag[0])
-		return strcmp(a->etag, b->etag) == 0;
-	return a->last_modified[0] && strcmp(a->last_modified, b->last_modified) == 0;
+	return meta_validators_match(a->etag, a->last_modified, b->etag, b->last_modified);
 }

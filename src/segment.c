@@ -14,6 +14,7 @@
 #include "feed.h"
 #include "http.h"
 #include "log.h"
+#include "meta.h"
 #include "metrics.h"
 
 #define POLL_NS (50 * 1000 * 1000)
@@ -76,9 +77,7 @@ static int worker_cancelled(void *ctx)
 
 static bool same_version(const struct segments *set, const struct http_response *rs)
 {
-	if (set->etag[0] && rs->etag[0])
-		return strcmp(set->etag, rs->etag) == 0;
-	return set->last_modified[0] && strcmp(set->last_modified, rs->last_modified) == 0;
+	return meta_validators_match(set->etag, set->last_modified, rs->etag, rs->last_modified);
 }
 
 static uint64_t piece_next_byte(struct segments *set, const struct piece *p)
