@@ -61,16 +61,10 @@ struct segments_spec {
 };
 
 /*
- * The piece size for [from, total) over count connections: about an eighth
- * of each connection's share, within [SEGMENT_MIN_BYTES, SEGMENT_MAX_PIECE].
- */
-uint64_t segments_piece_bytes(uint64_t from, uint64_t total, unsigned count);
-
-/*
- * Cuts [from, total) into pieces and starts count - 1 workers (at most one
- * per piece after the first). 0 with *out (owned by the caller: end with
- * segments_stop) or -errno (no thread left running; -ERANGE when the range
- * is too small to share).
+ * Cuts [from, total) into pieces and starts a worker per connection, the
+ * last of them waiting for segments_release(). 0 with *out (owned by the
+ * caller: end with segments_stop) or -errno (no thread left running; -ERANGE
+ * when the range is too small to share).
  */
 int segments_start(const struct segments_spec *spec, struct segments **out);
 
@@ -79,6 +73,12 @@ uint64_t segments_first_end(const struct segments *s);
 
 /* How many connections the set uses at a time, the download's own included. */
 unsigned segments_count(const struct segments *s);
+
+/*
+ * The size of the pieces (but the last): about an eighth of each
+ * connection's share, within [SEGMENT_MIN_BYTES, SEGMENT_MAX_PIECE].
+ */
+uint64_t segments_piece_bytes(const struct segments *s);
 
 /* The download's connection is done with piece 0: the waiting worker starts. */
 void segments_release(struct segments *s);

@@ -577,12 +577,11 @@ static void plan_segments(struct fetch *f, const struct http_response *rs)
 		return;
 	}
 	f->sparse = true;
-	log_info(
-	    "%s: %u segments from byte %llu, pieces of %llu bytes; this connection ends "
-	    "at %llu",
-	    sp.file, segments_count(f->segs), (unsigned long long)sp.from,
-	    (unsigned long long)segments_piece_bytes(sp.from, sp.total, segments_count(f->segs)),
-	    (unsigned long long)segments_first_end(f->segs));
+	log_info("%s: %u segments from byte %llu, pieces of %llu bytes; this connection ends "
+		 "at %llu",
+		 sp.file, segments_count(f->segs), (unsigned long long)sp.from,
+		 (unsigned long long)segments_piece_bytes(f->segs),
+		 (unsigned long long)segments_first_end(f->segs));
 }
 
 static int on_response(void *ctx, const struct http_response *rs)
@@ -684,7 +683,7 @@ static int follow_segments(struct fetch *f)
 		}
 	}
 	if (!rc)
-		log_debug("%s: every segment verified", file_of(f->t));
+		log_debug("%s: every piece verified", file_of(f->t));
 	if (rc == -ENOMEM && !buf)
 		snprintf(f->error, sizeof(f->error), "out of memory");
 	free(buf);
@@ -726,12 +725,11 @@ static int commit_download(struct fetch *f)
 	keep = swap_fd_locked(d, KIND_GZ, keep);
 	d->checked_at = f->next.fetched_at;
 	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
-	reextract = d->extracted && !meta_same_version(&d->tsv, &d->gz);
-	if (reextract) {
+	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
 		stale_tsv = swap_fd_locked(d, KIND_TSV, -1);
 		d->extracted = false;
 	}
-	reextract = reextract && !d->extract;
+	reextract = stale_tsv >= 0 && !d->extract;
 	pthread_mutex_unlock(&d->lock);
 	close_fd(keep);
 	close_fd(stale_tsv);
@@ -1084,7 +1082,7 @@ struct extract {
 	int fd;		       /* the temporary .tsv; owned by feed */
 	struct feed *feed;     /* owned by t->feed */
 	struct spool *spool;   /* writes the .tsv behind the decoder */
-	uint64_t in, out;      /* bytes decoded, bytes handed to the spool */
+	uint64_t in, out;      /* bytes of .tsv.gz read, bytes of .tsv handed to the spool */
 	char error[256];
 };
 

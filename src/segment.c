@@ -54,8 +54,7 @@ struct segments {
 	_Atomic bool stop;
 	pthread_mutex_t lock;
 	pthread_cond_t moved; /* a piece moved on, a worker failed, or the set was released */
-	unsigned count;	      /* constant: connections at a time */
-	unsigned nworkers;    /* constant */
+	unsigned count;	      /* constant: connections at a time, and the workers there are */
 	struct worker workers[CONFIG_SEGMENTS_MAX];
 	uint64_t from, piece_bytes; /* constant */
 	size_t ncut;		    /* constant: pieces cut in file order; pieces[0] is not ours */
@@ -356,7 +355,8 @@ static int init_sync(struct segments *set)
 	return -rc;
 }
 
-uint64_t segments_piece_bytes(uint64_t from, uint64_t total, unsigned count)
+/* About an eighth of each connection's share, within [SEGMENT_MIN_BYTES, SEGMENT_MAX_PIECE]. */
+static uint64_t piece_bytes_for(uint64_t from, uint64_t total, unsigned count)
 {
 	const uint64_t align = 64 * 1024;
 	uint64_t left = total > from ? total - from : 0;
@@ -397,7 +397,7 @@ static unsigned fit_count(const struct segments_spec *sp)
 
 static void free_set(struct segments *set)
 {
-	for (unsigned i = 0; i < set->nworkers; i++)
+	for (unsigned i = 0; i < set->count; i++)
 		http_conn_free(set->workers[i].conn);
 	pthread_cond_destroy(&set->moved);
 	pthread_mutex_destroy(&set->lock);
@@ -425,18 +425,17 @@ static struct segments *new_set(const struct segments_spec *sp, unsigned count)
 	set->cancel_ctx = sp->cancel_ctx;
 	set->count = count;
 	set->from = sp->from;
-	set->piece_bytes = segments_piece_bytes(sp->from, sp->total, count);
+	set->piece_bytes = piece_bytes_for(sp->from, sp->total, count);
 	if (cut(set, sp->total)) {
 		free_set(set);
 		return NULL;
 	}
 	/* count - 1 work beside piece 0's connection, and one more once it is done. */
-	set->nworkers = count;
-	for (unsigned i = 0; i < set->nworkers; i++) {
+	for (unsigned i = 0; i < set->count; i++) {
 		struct worker *w = &set->workers[i];
 		w->set = set;
 		w->index = i + 1;
-		w->held = i + 1 == set->nworkers;
+		w->held = i + 1 == set->count;
 		if (!(w->conn = http_conn_new())) {
 			free_set(set);
 			return NULL;
@@ -456,7 +455,7 @@ int segments_start(const struct segments_spec *sp, struct segments **out)
 		return -ERANGE;
 	if (!(set = new_set(sp, n)))
 		return -ENOMEM;
-	for (unsigned i = 0; i < set->nworkers; i++) {
+	for (unsigned i = 0; i < set->count; i++) {
 		struct worker *w = &set->workers[i];
 		if ((rc = pthread_create(&w->thread, NULL, worker_main, w))) {
 			segments_stop(set);
@@ -476,6 +475,11 @@ uint64_t segments_first_end(const struct segments *s)
 unsigned segments_count(const struct segments *s)
 {
 	return s->count;
+}
+
+uint64_t segments_piece_bytes(const struct segments *s)
+{
+	return s->piece_bytes;
 }
 
 void segments_release(struct segments *set)
@@ -552,7 +556,7 @@ void segments_stop(struct segments *set)
 	pthread_mutex_lock(&set->lock);
 	pthread_cond_broadcast(&set->moved);
 	pthread_mutex_unlock(&set->lock);
-	for (unsigned i = 0; i < set->nworkers; i++) {
+	for (unsigned i = 0; i < set->count; i++) {
 		if (set->workers[i].joinable)
 			pthread_join(set->workers[i].thread, NULL);
 	}
