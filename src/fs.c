@@ -78,7 +78,7 @@ struct handle {
 	struct node node;
 	fuse_ino_t ino;
 	struct dataset_reader reader; /* NODE_DATA */
-	int64_t size;		      /* NODE_DATA with a committed copy: its size */
+	int64_t size; /* NODE_DATA with a committed copy: its size (see handle_size) */
 	int64_t mtime;
 	struct handle *next; /* guarded by gens_lock: open_handles */
 	char *text;	     /* NODE_CONTROL opened for reading */
@@ -128,6 +128,27 @@ static int node_of_ino(fuse_ino_t ino, struct node *n)
 	return 0;
 }
 
+/*
+ * The size of the version a data handle reads: its committed copy's, or its
+ * feed's (as far as known), never the dataset's current one.
+ */
+static int64_t handle_size(const struct handle *h)
+{
+	uint64_t filled;
+	int64_t size;
+	int ended, err;
+
+	if (h->reader.fd >= 0)
+		return h->size;
+	feed_progress(h->reader.feed, &filled, &size, &ended, &err);
+	return size >= 0 ? size : (int64_t)filled;
+}
+
+static bool reads_data(const struct handle *h)
+{
+	return h->node.type == NODE_DATA && (h->reader.fd >= 0 || h->reader.feed);
+}
+
 /* The attributes of an inode that is no longer current, from a handle still open on it. */
 static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
 {
@@ -135,8 +156,8 @@ static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
 
 	pthread_mutex_lock(&gens_lock);
 	for (struct handle *h = open_handles; h && !found; h = h->next) {
-		if (h->ino == ino && h->node.type == NODE_DATA && h->reader.fd >= 0) {
-			*size = h->size;
+		if (h->ino == ino && reads_data(h)) {
+			*size = handle_size(h);
 			*mtime = h->mtime;
 			found = true;
 		}
@@ -259,8 +280,8 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	fill_attr(ino, &n, &st);
 	if (fi && (h = get_handle(fi))) {
-		if (h->node.type == NODE_DATA && h->reader.fd >= 0)
-			st.st_size = (off_t)h->size; /* the version this handle reads */
+		if (reads_data(h))
+			st.st_size = (off_t)handle_size(h); /* the version this handle reads */
 		put_handle(h);
 	}
 	fuse_reply_attr(req, &st, TIMEOUT_S);

@@ -279,3 +279,27 @@ def test_tsv_follows_the_gz_at_once_after_a_refresh(big_versions, origin_factory
         rest = old_handle.read()
     assert first + rest == big_versions.tsv(1, d)
     assert m.control("status")["datasets"][d]["state"] == "extracted"
+
+
+@pytest.mark.timeout_s(60)
+def test_handle_opened_while_arriving_keeps_its_size_after_a_refresh(versions, origin_factory,
+                                                                    mount, tmp_path):
+    """A handle opened while its file was still downloading reads that version to its end,
+    whatever size later versions have: its inode's attributes never take the current size."""
+    d = "title.principals"
+    data = tmp_path / "origin-data"
+    install_all(versions, 1, data)
+    v1, v2 = versions.gz(1, d), versions.gz(2, d)
+    assert len(v1) != len(v2)
+    m = mount(origin_factory(data).url("/slow200k/"))
+    with open(m / (d + ".tsv.gz"), "rb", buffering=0) as handle:
+        first = handle.read(1000)
+        wait_for(lambda: m.control("status")["datasets"][d]["cached"], 30, "the download")
+        install_all(versions, 2, data, [d])
+        m.command("download", d + " force")
+        assert m.wait_job(timeout=30) == 0
+        assert read_bytes(m / (d + ".tsv.gz")) == v2
+        time.sleep(1.5)  # past the attribute timeout: the kernel asks again
+        assert os.fstat(handle.fileno()).st_size == len(v1)
+        rest = handle.read()
+    assert first + rest == v1
