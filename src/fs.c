@@ -428,13 +428,17 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 	}
 	if (fstat(h->reader.fd, &sb) < 0)
 		return -errno;
+	/*
+	 * An inode of another version (a name the kernel had not looked up
+	 * again yet) carries that version's size, which the kernel applies to
+	 * every read: ESTALE makes the VFS look the name up again (LOOKUP_REVAL)
+	 * and open the copy's own inode.
+	 */
+	if (h->node.gen != h->reader.gen)
+		return -ESTALE; /* the caller's free_handle() closes the copy */
 	h->size = (int64_t)sb.st_size;
 	dataset_stat(h->node.ds, h->node.kind, &(int64_t){0}, &h->mtime, &(uint64_t){0});
-	/* Any other inode than the copy's own may carry another size in the kernel. */
-	if (h->node.gen == h->reader.gen)
-		fi->keep_cache = 1;
-	else
-		fi->direct_io = 1;
+	fi->keep_cache = 1;
 	return 0;
 }
 
