@@ -13,8 +13,10 @@
  * keeps its own page cache and size in the kernel, so handles opened on it
  * read the version they opened to its end and can never see pages of
  * another; the entry in the root is invalidated so that new lookups get the
- * new inode. Committed copies are read through the page cache (keep_cache);
- * a file still arriving, or an inode that is no longer current, with direct
+ * new inode. Committed copies are read through the page cache (keep_cache),
+ * and only through their own inode: an open of a copy through another
+ * version's inode (a name not looked up again yet) fails with ESTALE, and
+ * the VFS looks the name up again. A file still arriving is read with direct
  * I/O.
  *
  * Handles: the kernel may process a release while a read of the same file
