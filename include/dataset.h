@@ -92,14 +92,18 @@ void datasets_on_change(void (*fn)(const char *file));
  */
 uint64_t dataset_generation(int ds, enum file_kind kind);
 
-/* Size (0 while unknown), modification time and generation of a data file, taken together. */
-void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime, uint64_t *gen);
+/*
+ * Size (0 while unknown) and modification time of generation gen of a data
+ * file: the current one, or one of the last few committed copies replaced.
+ * false when gen is neither; the current attributes are given then.
+ */
+bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int64_t *mtime);
 
 /* An open data file: a committed copy (fd >= 0) or a transfer's feed. */
 struct dataset_reader {
 	int fd;
 	struct feed *feed;
-	uint64_t gen; /* the generation read: a committed copy's, or the one it will get */
+	uint64_t gen; /* the generation current at the open */
 };
 
 /*

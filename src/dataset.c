@@ -29,6 +29,7 @@
 #define OPEN_TRIES	 5
 #define POLL_NS		 (50 * 1000 * 1000)
 #define SHUTDOWN_WAIT_S	 10
+#define RETIRED_KEPT	 8 /* replaced copies whose attributes are remembered, per kind */
 #define MAX_RESTARTS	 3 /* new versions seen by segments before a download counts a fault */
 /* on_body's own code: segment 0 is complete, the first connection stops there. */
 #define SEGMENT0_DONE (-EALREADY)
@@ -49,6 +50,13 @@ struct transfer {
 	struct dataset_result res; /* guarded by ds->lock; final once done */
 };
 
+/* What a generation that had a committed copy looked like. */
+struct version_attr {
+	uint64_t gen;
+	int64_t size;
+	int64_t mtime;
+};
+
 struct dataset {
 	int index; /* constant */
 	pthread_mutex_t lock;
@@ -66,6 +74,8 @@ struct dataset {
 	struct transfer *download; /* guarded by lock; in flight or NULL */
 	struct transfer *extract;  /* guarded by lock; in flight or NULL */
 	char error[256];	   /* guarded by lock */
+	/* guarded by lock: the last few copies replaced, at gen % RETIRED_KEPT */
+	struct version_attr retired[2][RETIRED_KEPT];
 };
 
 static struct dataset sets[CATALOG_COUNT];
@@ -129,11 +139,42 @@ static int dup_fd(int fd)
 	return copy < 0 ? -errno : copy;
 }
 
-/* Makes fd (taken over) the committed copy of kind; d->lock held. Returns the old one to close. */
+/* Size (0 while unknown) and modification time of kind as it is now; d->lock held. */
+static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, int64_t *mtime)
+{
+	struct transfer *t;
+	uint64_t filled;
+	int ended, err;
+
+	*size = 0;
+	*mtime = d->cached ? d->gz.mtime : 0;
+	if (kind == KIND_GZ && d->cached) {
+		*size = d->gz.size;
+	} else if (kind == KIND_TSV && d->extracted) {
+		*size = d->tsv.size;
+		*mtime = d->tsv.mtime;
+	} else if (kind == KIND_TSV && d->cached && d->gz.tsv_size >= 0) {
+		*size = d->gz.tsv_size;
+	} else if ((t = kind == KIND_GZ ? d->download : d->extract) && t->feed) {
+		feed_progress(t->feed, &filled, size, &ended, &err);
+		if (*size < 0)
+			*size = 0;
+	}
+}
+
+/*
+ * Makes fd (taken over) the committed copy of kind; d->lock held, and the
+ * dataset's metadata still the old copy's. Returns the old one to close.
+ */
 static int swap_fd_locked(struct dataset *d, enum file_kind kind, int fd)
 {
 	int old = d->fd[kind];
 
+	if (old >= 0) {
+		struct version_attr *v = &d->retired[kind][d->gen[kind] % RETIRED_KEPT];
+		v->gen = d->gen[kind];
+		stat_locked(d, kind, &v->size, &v->mtime);
+	}
 	d->fd[kind] = fd;
 	d->gen[kind]++;
 	return old;
@@ -720,9 +761,9 @@ static int commit_download(struct fetch *f)
 		return rc;
 	}
 	pthread_mutex_lock(&d->lock);
+	keep = swap_fd_locked(d, KIND_GZ, keep);
 	d->gz = f->next;
 	d->cached = true;
-	keep = swap_fd_locked(d, KIND_GZ, keep);
 	d->checked_at = f->next.fetched_at;
 	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
 	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
@@ -1339,9 +1380,9 @@ static int commit_extract(struct extract *x)
 			 "superseded: a newer download arrived meanwhile");
 		return -ESTALE;
 	}
+	keep = swap_fd_locked(d, KIND_TSV, keep);
 	d->tsv = m;
 	d->extracted = true;
-	keep = swap_fd_locked(d, KIND_TSV, keep);
 	pthread_mutex_unlock(&d->lock);
 	close_fd(keep);
 	notify_change(file_of(x->t));
@@ -1462,6 +1503,9 @@ static int init_dataset(struct dataset *d, int index)
 	if (rc)
 		return -rc;
 	d->fd[KIND_GZ] = d->fd[KIND_TSV] = -1;
+	for (int k = KIND_GZ; k <= KIND_TSV; k++)
+		for (int i = 0; i < RETIRED_KEPT; i++)
+			d->retired[k][i].gen = UINT64_MAX; /* none yet */
 	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->fd[KIND_GZ]);
 	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->fd[KIND_TSV]);
 	if (d->cached && d->extracted && !meta_same_version(&d->gz, &d->tsv)) {
@@ -1549,30 +1593,22 @@ uint64_t dataset_generation(int ds, enum file_kind kind)
 	return gen;
 }
 
-void dataset_stat(int ds, enum file_kind kind, int64_t *size, int64_t *mtime, uint64_t *gen)
+bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int64_t *mtime)
 {
 	struct dataset *d = &sets[ds];
-	struct transfer *t;
-	uint64_t filled;
-	int ended, err;
+	const struct version_attr *v = &d->retired[kind][gen % RETIRED_KEPT];
+	bool known = true;
 
 	pthread_mutex_lock(&d->lock);
-	*gen = d->gen[kind];
-	*size = 0;
-	*mtime = d->cached ? d->gz.mtime : 0;
-	if (kind == KIND_GZ && d->cached) {
-		*size = d->gz.size;
-	} else if (kind == KIND_TSV && d->extracted) {
-		*size = d->tsv.size;
-		*mtime = d->tsv.mtime;
-	} else if (kind == KIND_TSV && d->cached && d->gz.tsv_size >= 0) {
-		*size = d->gz.tsv_size;
-	} else if ((t = kind == KIND_GZ ? d->download : d->extract) && t->feed) {
-		feed_progress(t->feed, &filled, size, &ended, &err);
-		if (*size < 0)
-			*size = 0;
+	if (v->gen == gen) {
+		*size = v->size;
+		*mtime = v->mtime;
+	} else {
+		stat_locked(d, kind, size, mtime);
+		known = gen == d->gen[kind];
 	}
 	pthread_mutex_unlock(&d->lock);
+	return known;
 }
 
 /* A stale copy is served at once while a conditional refresh runs behind it. */

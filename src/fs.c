@@ -13,11 +13,13 @@
  * keeps its own page cache and size in the kernel, so handles opened on it
  * read the version they opened to its end and can never see pages of
  * another; the entry in the root is invalidated so that new lookups get the
- * new inode. Committed copies are read through the page cache (keep_cache),
- * and only through their own inode: an open of a copy through another
- * version's inode (a name not looked up again yet) fails with ESTALE, and
- * the VFS looks the name up again. A file still arriving is read with direct
- * I/O.
+ * new inode. An inode's attributes are always its own version's, which the
+ * kernel applies to every handle on it: the dataset layer remembers the last
+ * few replaced copies, and an older inode takes them from a handle of that
+ * version still open on it. Committed copies are read through the page cache
+ * (keep_cache) of their own inode; a file still arriving is read with
+ * direct I/O. An open through the inode of a version that has gone reads
+ * that version while a handle holds it (see open_old_version()).
  *
  * Handles: the kernel may process a release while a read of the same file
  * is still being served (parallel direct I/O requests), so fh is an id that
@@ -130,10 +132,7 @@ static int node_of_ino(fuse_ino_t ino, struct node *n)
 	return 0;
 }
 
-/*
- * The size of the version a data handle reads: its committed copy's, or its
- * feed's (as far as known), never the dataset's current one.
- */
+/* The size of a data handle's version: its committed copy's, or its feed's as far as known. */
 static int64_t handle_size(const struct handle *h)
 {
 	uint64_t filled;
@@ -146,9 +145,11 @@ static int64_t handle_size(const struct handle *h)
 	return size >= 0 ? size : (int64_t)filled;
 }
 
-static bool reads_data(const struct handle *h)
+/* Whether h reads data of its inode's own version (not one opened through an older inode). */
+static bool reads_own_version(const struct handle *h)
 {
-	return h->node.type == NODE_DATA && (h->reader.fd >= 0 || h->reader.feed);
+	return h->node.type == NODE_DATA && (h->reader.fd >= 0 || h->reader.feed) &&
+	       h->reader.gen == h->node.gen;
 }
 
 /* The attributes of an inode that is no longer current, from a handle still open on it. */
@@ -158,7 +159,7 @@ static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
 
 	pthread_mutex_lock(&gens_lock);
 	for (struct handle *h = open_handles; h && !found; h = h->next) {
-		if (h->ino == ino && reads_data(h)) {
+		if (h->ino == ino && reads_own_version(h)) {
 			*size = handle_size(h);
 			*mtime = h->mtime;
 			found = true;
@@ -171,7 +172,6 @@ static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
 static void fill_attr(fuse_ino_t ino, const struct node *n, struct stat *st)
 {
 	int64_t size = 0, mtime = 0;
-	uint64_t gen;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -190,8 +190,7 @@ static void fill_attr(fuse_ino_t ino, const struct node *n, struct stat *st)
 		st->st_mtime = time(NULL);
 		break;
 	case NODE_DATA:
-		dataset_stat(n->ds, n->kind, &size, &mtime, &gen);
-		if (gen != n->gen)
+		if (!dataset_stat(n->ds, n->kind, n->gen, &size, &mtime))
 			old_version_attr(ino, &size, &mtime);
 		st->st_mode = S_IFREG | 0444;
 		st->st_size = (off_t)size;
@@ -272,7 +271,6 @@ static void put_handle(struct handle *h)
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h;
 	struct stat st;
 	struct node n;
 
@@ -280,12 +278,8 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
+	(void)fi; /* the attributes are the inode's, whichever handle asks */
 	fill_attr(ino, &n, &st);
-	if (fi && (h = get_handle(fi))) {
-		if (reads_data(h))
-			st.st_size = (off_t)handle_size(h); /* the version this handle reads */
-		put_handle(h);
-	}
 	fuse_reply_attr(req, &st, TIMEOUT_S);
 }
 
@@ -414,6 +408,35 @@ static void free_all_handles(void)
 	pthread_mutex_unlock(&gens_lock);
 }
 
+/*
+ * An open through an inode whose version has gone (a name the kernel had not
+ * looked up again yet, or /proc/PID/fd): like an unlinked file, it reads that
+ * version while a handle still holds it. Else it keeps the current version
+ * dataset_open() gave, with direct I/O, which ends where the daemon's data
+ * ends and not at the inode's size.
+ */
+static void open_old_version(struct handle *h, struct fuse_file_info *fi)
+{
+	struct dataset_reader own = {.fd = -1, .feed = NULL, .gen = h->node.gen};
+
+	pthread_mutex_lock(&gens_lock);
+	for (struct handle *o = open_handles; o && own.fd < 0; o = o->next) {
+		if (o->ino == h->ino && reads_own_version(o) && o->reader.fd >= 0) {
+			own.fd = fcntl(o->reader.fd, F_DUPFD_CLOEXEC, 0);
+			h->size = o->size;
+			h->mtime = o->mtime;
+		}
+	}
+	pthread_mutex_unlock(&gens_lock);
+	if (own.fd < 0) {
+		fi->direct_io = 1;
+		return;
+	}
+	dataset_close(&h->reader);
+	h->reader = own;
+	fi->keep_cache = 1;
+}
+
 static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
 {
 	struct stat sb;
@@ -424,22 +447,18 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 	rc = dataset_open(h->node.ds, h->node.kind, &h->reader, req_interrupted, req);
 	if (rc)
 		return rc;
+	if (h->reader.gen != h->node.gen) {
+		open_old_version(h, fi);
+		return 0;
+	}
 	if (h->reader.fd < 0) {
 		fi->direct_io = 1; /* still arriving: no final size to page against */
 		return 0;
 	}
 	if (fstat(h->reader.fd, &sb) < 0)
 		return -errno;
-	/*
-	 * An inode of another version (a name the kernel had not looked up
-	 * again yet) carries that version's size, which the kernel applies to
-	 * every read: ESTALE makes the VFS look the name up again (LOOKUP_REVAL)
-	 * and open the copy's own inode.
-	 */
-	if (h->node.gen != h->reader.gen)
-		return -ESTALE; /* the caller's free_handle() closes the copy */
 	h->size = (int64_t)sb.st_size;
-	dataset_stat(h->node.ds, h->node.kind, &(int64_t){0}, &h->mtime, &(uint64_t){0});
+	dataset_stat(h->node.ds, h->node.kind, h->node.gen, &(int64_t){0}, &h->mtime);
 	fi->keep_cache = 1;
 	return 0;
 }

@@ -303,3 +303,37 @@ def test_handle_opened_while_arriving_keeps_its_size_after_a_refresh(versions, o
         assert os.fstat(handle.fileno()).st_size == len(v1)
         rest = handle.read()
     assert first + rest == v1
+
+
+@pytest.mark.timeout_s(60)
+def test_an_open_through_an_old_inode_never_changes_its_size(versions, origin_factory, mount,
+                                                            tmp_path):
+    """After rm and a new origin version, an open through the removed version's inode (here
+    /proc/self/fd; in life a name the kernel has not looked up again yet) reads that version
+    while a handle holds it, else the current one, each to its own end; the inode keeps its
+    version's size throughout."""
+    d = "title.principals"
+    data = tmp_path / "origin-data"
+    install_all(versions, 1, data)
+    v1, v2 = versions.gz(1, d), versions.gz(2, d)
+    assert len(v1) > len(v2)  # a cut at v2's size would show
+    m = mount(origin_factory(data).url())
+    path = m / (d + ".tsv.gz")
+    assert read_bytes(path) == v1
+    inode = os.open(path, os.O_PATH)  # holds the inode, opens nothing
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            first = handle.read(1000)
+            os.unlink(path)
+            install_all(versions, 2, data, [d])
+            assert read_bytes("/proc/self/fd/%d" % handle.fileno()) == v1
+            time.sleep(1.5)  # past the attribute timeout: the kernel asks again
+            assert os.stat("/proc/self/fd/%d" % inode).st_size == len(v1)
+            rest = handle.read()
+        assert first + rest == v1
+        assert read_bytes("/proc/self/fd/%d" % inode) == v2
+        assert os.stat("/proc/self/fd/%d" % inode).st_size == len(v1)
+    finally:
+        os.close(inode)
+    assert os.path.getsize(path) == len(v2)
+    assert read_bytes(path) == v2
