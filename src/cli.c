@@ -203,8 +203,7 @@ static int jobs_outcome(const cJSON *st, const double *ids, int n)
 
 int cli_wait(int argc, char *argv[])
 {
-	/* Short: a status read costs the daemon microseconds, and scripts time what they wait for.
-	 */
+	/* Short: a status read costs the daemon microseconds; scripts time what they wait for. */
 	struct timespec tick = {0, 20 * 1000 * 1000};
 	const char *mount = NULL;
 	double timeout = 0, deadline, ids[64];

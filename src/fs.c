@@ -152,21 +152,29 @@ static bool reads_own_version(const struct handle *h)
 	       h->reader.gen == h->node.gen;
 }
 
+/* An open handle reading ino's own version (a committed copy, if copy); gens_lock held. */
+static struct handle *own_version_handle_locked(fuse_ino_t ino, bool copy)
+{
+	struct handle *h;
+
+	for (h = open_handles; h; h = h->next)
+		if (h->ino == ino && reads_own_version(h) && (!copy || h->reader.fd >= 0))
+			break;
+	return h;
+}
+
 /* The attributes of an inode that is no longer current, from a handle still open on it. */
 static bool old_version_attr(fuse_ino_t ino, int64_t *size, int64_t *mtime)
 {
-	bool found = false;
+	struct handle *h;
 
 	pthread_mutex_lock(&gens_lock);
-	for (struct handle *h = open_handles; h && !found; h = h->next) {
-		if (h->ino == ino && reads_own_version(h)) {
-			*size = handle_size(h);
-			*mtime = h->mtime;
-			found = true;
-		}
+	if ((h = own_version_handle_locked(ino, false))) {
+		*size = handle_size(h);
+		*mtime = h->mtime;
 	}
 	pthread_mutex_unlock(&gens_lock);
-	return found;
+	return h != NULL;
 }
 
 static void fill_attr(fuse_ino_t ino, const struct node *n, struct stat *st)
@@ -418,14 +426,13 @@ static void free_all_handles(void)
 static void open_old_version(struct handle *h, struct fuse_file_info *fi)
 {
 	struct dataset_reader own = {.fd = -1, .feed = NULL, .gen = h->node.gen};
+	struct handle *o;
 
 	pthread_mutex_lock(&gens_lock);
-	for (struct handle *o = open_handles; o && own.fd < 0; o = o->next) {
-		if (o->ino == h->ino && reads_own_version(o) && o->reader.fd >= 0) {
-			own.fd = fcntl(o->reader.fd, F_DUPFD_CLOEXEC, 0);
-			h->size = o->size;
-			h->mtime = o->mtime;
-		}
+	if ((o = own_version_handle_locked(h->ino, true)) &&
+	    (own.fd = fcntl(o->reader.fd, F_DUPFD_CLOEXEC, 0)) >= 0) {
+		h->size = o->size;
+		h->mtime = o->mtime;
 	}
 	pthread_mutex_unlock(&gens_lock);
 	if (own.fd < 0) {
