@@ -88,9 +88,11 @@ static int parse_words(enum job_command cmd, char *line, struct command *out, ch
 		} else if ((ds = catalog_lookup_dataset(w)) >= 0) {
 			out->mask |= 1u << ds;
 		} else {
-			return refuse(
-			    err, errlen,
-			    "unknown dataset '%.64s': use 'all' or names like title.basics", w);
+			char word[65]; /* at most 64 bytes of it, cut between characters */
+			json_utf8_copy(word, sizeof(word), w, strlen(w));
+			return refuse(err, errlen,
+				      "unknown dataset '%s': use 'all' or names like title.basics",
+				      word);
 		}
 	}
 	if (!out->mask)
@@ -121,12 +123,15 @@ int control_parse_command(enum job_command cmd, const char *buf, size_t len, str
 static void remember_error(enum control_file id, const char *buf, size_t len, const char *why)
 {
 	cJSON *e = cJSON_CreateObject();
-	char stamp[32], input[128];
+	char stamp[32], input[101];
+	size_t n = 0;
 
 	if (!e)
 		return;
-	snprintf(input, sizeof(input), "%.*s", (int)(len < 100 ? len : 100), buf);
-	input[strcspn(input, "\r\n")] = '\0';
+	while (n < len && buf[n] != '\r' && buf[n] != '\n')
+		n++;
+	/* Its first line as UTF-8 (it may be any bytes), at most 100 bytes of it. */
+	json_utf8_copy(input, sizeof(input), buf, n);
 	clock_iso8601(clock_wall(), stamp, sizeof(stamp));
 	cJSON_AddStringToObject(e, "file", names[id]);
 	cJSON_AddStringToObject(e, "input", input);
