@@ -336,7 +336,7 @@ cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const 
 	cJSON_AddStringToObject(o, "version", IMDBFS_VERSION);
 	add_time(o, "timestamp", now);
 	cJSON_AddStringToObject(o, "storage", config_storage_name(cfg->storage));
-	cJSON_AddStringToObject(o, "origin", cfg->origin);
+	cJSON_AddStringToObject(o, "origin", cfg->origin_shown);
 	cJSON_AddNumberToObject(o, "uptime_s", (double)(long long)(now - started));
 	cJSON_AddItemToObject(o, "problems", problems);
 	return o;
@@ -373,7 +373,7 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 
 	if (!o)
 		return NULL;
-	cJSON_AddStringToObject(o, "origin", cfg->origin);
+	cJSON_AddStringToObject(o, "origin", cfg->origin_shown);
 	cJSON_AddStringToObject(o, "cache_dir", cfg->cache_dir);
 	cJSON_AddStringToObject(o, "storage", config_storage_name(cfg->storage));
 	cJSON_AddStringToObject(o, "container", cfg->container);

@@ -773,7 +773,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 		conn->max_read = config->max_read;
 	datasets_resume();
 	schedule_start(config);
-	log_info("mounted: origin %s, cache %s", config->origin, config->cache_dir);
+	log_info("mounted: origin %s, cache %s", config->origin_shown, config->cache_dir);
 }
 
 static void ll_destroy(void *userdata)
