@@ -176,6 +176,7 @@ def read(path):
         return f.read()
 out["data"] = read("%(file)s").hex()
 out["status"] = json.loads(read(".control/status"))["datasets"]["title.ratings"]["state"]
+out["w_ok"] = os.access(os.path.join(mnt, ".control/download"), os.W_OK)
 attempt("rm", lambda: os.unlink(os.path.join(mnt, "%(file)s")))
 attempt("rm_tsv", lambda: os.unlink(os.path.join(mnt, "title.basics.tsv")))
 attempt("truncate", lambda: os.truncate(os.path.join(mnt, "%(file)s"), 0))
@@ -208,8 +209,10 @@ def test_other_users_read_but_cannot_evict_or_command(public_mount, origin, samp
 
     assert bytes.fromhex(got["data"]) == want
     assert got["status"] == "cached"
+    # access(2) tells the truth only when the kernel checks the modes (README, Security).
+    assert got["w_ok"] is ("default_permissions" not in opts)
     denied = {k: errno.errorcode.get(v, v) for k, v in got.items()
-              if k not in ("data", "status")}
+              if k not in ("data", "status", "w_ok")}
     assert denied == {k: "EACCES" for k in denied}, denied
     # Nothing was evicted, deleted or started.
     assert (m.cache_dir / FILE).is_file()
