@@ -18,8 +18,10 @@ struct fuse_args;
 enum storage_kind { STORAGE_LOCAL, STORAGE_AZURE };
 
 struct config {
-	char *origin;	 /* base URL, always ends in '/' */
-	char *cache_dir; /* local cache directory */
+	char *origin;	    /* base URL, always ends in '/'; may hold a password */
+	char *origin_shown; /* origin with its credentials as "***" (http_url_redact()): the
+			       only form that logs, .control/ and cache metadata see */
+	char *cache_dir;    /* local cache directory */
 	enum storage_kind storage;
 	char *container; /* Azure container name */
 	unsigned concurrency;
@@ -57,6 +59,13 @@ int config_load(struct config *cfg, struct fuse_args *args, config_env_fn env, c
 		size_t errlen);
 
 void config_free(struct config *cfg);
+
+/*
+ * Overwrites with '*' the password (or a lone user name) of every URL in
+ * argv[1..argc), so that /proc/PID/cmdline and ps no longer show one given
+ * with -o origin=...; call once config_load() has taken its copies.
+ */
+void config_hide_argv(int argc, char *argv[]);
 
 /*
  * How many segments (parallel ranged connections) a download of size bytes

@@ -74,4 +74,16 @@ void http_conn_free(struct http_conn *c); /* NULL ok */
 int http_get(const struct http_request *rq, struct http_response *rs, const struct http_sink *sink,
 	     char *err, size_t errlen);
 
+/* What a redacted credential is shown as. */
+#define HTTP_REDACTED "***"
+
+/*
+ * The URL as it may be shown or stored (logs, .control/, cache metadata):
+ * a password in it replaced by "***", or a user name without a password
+ * (often a token) by "***". Requests keep using the URL itself. *out is
+ * owned by the caller, free with free(). 0, -EINVAL (not a URL curl can
+ * parse) or -ENOMEM.
+ */
+int http_url_redact(const char *url, char **out);
+
 #endif

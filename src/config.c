@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "gunzip.h"
+#include "http.h"
 
 enum opt_key {
 	KEY_ORIGIN,
@@ -159,21 +160,24 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 
 static int resolve_origin(struct config *cfg, const char *v, char *err, size_t errlen)
 {
+	/* An error line must not show a password either. */
+	const char *shown = v && strchr(v, '@') ? "(with credentials, not shown)" : v;
 	size_t n;
 	const char *host;
+	int rc;
 
 	if (!v)
-		v = CONFIG_DEFAULT_ORIGIN;
+		v = shown = CONFIG_DEFAULT_ORIGIN;
 	if (strncmp(v, "http://", 7) == 0)
 		host = v + 7;
 	else if (strncmp(v, "https://", 8) == 0)
 		host = v + 8;
 	else
 		return fail(err, errlen, "invalid %s '%s': must be an http:// or https:// URL",
-			    "origin", v);
+			    "origin", shown);
 	if (*host == '\0' || *host == '/' || strpbrk(v, " \t\r\n?#"))
 		return fail(err, errlen, "invalid %s '%s': must be an http:// or https:// URL",
-			    "origin", v);
+			    "origin", shown);
 	n = strlen(v);
 	cfg->origin = malloc(n + 2);
 	if (!cfg->origin)
@@ -181,7 +185,10 @@ static int resolve_origin(struct config *cfg, const char *v, char *err, size_t e
 	memcpy(cfg->origin, v, n + 1);
 	if (v[n - 1] != '/')
 		strcpy(cfg->origin + n, "/");
-	return 0;
+	rc = http_url_redact(cfg->origin, &cfg->origin_shown);
+	if (rc == -EINVAL)
+		return fail(err, errlen, "invalid %s '%s': not a valid URL", "origin", shown);
+	return rc;
 }
 
 static int resolve_cache_dir(struct config *cfg, const char *v, config_env_fn env, char *err,
@@ -423,6 +430,7 @@ out:
 void config_free(struct config *cfg)
 {
 	free(cfg->origin);
+	free(cfg->origin_shown);
 	free(cfg->cache_dir);
 	free(cfg->container);
 	free(cfg->cafile);
@@ -463,4 +471,24 @@ double config_backoff(const struct config *cfg, int attempt, double retry_after,
 	if (retry_after > wait)
 		wait = retry_after < cap ? retry_after : cap;
 	return wait;
+}
+
+void config_hide_argv(int argc, char *argv[])
+{
+	for (int i = 1; i < argc; i++) {
+		for (char *p = argv[i]; (p = strstr(p, "://"));) {
+			char *start = p += 3, *end = start + strcspn(start, "/?#,"), *at = NULL;
+			char *colon;
+			for (char *q = start; q < end; q++)
+				if (*q == '@')
+					at = q;
+			if (!at)
+				continue;
+			colon = memchr(start, ':', (size_t)(at - start));
+			/* The password, or a user name without one (a token). */
+			if (colon)
+				start = colon + 1;
+			memset(start, '*', (size_t)(at - start));
+		}
+	}
 }

@@ -88,9 +88,11 @@ static int parse_words(enum job_command cmd, char *line, struct command *out, ch
 		} else if ((ds = catalog_lookup_dataset(w)) >= 0) {
 			out->mask |= 1u << ds;
 		} else {
-			return refuse(
-			    err, errlen,
-			    "unknown dataset '%.64s': use 'all' or names like title.basics", w);
+			char word[65]; /* at most 64 bytes of it, cut between characters */
+			json_utf8_copy(word, sizeof(word), w, strlen(w));
+			return refuse(err, errlen,
+				      "unknown dataset '%s': use 'all' or names like title.basics",
+				      word);
 		}
 	}
 	if (!out->mask)
@@ -121,12 +123,15 @@ int control_parse_command(enum job_command cmd, const char *buf, size_t len, str
 static void remember_error(enum control_file id, const char *buf, size_t len, const char *why)
 {
 	cJSON *e = cJSON_CreateObject();
-	char stamp[32], input[128];
+	char stamp[32], input[101];
+	size_t n = 0;
 
 	if (!e)
 		return;
-	snprintf(input, sizeof(input), "%.*s", (int)(len < 100 ? len : 100), buf);
-	input[strcspn(input, "\r\n")] = '\0';
+	while (n < len && buf[n] != '\r' && buf[n] != '\n')
+		n++;
+	/* Its first line as UTF-8 (it may be any bytes), at most 100 bytes of it. */
+	json_utf8_copy(input, sizeof(input), buf, n);
 	clock_iso8601(clock_wall(), stamp, sizeof(stamp));
 	cJSON_AddStringToObject(e, "file", names[id]);
 	cJSON_AddStringToObject(e, "input", input);
@@ -331,7 +336,7 @@ cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const 
 	cJSON_AddStringToObject(o, "version", IMDBFS_VERSION);
 	add_time(o, "timestamp", now);
 	cJSON_AddStringToObject(o, "storage", config_storage_name(cfg->storage));
-	cJSON_AddStringToObject(o, "origin", cfg->origin);
+	cJSON_AddStringToObject(o, "origin", cfg->origin_shown);
 	cJSON_AddNumberToObject(o, "uptime_s", (double)(long long)(now - started));
 	cJSON_AddItemToObject(o, "problems", problems);
 	return o;
@@ -368,7 +373,7 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 
 	if (!o)
 		return NULL;
-	cJSON_AddStringToObject(o, "origin", cfg->origin);
+	cJSON_AddStringToObject(o, "origin", cfg->origin_shown);
 	cJSON_AddStringToObject(o, "cache_dir", cfg->cache_dir);
 	cJSON_AddStringToObject(o, "storage", config_storage_name(cfg->storage));
 	cJSON_AddStringToObject(o, "container", cfg->container);

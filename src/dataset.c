@@ -368,7 +368,8 @@ struct fetch {
 	struct segments *segs; /* the other connections of a segmented download, or NULL */
 	bool sparse;	       /* the temporary may hold bytes past `written` (segments) */
 	bool segment_gave_up;  /* a segment used up its retries: the download fails */
-	char url[1024];
+	char url[1024];	       /* what is requested: may hold the origin's password */
+	char shown[1024];      /* url as logged and stored (config->origin_shown) */
 	char error[256];
 };
 
@@ -477,7 +478,7 @@ static void resume_partial(struct fetch *f)
 	keep = p.sparse ? (uint64_t)p.durable : present;
 	if (p.sparse && ftruncate(fd, (off_t)keep) < 0)
 		goto discard;
-	if (strcmp(p.version.url, f->url) != 0 ||
+	if (strcmp(p.version.url, f->shown) != 0 ||
 	    !(p.version.etag[0] || p.version.last_modified[0]))
 		goto discard;
 	if (reverify(fd, keep, &f->gz)) {
@@ -539,7 +540,7 @@ static int begin_body(struct fetch *f, const struct http_response *rs)
 		return -ENOMEM;
 	}
 	memset(&f->next, 0, sizeof(f->next));
-	snprintf(f->next.url, sizeof(f->next.url), "%s", f->url);
+	snprintf(f->next.url, sizeof(f->next.url), "%s", f->shown);
 	snprintf(f->next.etag, sizeof(f->next.etag), "%s", rs->etag);
 	snprintf(f->next.last_modified, sizeof(f->next.last_modified), "%s", rs->last_modified);
 	f->next.mtime = rs->mtime;
@@ -1057,6 +1058,8 @@ static void *download_main(void *arg)
 	int rc;
 
 	snprintf(f.url, sizeof(f.url), "%s%s", config->origin, catalog_file(d->index, KIND_GZ));
+	snprintf(f.shown, sizeof(f.shown), "%s%s", config->origin_shown,
+		 catalog_file(d->index, KIND_GZ));
 	pthread_mutex_lock(&d->lock);
 	f.conditional = d->cached && !t->force;
 	f.old = d->gz;
@@ -1068,7 +1071,7 @@ static void *download_main(void *arg)
 		if (store_azure_enabled() && !f.from_blob)
 			lease = take_turn(&f);
 		resume_partial(&f);
-		log_debug("%s: GET %s%s", file_of(t), f.from_blob ? "(container)" : f.url,
+		log_debug("%s: GET %s%s", file_of(t), f.from_blob ? "(container)" : f.shown,
 			  f.conditional ? " (conditional)" : "");
 		rc = fetch_tiered(&f, &unchanged);
 		slot_release();

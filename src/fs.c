@@ -98,6 +98,19 @@ static pthread_mutex_t gens_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct handle *open_handles; /* guarded by gens_lock: every open handle */
 static uint64_t next_handle_id = 1; /* guarded by gens_lock */
 
+/*
+ * Who may change the mount: evict (rm), truncate, or write a command. Under
+ * allow_other every local user reaches it, and reading stays open to them;
+ * changes are the mounting user's (the daemon's uid) and root's, as the
+ * modes shown say (root dir 0755 and command files 0644, owned by that user).
+ */
+static int may_change(fuse_req_t req)
+{
+	uid_t uid = fuse_req_ctx(req)->uid;
+
+	return uid == 0 || uid == getuid() ? 0 : -EACCES;
+}
+
 static int slot_of(int ds, enum file_kind kind)
 {
 	return ds * 2 + (int)kind;
@@ -190,7 +203,7 @@ static void fill_attr(fuse_ino_t ino, const struct node *n, struct stat *st)
 	switch (n->type) {
 	case NODE_ROOT:
 	case NODE_CONTROL_DIR:
-		st->st_mode = S_IFDIR | 0555;
+		st->st_mode = S_IFDIR | (n->type == NODE_ROOT ? 0755 : 0555); /* rm in the root */
 		st->st_nlink = n->type == NODE_ROOT ? 3 : 2;
 		break;
 	case NODE_CONTROL:
@@ -307,7 +320,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	if (n.type != NODE_CONTROL || !control_is_command(n.ctl)) {
+	if (n.type != NODE_CONTROL || !control_is_command(n.ctl) || may_change(req)) {
 		fuse_reply_err(req, EACCES);
 		return;
 	}
@@ -470,11 +483,11 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 	return 0;
 }
 
-static int open_control(struct handle *h, struct fuse_file_info *fi)
+static int open_control(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
 {
 	int acc = fi->flags & O_ACCMODE;
 
-	if (acc != O_RDONLY && !control_is_command(h->node.ctl))
+	if (acc != O_RDONLY && (!control_is_command(h->node.ctl) || may_change(req)))
 		return -EACCES;
 	fi->direct_io = 1;
 	if (acc == O_WRONLY)
@@ -497,7 +510,7 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!rc && h->node.type == NODE_DATA)
 		rc = open_data(req, h, fi);
 	else if (!rc && h->node.type == NODE_CONTROL)
-		rc = open_control(h, fi);
+		rc = open_control(req, h, fi);
 	else if (!rc)
 		rc = -EISDIR;
 	if (rc) {
@@ -571,7 +584,8 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	(void)ino, (void)off;
 	if (!h)
 		rc = -EBADF;
-	else if (h->node.type == NODE_CONTROL && control_is_command(h->node.ctl))
+	else if (h->node.type == NODE_CONTROL && control_is_command(h->node.ctl) &&
+		 !may_change(req))
 		rc = control_write(h->node.ctl, buf, size);
 	if (h)
 		put_handle(h);
@@ -604,6 +618,10 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	if (n.type != NODE_DATA) {
 		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (may_change(req)) {
+		fuse_reply_err(req, EACCES);
 		return;
 	}
 	dataset_evict(n.ds, n.kind);
@@ -755,7 +773,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 		conn->max_read = config->max_read;
 	datasets_resume();
 	schedule_start(config);
-	log_info("mounted: origin %s, cache %s", config->origin, config->cache_dir);
+	log_info("mounted: origin %s, cache %s", config->origin_shown, config->cache_dir);
 }
 
 static void ll_destroy(void *userdata)

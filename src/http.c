@@ -385,3 +385,47 @@ out:
 		curl_easy_cleanup(t.curl);
 	return rc;
 }
+
+/* Whether u has the part: 1, 0, or -1 when curl failed to say. */
+static int has_part(CURLU *u, CURLUPart part, CURLUcode absent, char **value)
+{
+	CURLUcode uc = curl_url_get(u, part, value, 0);
+
+	return uc == CURLUE_OK ? 1 : uc == absent ? 0 : -1;
+}
+
+/*
+ * curl takes the URL apart, so that what counts as the userinfo is what it
+ * will send; a URL without credentials is kept as written (the metadata of
+ * existing caches holds it so).
+ */
+int http_url_redact(const char *url, char **out)
+{
+	CURLU *u = curl_url();
+	char *user = NULL, *password = NULL, *shown = NULL;
+	int has_user, has_password, rc = -EINVAL;
+
+	*out = NULL;
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    (has_user = has_part(u, CURLUPART_USER, CURLUE_NO_USER, &user)) < 0 ||
+	    (has_password = has_part(u, CURLUPART_PASSWORD, CURLUE_NO_PASSWORD, &password)) < 0)
+		goto out;
+	if (!has_user && !has_password) {
+		rc = (*out = strdup(url)) ? 0 : -ENOMEM;
+		goto out;
+	}
+	/* A user name without a password is often a token: that is hidden instead. */
+	if (curl_url_set(u, has_password ? CURLUPART_PASSWORD : CURLUPART_USER, HTTP_REDACTED, 0) !=
+		CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_URL, &shown, 0) != CURLUE_OK)
+		goto out;
+	rc = (*out = strdup(shown)) ? 0 : -ENOMEM;
+out:
+	curl_free(user);
+	curl_free(password);
+	curl_free(shown);
+	curl_url_cleanup(u);
+	return rc;
+}

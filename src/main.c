@@ -148,6 +148,7 @@ int main(int argc, char *argv[])
 		fuse_opt_free_args(&args);
 		return 1;
 	}
+	config_hide_argv(argc, argv);
 	if (fuse_opt_insert_arg(&args, 1, "-ofsname=imdbfs,subtype=imdbfs")) {
 		fprintf(stderr, "imdbfs: out of memory\n");
 		rc = 1;

@@ -1,6 +1,7 @@
 /* meta.c - see meta.h */
 #include "meta.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -11,6 +12,28 @@
 #include "clock.h"
 #include "json.h"
 
+/*
+ * An origin's ETag may hold any bytes (HTTP allows obs-text), and a
+ * revalidation must send them back exactly, but JSON holds UTF-8 only: a
+ * value that is not valid UTF-8 is written readable (repaired) under key
+ * and exact, in hex, under key "_hex".
+ */
+static bool add_exact(cJSON *o, const char *key, const char *v)
+{
+	size_t len = strlen(v);
+	char name[32], hex[2 * sizeof(((struct meta *)0)->url) + 1];
+
+	if (!cJSON_AddStringToObject(o, key, v))
+		return false;
+	if (json_utf8_valid(v, len))
+		return true;
+	assert(len < sizeof(hex) / 2); /* every field of struct meta fits */
+	for (size_t i = 0; i < len; i++)
+		sprintf(hex + 2 * i, "%02x", (unsigned char)v[i]);
+	snprintf(name, sizeof(name), "%s_hex", key);
+	return cJSON_AddStringToObject(o, name, hex) != NULL;
+}
+
 static cJSON *meta_object(const struct meta *m)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -19,9 +42,8 @@ static cJSON *meta_object(const struct meta *m)
 	if (!o)
 		return NULL;
 	clock_iso8601(m->fetched_at, stamp, sizeof(stamp));
-	if (!cJSON_AddStringToObject(o, "url", m->url) ||
-	    !cJSON_AddStringToObject(o, "etag", m->etag) ||
-	    !cJSON_AddStringToObject(o, "last_modified", m->last_modified) ||
+	if (!add_exact(o, "url", m->url) || !add_exact(o, "etag", m->etag) ||
+	    !add_exact(o, "last_modified", m->last_modified) ||
 	    !cJSON_AddNumberToObject(o, "mtime", (double)m->mtime) ||
 	    !cJSON_AddNumberToObject(o, "size", (double)m->size) ||
 	    !cJSON_AddNumberToObject(o, "tsv_size", (double)m->tsv_size) ||
@@ -51,12 +73,44 @@ char *meta_partial_to_json(const struct meta_partial *p)
 	return json_print_line(o);
 }
 
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* The exact bytes add_exact() wrote as hex: no NUL, fits cap with its own. */
+static int get_hex(const char *hex, char *dst, size_t cap)
+{
+	size_t len = strlen(hex), i;
+
+	if (len % 2 || len / 2 >= cap)
+		return -EINVAL;
+	for (i = 0; i < len / 2; i++) {
+		int a = hex_digit(hex[2 * i]), b = hex_digit(hex[2 * i + 1]);
+		if (a < 0 || b < 0 || (a | b) == 0)
+			return -EINVAL;
+		dst[i] = (char)(a << 4 | b);
+	}
+	dst[i] = '\0';
+	return 0;
+}
+
 static int get_string(const cJSON *o, const char *key, char *dst, size_t cap)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	const cJSON *exact;
+	char name[32];
 
 	if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap)
 		return -EINVAL;
+	snprintf(name, sizeof(name), "%s_hex", key);
+	exact = cJSON_GetObjectItemCaseSensitive(o, name);
+	if (exact)
+		return cJSON_IsString(exact) ? get_hex(exact->valuestring, dst, cap) : -EINVAL;
 	strcpy(dst, v->valuestring);
 	return 0;
 }

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fuse_opt.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "config.h"
@@ -95,6 +96,55 @@ static void test_config_defaults_with_only_home(void **state)
 	assert_false(cfg.foreground);
 	config_free(&cfg);
 	fuse_opt_free_args(&args);
+}
+
+static void expect_shown(const char *origin, const char *kept, const char *shown)
+{
+	char opt[256], *argv[] = {"imdbfs", "-o", opt, "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	snprintf(opt, sizeof(opt), "origin=%s", origin);
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_string_equal(cfg.origin, kept); /* the requests still carry it */
+	assert_string_equal(cfg.origin_shown, shown);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_origin_credentials_are_redacted_for_display(void **state)
+{
+	char opt[] = "origin=http://u:pw@bad host/", *argv[] = {"imdbfs", "-o", opt, "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	expect_shown("http://user:s3cret@h:8080/imdb", "http://user:s3cret@h:8080/imdb/",
+		     "http://user:***@h:8080/imdb/");
+	expect_shown("https://tok3n@h/", "https://tok3n@h/", "https://***@h/");
+	expect_shown("https://:pw@h/", "https://:pw@h/", "https://:***@h/");
+	expect_shown("http://h/a/", "http://h/a/", "http://h/a/"); /* as written */
+	/* Nor does the error line of a refused one show it. */
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err)), -EINVAL);
+	assert_null(strstr(err, "pw"));
+	assert_non_null(strstr(err, "origin"));
+	fuse_opt_free_args(&args);
+}
+
+static void test_config_hide_argv_overwrites_url_passwords(void **state)
+{
+	char a1[] = "-o", a2[] = "cache_dir=/c,origin=http://user:s3cret@h:1/x@y,log_level=debug";
+	char a3[] = "-oorigin=https://tok3n@h/", a4[] = "/mnt/a@b:c", a5[] = "http://h/p@q";
+	char *argv[] = {"imdbfs", a1, a2, a3, a4, a5};
+
+	(void)state;
+	config_hide_argv(ARGC(argv), argv);
+	assert_string_equal(a2, "cache_dir=/c,origin=http://user:******@h:1/x@y,log_level=debug");
+	assert_string_equal(a3, "-oorigin=https://*****@h/");
+	assert_string_equal(a4, "/mnt/a@b:c");	 /* not a URL */
+	assert_string_equal(a5, "http://h/p@q"); /* an @ in the path */
 }
 
 static void test_config_our_options_leave_args_mountpoint_stays(void **state)
@@ -519,6 +569,8 @@ int test_config_group(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_config_defaults_with_only_home),
 	    cmocka_unit_test(test_config_our_options_leave_args_mountpoint_stays),
+	    cmocka_unit_test(test_config_origin_credentials_are_redacted_for_display),
+	    cmocka_unit_test(test_config_hide_argv_overwrites_url_passwords),
 	    cmocka_unit_test(test_config_fuse_options_stay_in_args),
 	    cmocka_unit_test(test_config_command_line_beats_env_beats_default),
 	    cmocka_unit_test(test_config_env_used_when_no_option),

@@ -315,6 +315,7 @@ static struct config sample_config(void)
 {
 	struct config cfg = {
 	    .origin = "http://origin.test/",
+	    .origin_shown = "http://origin.test/",
 	    .cache_dir = "/var/cache/imdbfs",
 	    .storage = STORAGE_LOCAL,
 	    .container = "imdb-datasets",
