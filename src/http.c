@@ -346,12 +346,10 @@ static int classify_curl(const struct transfer *t, CURLcode cc, const char *deta
 	long status = t->rs->status;
 
 	if (cc == CURLE_UNSUPPORTED_PROTOCOL && status >= 300 && status < 400) {
-		snprintf(err, errlen,
-			 "HTTP %ld: refused a redirect to %s (%s), which this origin may not "
-			 "redirect to",
-			 status,
-			 is_https(t->rq->url) ? "plain http, a downgrade" : "another scheme",
-			 *detail ? detail : curl_easy_strerror(cc));
+		snprintf(err, errlen, "HTTP %ld: refused a redirect %s", status,
+			 is_https(t->rq->url)
+			     ? "away from https (an https origin is never downgraded)"
+			     : "to a scheme other than http and https");
 		return -EPROTO;
 	}
 	if (cc == CURLE_TOO_MANY_REDIRECTS) {
@@ -386,6 +384,10 @@ static int finish(struct transfer *t, CURLcode cc, const char *detail, char *err
 	if (t->stalled) {
 		snprintf(err, errlen, "stalled: under 1 KiB/s for %ld s", t->rq->stall_seconds);
 		return -EAGAIN;
+	}
+	if (t->error_cut && rs->status >= 300 && rs->status < 400) {
+		snprintf(err, errlen, "HTTP %ld: a redirect whose body does not end", rs->status);
+		return -EPROTO;
 	}
 	if (t->error_cut) /* the status is known; the rest of the page does not matter */
 		return classify_status(rs->status, err, errlen);
