@@ -335,3 +335,25 @@ def test_endless_chunked_body_stops_at_max_size(tmpfs, hostile, mount):
     assert st["state"] == "failed" and "max_size" in st["error"], st
     assert not (cache / GZ).exists()
     assert os.listdir(cache / ".partial") == []
+
+
+@pytest.mark.timeout_s(60)
+def test_gzip_bomb_stops_at_max_size(hostile, mount, bomb):
+    """Whatever the free space, a .tsv longer than max_size is never written: streamed, it
+    stops there; once its size is known from the verified .tsv.gz, it is refused at once."""
+    o = hostile()
+    o.files[GZ] = ("bytes", bomb)
+    m = mount(o.url(), extra_opts=fast_opts(retries=0, extra=["max_size=8M"]),
+              expected_errors=DATA_FILE_ERRORS)
+    got, err_no = read_until_error(m / TSV, chunk=1 << 20)
+    wait_idle(m)
+    assert err_no == errno.EIO and len(got) <= 8 * MIB and got == bytes(len(got)), (err_no,
+                                                                                   len(got))
+    assert any(TSV in l and "decompression stopped at max_size=%d" % (8 * MIB) in l
+               for l in m.stderr_text().splitlines() if util.ERROR_LINE.match(l))
+    assert read_bytes(m / GZ) == bomb
+    m.command("extract", D)
+    assert m.wait_job() == 1
+    err = job_failure(m, "failed_extractions", TSV)
+    assert "decompression refused: %d bytes, more than max_size=%d" % (512 * MIB, 8 * MIB) in err
+    assert not (m.cache_dir / TSV).exists()
