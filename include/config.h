@@ -35,6 +35,7 @@ struct config {
 	int refresh_at;	     /* minutes past midnight UTC of a daily refresh; -1 when off */
 	long refresh_every;  /* seconds between refreshes; 0 when off */
 	unsigned segments;   /* connections per origin download, 1..16; 0: by size */
+	uint64_t max_size;   /* bytes: the longest body downloaded, the largest .tsv written */
 	bool foreground;     /* -f or -d given */
 	unsigned max_read;   /* FUSE's -o max_read, 0 when not given */
 };
@@ -45,6 +46,9 @@ struct config {
 #define CONFIG_SEGMENT_AUTO_BYTES (64ull << 20)
 #define CONFIG_SEGMENTS_AUTO_MAX  4u
 #define CONFIG_BACKOFF_CAP	  60.0 /* the longest backoff, as a multiple of retry_delay */
+/* Four times the largest real file (title.principals.tsv, ~4 GB); more is refused as hostile. */
+#define CONFIG_DEFAULT_MAX_SIZE (16ull << 30)
+#define CONFIG_MAX_SIZE_LIMIT	(1ull << 60)
 
 /* Looks up an environment variable; getenv() in the daemon, a table in tests. */
 typedef const char *(*config_env_fn)(const char *name);
@@ -83,6 +87,12 @@ unsigned config_segments_for(const struct config *cfg, uint64_t size);
 double config_backoff(const struct config *cfg, int attempt, double retry_after, unsigned salt);
 
 const char *config_storage_name(enum storage_kind kind);
+
+/*
+ * A size in bytes: digits, optionally followed by K, M, G, T or P (powers of
+ * 1024, either case). 0 with *out in [1, CONFIG_MAX_SIZE_LIMIT], else -EINVAL.
+ */
+int config_parse_size(const char *s, uint64_t *out);
 
 /* Writes refresh_at's minutes past midnight as "HH:MM"; returns buf. */
 const char *config_hhmm(int minute, char buf[16]);

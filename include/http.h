@@ -4,6 +4,9 @@
  * One call is one request: conditional (If-None-Match, If-Modified-Since),
  * optionally ranged and tied to a version (Range + If-Range), with bounded
  * connect and stall timeouts and verified TLS. The body streams to a sink.
+ * An error or redirect page is read for at most a few KiB (one that never
+ * ends cannot hold the request). At most 5 redirects are followed, and from
+ * an https URL only to https: never a downgrade.
  * Failures come back as a class the caller can act on, with one line of
  * text that never contains credentials:
  *

@@ -44,8 +44,13 @@ struct segments;
 
 /* No piece is cut smaller than this (but the last). */
 #define SEGMENT_MIN_BYTES (1u << 20)
-/* Nor larger than this: a piece's bytes wait for every piece before it. */
-#define SEGMENT_MAX_PIECE (16u << 20)
+/*
+ * Nor larger than this (a piece's bytes wait for every piece before it),
+ * unless the file is longer than SEGMENT_PIECES_MAX of them: the table of
+ * pieces has a bound that no Content-Length can move.
+ */
+#define SEGMENT_MAX_PIECE  (16u << 20)
+#define SEGMENT_PIECES_MAX 4096u
 
 struct segments_spec {
 	const char *file;	   /* for log lines */
@@ -76,7 +81,8 @@ unsigned segments_count(const struct segments *s);
 
 /*
  * The size of the pieces (but the last): about an eighth of each
- * connection's share, within [SEGMENT_MIN_BYTES, SEGMENT_MAX_PIECE].
+ * connection's share, within [SEGMENT_MIN_BYTES, SEGMENT_MAX_PIECE], and
+ * large enough that there are at most SEGMENT_PIECES_MAX.
  */
 uint64_t segments_piece_bytes(const struct segments *s);
 

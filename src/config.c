@@ -30,6 +30,7 @@ enum opt_key {
 	KEY_REFRESH_EVERY,
 	KEY_DECODER,
 	KEY_SEGMENTS,
+	KEY_MAX_SIZE,
 	KEY_COUNT,
 	KEY_FOREGROUND = KEY_COUNT,
 	KEY_MAX_READ,
@@ -55,6 +56,7 @@ static const struct {
     [KEY_REFRESH_EVERY] = {"refresh_every", {"IMDBFS_REFRESH_EVERY"}},
     [KEY_DECODER] = {"decoder", {"IMDBFS_DECODER"}},
     [KEY_SEGMENTS] = {"segments", {"IMDBFS_SEGMENTS"}},
+    [KEY_MAX_SIZE] = {"max_size", {"IMDBFS_MAX_SIZE"}},
 };
 
 struct raw_opts {
@@ -81,6 +83,7 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("refresh_every=", KEY_REFRESH_EVERY),
     FUSE_OPT_KEY("decoder=", KEY_DECODER),
     FUSE_OPT_KEY("segments=", KEY_SEGMENTS),
+    FUSE_OPT_KEY("max_size=", KEY_MAX_SIZE),
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_FOREGROUND),
     FUSE_OPT_KEY("debug", KEY_FOREGROUND),
@@ -360,6 +363,44 @@ static int resolve_segments(struct config *cfg, const struct raw_opts *raw, conf
 	return 0;
 }
 
+int config_parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGTP";
+	unsigned long long v;
+	const char *u;
+	char *end;
+	int shift = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL; /* strtoull would take "-1" and " 1" */
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	if (*end && (u = strchr(units, toupper((unsigned char)*end))) && end[1] == '\0') {
+		shift = 10 * (int)(u - units + 1);
+		end++;
+	}
+	if (*end || v == 0 || v > (CONFIG_MAX_SIZE_LIMIT >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+static int resolve_max_size(struct config *cfg, const struct raw_opts *raw, config_env_fn env,
+			    char *err, size_t errlen)
+{
+	const char *v = pick(raw, KEY_MAX_SIZE, env);
+
+	cfg->max_size = CONFIG_DEFAULT_MAX_SIZE;
+	if (v && config_parse_size(v, &cfg->max_size))
+		return fail(err, errlen,
+			    "invalid %s '%s': must be a number of bytes from 1 to 2^60, "
+			    "optionally followed by K, M, G, T or P",
+			    "max_size", v);
+	return 0;
+}
+
 static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn env, char *err,
 		   size_t errlen)
 {
@@ -372,7 +413,8 @@ static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn
 	    (rc = resolve_container(cfg, pick(raw, KEY_CONTAINER, env), err, errlen)) ||
 	    (rc = resolve_numbers(cfg, raw, env, err, errlen)) ||
 	    (rc = resolve_refresh(cfg, raw, env, err, errlen)) ||
-	    (rc = resolve_segments(cfg, raw, env, err, errlen)))
+	    (rc = resolve_segments(cfg, raw, env, err, errlen)) ||
+	    (rc = resolve_max_size(cfg, raw, env, err, errlen)))
 		return rc;
 	v = pick(raw, KEY_DECODER, env);
 	cfg->decoder = gunzip_decoder();

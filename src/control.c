@@ -390,6 +390,7 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 		cJSON_AddNumberToObject(o, "segments", cfg->segments);
 	else
 		cJSON_AddStringToObject(o, "segments", "auto");
+	cJSON_AddNumberToObject(o, "max_size", (double)cfg->max_size);
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");
 	for (size_t i = 0; creds && i < sizeof(secrets) / sizeof(secrets[0]); i++) {
 		if (env_set(env, secrets[i]))

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "clock.h"
 #include "config.h"
 #include "feed.h"
@@ -368,6 +369,7 @@ struct fetch {
 	struct segments *segs; /* the other connections of a segmented download, or NULL */
 	bool sparse;	       /* the temporary may hold bytes past `written` (segments) */
 	bool segment_gave_up;  /* a segment used up its retries: the download fails */
+	struct budget budget;  /* what the temporary may grow to */
 	char url[1024];	       /* what is requested: may hold the origin's password */
 	char shown[1024];      /* url as logged and stored (config->origin_shown) */
 	char error[256];
@@ -629,8 +631,13 @@ static void plan_segments(struct fetch *f, const struct http_response *rs)
 static int on_response(void *ctx, const struct http_response *rs)
 {
 	struct fetch *f = ctx;
-	int rc = f->feed ? continue_body(f, rs) : begin_body(f, rs);
+	/* The whole file's announced size (a 200's Content-Length, a 206's Content-Range). */
+	int rc =
+	    budget_expect(&f->budget, rs->total, rs->status == 206 ? (uint64_t)rs->range_start : 0,
+			  f->error, sizeof(f->error));
 
+	if (!rc)
+		rc = f->feed ? continue_body(f, rs) : begin_body(f, rs);
 	if (!rc)
 		plan_segments(f, rs);
 	return rc;
@@ -658,6 +665,8 @@ static int on_body(void *ctx, const void *buf, size_t len)
 		return rc;
 	if (len > end - f->written)
 		len = (size_t)(end - f->written); /* the rest is another segment's */
+	if ((rc = budget_grow(&f->budget, f->written + len, f->error, sizeof(f->error))))
+		return rc;
 	rc = feed_pwrite_all(f->fd, buf, len, f->written);
 	if (rc) {
 		snprintf(f->error, sizeof(f->error), "cannot write the temporary: %s",
@@ -1060,6 +1069,7 @@ static void *download_main(void *arg)
 	snprintf(f.url, sizeof(f.url), "%s%s", config->origin, catalog_file(d->index, KIND_GZ));
 	snprintf(f.shown, sizeof(f.shown), "%s%s", config->origin_shown,
 		 catalog_file(d->index, KIND_GZ));
+	budget_init(&f.budget, config->cache_dir, "download", config->max_size);
 	pthread_mutex_lock(&d->lock);
 	f.conditional = d->cached && !t->force;
 	f.old = d->gz;
@@ -1127,6 +1137,7 @@ struct extract {
 	struct feed *feed;     /* owned by t->feed */
 	struct spool *spool;   /* writes the .tsv behind the decoder */
 	uint64_t in, out;      /* bytes of .tsv.gz read, bytes of .tsv handed to the spool */
+	struct budget budget;  /* what the .tsv may grow to: a gzip bomb stops here */
 	char error[256];
 };
 
@@ -1155,9 +1166,11 @@ static int out_buffer(void *ctx, void **buf)
 static int write_out(void *ctx, const void *buf, size_t len)
 {
 	struct extract *x = ctx;
-	int rc = spool_put(x->spool, buf, len);
+	int rc = budget_grow(&x->budget, x->out + len, x->error, sizeof(x->error));
 
-	if (rc) {
+	if (rc)
+		return rc;
+	if ((rc = spool_put(x->spool, buf, len))) {
 		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
 			 strerror(-rc));
 		return rc;
@@ -1395,9 +1408,13 @@ static int commit_extract(struct extract *x)
 
 static int begin_output(struct extract *x)
 {
-	int rc = store->ops->create_temp(store, file_of(x->t), &x->fd);
+	/* The size is known from the verified .tsv.gz, unless following its download. */
+	int rc = budget_expect(&x->budget, x->src_feed ? -1 : x->src.tsv_size, 0, x->error,
+			       sizeof(x->error));
 
-	if (rc) {
+	if (rc)
+		return rc;
+	if ((rc = store->ops->create_temp(store, file_of(x->t), &x->fd))) {
 		snprintf(x->error, sizeof(x->error), "cannot create a temporary: %s",
 			 strerror(-rc));
 		return rc;
@@ -1446,7 +1463,10 @@ static void *extract_main(void *arg)
 	struct transfer *t = arg;
 	struct extract x = {.t = t, .src_fd = -1, .fd = -1};
 	double started = clock_mono();
-	int rc = run_extract(&x);
+	int rc;
+
+	budget_init(&x.budget, config->cache_dir, "decompression", config->max_size);
+	rc = run_extract(&x);
 
 	if (x.src_fd >= 0)
 		close(x.src_fd);

@@ -16,6 +16,10 @@
 
 #define CONNECT_TIMEOUT_S 20
 #define BUFFER_BYTES	  (256 * 1024)
+/* An error page is read this far, then the transfer ends: its status is the answer. */
+#define ERROR_BODY_MAX (4 * 1024)
+/* Redirects followed per request; only to https from an https origin (see setup). */
+#define MAX_REDIRECTS 5
 
 struct http_conn {
 	CURL *curl;
@@ -29,6 +33,10 @@ struct transfer {
 	bool responded;	       /* on_response was called */
 	bool cancelled;	       /* our cancel check stopped it */
 	bool stalled;	       /* under 1 KiB/s for a whole stall window */
+	bool error_cut;	       /* an error or redirect page was cut at ERROR_BODY_MAX */
+	size_t error_bytes;    /* of the error page so far */
+	long page_status;      /* the status whose body on_progress is counting */
+	curl_off_t page_mark;  /* bytes moved when that status was first seen */
 	int sink_err;	       /* the sink's error that stopped it */
 	double mark_time;      /* start of the current stall window (monotonic), 0 none */
 	curl_off_t mark_bytes; /* bytes moved when it started */
@@ -164,8 +172,15 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *userdata)
 	size_t n = size * nmemb;
 	int rc;
 
-	if (!is_success(t->rs->status))
-		return n; /* an error page: not ours to keep */
+	if (!is_success(t->rs->status)) {
+		/* An error page is not ours to keep, nor to wait for: one that never ends is cut.
+		 */
+		t->error_bytes += n;
+		if (t->error_bytes <= ERROR_BODY_MAX)
+			return n;
+		t->error_cut = true;
+		return CURL_WRITEFUNC_ERROR;
+	}
 	if (t->rq->cancelled && t->rq->cancelled(t->rq->cancel_ctx)) {
 		t->cancelled = true;
 		return CURL_WRITEFUNC_ERROR;
@@ -199,6 +214,21 @@ static bool is_stalled(struct transfer *t, curl_off_t now_bytes)
 	return now - t->mark_time >= (double)window;
 }
 
+/*
+ * The body of a redirect that curl follows never reaches on_body: curl reads
+ * it to keep the connection, for ever when it never ends. Counted here.
+ */
+static bool page_too_long(struct transfer *t, curl_off_t dlnow)
+{
+	long status = t->rs->status;
+
+	if (status != t->page_status) {
+		t->page_status = status;
+		t->page_mark = dlnow;
+	}
+	return status != 0 && !is_success(status) && dlnow - t->page_mark > ERROR_BODY_MAX;
+}
+
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		       curl_off_t ulnow)
 {
@@ -207,6 +237,10 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 	(void)dltotal, (void)ultotal;
 	if (t->rq->cancelled && t->rq->cancelled(t->rq->cancel_ctx)) {
 		t->cancelled = true;
+		return 1;
+	}
+	if (page_too_long(t, dlnow)) {
+		t->error_cut = true;
 		return 1;
 	}
 	if (is_stalled(t, dlnow + ulnow)) {
@@ -251,6 +285,17 @@ static int build_headers(const struct http_request *rq, struct curl_slist **list
 	return rc;
 }
 
+static bool is_https(const char *url)
+{
+	return strncasecmp(url, "https://", 8) == 0;
+}
+
+/* The schemes a request for url may use, redirects included. */
+static const char *schemes(const char *url)
+{
+	return is_https(url) ? "https" : "http,https";
+}
+
 static int setup(struct transfer *t, struct curl_slist *headers, char *errbuf)
 {
 	const struct http_request *rq = t->rq;
@@ -262,9 +307,11 @@ static int setup(struct transfer *t, struct curl_slist *headers, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, (long)MAX_REDIRECTS);
+	/* From https, never a downgrade: neither the request nor a redirect may leave TLS. */
+	if (curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, schemes(rq->url)) != CURLE_OK ||
+	    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, schemes(rq->url)) != CURLE_OK)
+		return -EPROTO;
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, connect);
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)BUFFER_BYTES);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "imdbfs/" IMDBFS_VERSION);
@@ -293,8 +340,22 @@ static int classify_status(long status, char *err, size_t errlen)
 	return -EPROTO;
 }
 
-static int classify_curl(CURLcode cc, const char *detail, char *err, size_t errlen)
+static int classify_curl(const struct transfer *t, CURLcode cc, const char *detail, char *err,
+			 size_t errlen)
 {
+	long status = t->rs->status;
+
+	if (cc == CURLE_UNSUPPORTED_PROTOCOL && status >= 300 && status < 400) {
+		snprintf(err, errlen, "HTTP %ld: refused a redirect %s", status,
+			 is_https(t->rq->url)
+			     ? "away from https (an https origin is never downgraded)"
+			     : "to a scheme other than http and https");
+		return -EPROTO;
+	}
+	if (cc == CURLE_TOO_MANY_REDIRECTS) {
+		snprintf(err, errlen, "more than %d redirects", MAX_REDIRECTS);
+		return -EPROTO;
+	}
 	snprintf(err, errlen, "%s", *detail ? detail : curl_easy_strerror(cc));
 	switch (cc) {
 	case CURLE_PEER_FAILED_VERIFICATION:
@@ -324,8 +385,14 @@ static int finish(struct transfer *t, CURLcode cc, const char *detail, char *err
 		snprintf(err, errlen, "stalled: under 1 KiB/s for %ld s", t->rq->stall_seconds);
 		return -EAGAIN;
 	}
+	if (t->error_cut && rs->status >= 300 && rs->status < 400) {
+		snprintf(err, errlen, "HTTP %ld: a redirect whose body does not end", rs->status);
+		return -EPROTO;
+	}
+	if (t->error_cut) /* the status is known; the rest of the page does not matter */
+		return classify_status(rs->status, err, errlen);
 	if (cc != CURLE_OK)
-		return classify_curl(cc, detail, err, errlen);
+		return classify_curl(t, cc, detail, err, errlen);
 	if (rs->status == 304)
 		return 0;
 	if (!is_success(rs->status))

@@ -51,6 +51,8 @@ static const char usage[] =
     "    -o segments=N          IMDBFS_SEGMENTS     (by size: 1 under 64 MiB, then one more\n"
     "                           per 64 MiB up to 4) parallel ranged connections per\n"
     "                           download, 1-16\n"
+    "    -o max_size=BYTES      IMDBFS_MAX_SIZE     (16G) the longest download and the largest\n"
+    "                           .tsv; longer is refused (suffixes K, M, G, T, P)\n"
     "    -o cafile=PATH         IMDBFS_CAFILE       (system CAs)\n"
     "    -o log_level=LEVEL     LOG_LEVEL           (info) error|warn|info|debug\n"
     "    -f                     stay in the foreground, log to stderr\n"

@@ -355,17 +355,24 @@ static int init_sync(struct segments *set)
 	return -rc;
 }
 
-/* About an eighth of each connection's share, within [SEGMENT_MIN_BYTES, SEGMENT_MAX_PIECE]. */
+/*
+ * About an eighth of each connection's share, within [SEGMENT_MIN_BYTES,
+ * SEGMENT_MAX_PIECE], but never more than SEGMENT_PIECES_MAX pieces.
+ */
 static uint64_t piece_bytes_for(uint64_t from, uint64_t total, unsigned count)
 {
 	const uint64_t align = 64 * 1024;
 	uint64_t left = total > from ? total - from : 0;
 	uint64_t piece = count ? left / count / 8 : left;
+	uint64_t fewest = left / SEGMENT_PIECES_MAX + 1;
 
-	piece = (piece + align - 1) / align * align;
 	if (piece < SEGMENT_MIN_BYTES)
-		return SEGMENT_MIN_BYTES;
-	return piece > SEGMENT_MAX_PIECE ? SEGMENT_MAX_PIECE : piece;
+		piece = SEGMENT_MIN_BYTES;
+	if (piece > SEGMENT_MAX_PIECE)
+		piece = SEGMENT_MAX_PIECE;
+	if (piece < fewest)
+		piece = fewest;
+	return (piece + align - 1) / align * align;
 }
 
 /* Pieces of piece_bytes from `from`, the last one taking what is left. */

@@ -431,6 +431,12 @@ static void test_config_each_invalid_option_fails_naming_it(void **state)
 	    {"segments=0", "segments"},
 	    {"segments=17", "segments"},
 	    {"segments=four", "segments"},
+	    {"max_size=0", "max_size"},
+	    {"max_size=-1", "max_size"},
+	    {"max_size=16X", "max_size"},
+	    {"max_size=16GB", "max_size"},
+	    {"max_size=2048P", "max_size"},
+	    {"max_size=", "max_size"},
 	};
 
 	(void)state;
@@ -564,6 +570,55 @@ static void test_config_source_before_mountpoint_is_dropped(void **state)
 	fuse_opt_free_args(&args);
 }
 
+/* max_size: 16 GiB unless given, suffixes in powers of 1024, the option beats IMDBFS_MAX_SIZE. */
+static void test_config_max_size_default_suffixes_and_env(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"IMDBFS_MAX_SIZE", "2g"}, {NULL, NULL}};
+	static const struct {
+		const char *s;
+		uint64_t v;
+	} good[] = {
+	    {"1", 1},
+	    {"4096", 4096},
+	    {"64k", 64u << 10},
+	    {"4M", 4u << 20},
+	    {"16G", 16ull << 30},
+	    {"3t", 3ull << 40},
+	    {"1024P", 1ull << 60},
+	    {"1152921504606846976", 1ull << 60},
+	};
+	char *argv[] = {"imdbfs", "-o", "max_size=100M", "/mnt"};
+	char *bare[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+	uint64_t v;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		if (config_parse_size(good[i].s, &v) || v != good[i].v)
+			fail_msg("max_size=%s not parsed as %llu", good[i].s,
+				 (unsigned long long)good[i].v);
+	}
+	assert_int_equal(config_parse_size("1152921504606846977", &v), -EINVAL);
+	assert_int_equal(config_parse_size("18446744073709551616", &v), -EINVAL);
+	assert_int_equal(config_parse_size(" 1", &v), -EINVAL);
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(bare), bare, err, sizeof(err)), 0);
+	assert_true(cfg.max_size == CONFIG_DEFAULT_MAX_SIZE);
+	assert_true(CONFIG_DEFAULT_MAX_SIZE == 16ull << 30);
+	fuse_opt_free_args(&args);
+	config_free(&cfg);
+	assert_int_equal(load(&cfg, &args, env, ARGC(bare), bare, err, sizeof(err)), 0);
+	assert_true(cfg.max_size == 2ull << 30);
+	fuse_opt_free_args(&args);
+	config_free(&cfg);
+	assert_int_equal(load(&cfg, &args, env, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_true(cfg.max_size == 100ull << 20);
+	fuse_opt_free_args(&args);
+	config_free(&cfg);
+}
+
 int test_config_group(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -588,6 +643,7 @@ int test_config_group(void)
 	    cmocka_unit_test(test_config_refresh_off_by_default_and_parsed),
 	    cmocka_unit_test(test_config_source_before_mountpoint_is_dropped),
 	    cmocka_unit_test(test_config_segments_by_size_or_as_given),
+	    cmocka_unit_test(test_config_max_size_default_suffixes_and_env),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -11,6 +11,7 @@ int main(void)
 	} groups[] = {
 	    {"azure_auth", test_azure_auth_group},
 	    {"azure_blob", test_azure_blob_group},
+	    {"budget", test_budget_group},
 	    {"catalog", test_catalog_group},
 	    {"clock", test_clock_group},
 	    {"config", test_config_group},
@@ -21,6 +22,7 @@ int main(void)
 	    {"json", test_json_group},
 	    {"meta", test_meta_group},
 	    {"schedule", test_schedule_group},
+	    {"segment", test_segment_group},
 	    {"spool", test_spool_group},
 	};
 	int failed = 0;

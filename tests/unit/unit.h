@@ -16,6 +16,7 @@
 
 int test_azure_auth_group(void);
 int test_azure_blob_group(void);
+int test_budget_group(void);
 int test_catalog_group(void);
 int test_clock_group(void);
 int test_config_group(void);
@@ -26,6 +27,7 @@ int test_gunzip_group(void);
 int test_json_group(void);
 int test_meta_group(void);
 int test_schedule_group(void);
+int test_segment_group(void);
 int test_spool_group(void);
 
 #endif
