@@ -55,6 +55,7 @@ static int base64_decode(const char *s, unsigned char **out, size_t *outlen)
 		return -ENOMEM;
 	got = EVP_DecodeBlock(buf, (const unsigned char *)s, (int)n);
 	if (got < 0 || (size_t)got < pad) {
+		OPENSSL_cleanse(buf, n / 4 * 3 + 1); /* it may hold part of a key */
 		free(buf);
 		return -EINVAL;
 	}
@@ -108,7 +109,53 @@ int azure_auth_uuid(char out[AZURE_UUID_SIZE])
 	return 0;
 }
 
+int azure_auth_random_hex(size_t nbytes, char *out)
+{
+	unsigned char b[64];
+
+	if (nbytes > sizeof(b) || RAND_bytes(b, (int)nbytes) != 1)
+		return -EIO;
+	for (size_t i = 0; i < nbytes; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	out[2 * nbytes] = '\0';
+	return 0;
+}
+
+void azure_auth_wipe(void *p, size_t n)
+{
+	OPENSSL_cleanse(p, n);
+}
+
 /* ------------------------------------------------------------ credentials */
+
+static const char *const secret_vars[] = {
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+};
+
+int azure_auth_env_has_secret(azure_env_fn env)
+{
+	for (size_t i = 0; i < sizeof(secret_vars) / sizeof(secret_vars[0]); i++) {
+		const char *v = env(secret_vars[i]);
+
+		if (v && *v)
+			return 1;
+	}
+	return 0;
+}
+
+void azure_auth_scrub_environ(void)
+{
+	for (size_t i = 0; i < sizeof(secret_vars) / sizeof(secret_vars[0]); i++) {
+		char *v = getenv(secret_vars[i]);
+
+		if (!v)
+			continue;
+		OPENSSL_cleanse(v, strlen(v));
+		unsetenv(secret_vars[i]);
+	}
+}
 
 void azure_auth_free(struct azure_cred *c)
 {

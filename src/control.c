@@ -33,11 +33,25 @@ static double mounted_at;
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static cJSON *command_error; /* guarded by ctl_lock */
 
+/*
+ * The variables config shows as "***" when set. Which were set is seen here,
+ * at init: main then wipes them from the environment (azure_auth_scrub_environ).
+ */
+static const char *const secret_vars[] = {"AZURE_STORAGE_CONNECTION_STRING",
+					  "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"};
+#define SECRET_VARS (sizeof(secret_vars) / sizeof(secret_vars[0]))
+static bool secret_given[SECRET_VARS];
+
 void control_init(const struct config *cfg, struct store *st, double when)
 {
 	config = cfg;
 	store = st;
 	mounted_at = when;
+	for (size_t i = 0; i < SECRET_VARS; i++) {
+		const char *v = getenv(secret_vars[i]);
+
+		secret_given[i] = v && *v;
+	}
 }
 
 int control_lookup(const char *name)
@@ -360,9 +374,6 @@ static void add_refresh(cJSON *o, const struct config *cfg)
 
 cJSON *control_config_json(const struct config *cfg, const char *(*env)(const char *))
 {
-	static const char *const secrets[] = {"AZURE_STORAGE_CONNECTION_STRING",
-					      "AZURE_STORAGE_ACCOUNT_KEY",
-					      "AZURE_STORAGE_SAS_TOKEN"};
 	cJSON *o = cJSON_CreateObject();
 	cJSON *creds;
 
@@ -386,11 +397,11 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	else
 		cJSON_AddStringToObject(o, "segments", "auto");
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");
-	for (size_t i = 0; creds && i < sizeof(secrets) / sizeof(secrets[0]); i++) {
-		if (env_set(env, secrets[i]))
-			cJSON_AddStringToObject(creds, secrets[i], "***");
+	for (size_t i = 0; creds && i < SECRET_VARS; i++) {
+		if (env_set(env, secret_vars[i]))
+			cJSON_AddStringToObject(creds, secret_vars[i], "***");
 		else
-			cJSON_AddNullToObject(creds, secrets[i]);
+			cJSON_AddNullToObject(creds, secret_vars[i]);
 	}
 	if (creds)
 		add_string_or_null(creds, "AZURE_STORAGE_ACCOUNT_NAME",
@@ -398,8 +409,12 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	return o;
 }
 
+/* The environment as it was at init for the secrets (gone from it since), else as it is. */
 static const char *real_env(const char *name)
 {
+	for (size_t i = 0; i < SECRET_VARS; i++)
+		if (strcmp(name, secret_vars[i]) == 0)
+			return secret_given[i] ? "***" : NULL;
 	return getenv(name);
 }
 

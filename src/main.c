@@ -4,12 +4,15 @@
  * here, in one line, before anything is mounted.
  */
 #define FUSE_USE_VERSION 35
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "azure_auth.h"
 #include "cli.h"
 #include "clock.h"
 #include "config.h"
@@ -84,6 +87,17 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 	char err[512];
 	int rc;
 
+	/*
+	 * A process holding a key must not be dumpable: no core file, and no
+	 * ptrace or /proc/PID/mem and environ for other processes of its uid.
+	 * fuse_daemonize's fork inherits it. Set before the key is decoded.
+	 */
+	if ((cfg->storage == STORAGE_AZURE || azure_auth_env_has_secret(env_lookup)) &&
+	    prctl(PR_SET_DUMPABLE, 0L, 0L, 0L, 0L) != 0) {
+		fprintf(stderr, "imdbfs: cannot make the process non-dumpable: %s\n",
+			strerror(errno));
+		return 1;
+	}
 	if (http_global_init()) {
 		fprintf(stderr, "imdbfs: cannot initialise libcurl\n");
 		return 1;
@@ -110,6 +124,8 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 		goto out;
 	}
 	control_init(cfg, store, clock_wall());
+	/* Read: wiped, so that neither fusermount3 nor /proc/PID/environ shows them. */
+	azure_auth_scrub_environ();
 	/*
 	 * libfuse copies each read reply through a fresh page-aligned buffer of
 	 * up to 128 KiB; glibc would mmap and munmap every one of them.

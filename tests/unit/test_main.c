@@ -21,6 +21,7 @@ int main(void)
 	    {"meta", test_meta_group},
 	    {"schedule", test_schedule_group},
 	    {"spool", test_spool_group},
+	    {"store_azure", test_store_azure_group},
 	};
 	int failed = 0;
 
