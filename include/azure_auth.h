@@ -112,16 +112,4 @@ int azure_auth_random_hex(size_t nbytes, char *out);
 /* Overwrites n bytes at p in a way the compiler keeps (OPENSSL_cleanse), for secrets. */
 void azure_auth_wipe(void *p, size_t n);
 
-/*
- * Secrets in the environment (AZURE_STORAGE_CONNECTION_STRING,
- * AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN): whether env has one
- * set, and, once they are read, their removal from the process's own
- * environment. azure_auth_scrub_environ() overwrites each value in place
- * before unsetting it: /proc/PID/environ shows the bytes of the initial
- * environment, which unsetenv() alone leaves, and children (fusermount3)
- * inherit environ. Not thread-safe: call before any thread starts.
- */
-int azure_auth_env_has_secret(azure_env_fn env);
-void azure_auth_scrub_environ(void);
-
 #endif

@@ -128,35 +128,6 @@ void azure_auth_wipe(void *p, size_t n)
 
 /* ------------------------------------------------------------ credentials */
 
-static const char *const secret_vars[] = {
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-};
-
-int azure_auth_env_has_secret(azure_env_fn env)
-{
-	for (size_t i = 0; i < sizeof(secret_vars) / sizeof(secret_vars[0]); i++) {
-		const char *v = env(secret_vars[i]);
-
-		if (v && *v)
-			return 1;
-	}
-	return 0;
-}
-
-void azure_auth_scrub_environ(void)
-{
-	for (size_t i = 0; i < sizeof(secret_vars) / sizeof(secret_vars[0]); i++) {
-		char *v = getenv(secret_vars[i]);
-
-		if (!v)
-			continue;
-		OPENSSL_cleanse(v, strlen(v));
-		unsetenv(secret_vars[i]);
-	}
-}
-
 void azure_auth_free(struct azure_cred *c)
 {
 	free(c->endpoint);

@@ -14,6 +14,7 @@
 #include "json.h"
 #include "metrics.h"
 #include "schedule.h"
+#include "secret_env.h"
 #include "store.h"
 #include "store_azure.h"
 #include "version.h"
@@ -34,21 +35,18 @@ static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static cJSON *command_error; /* guarded by ctl_lock */
 
 /*
- * The variables config shows as "***" when set. Which were set is seen here,
- * at init: main then wipes them from the environment (azure_auth_scrub_environ).
+ * Which secret variables were set (config shows them as "***"), seen here
+ * at init: main then wipes them from the environment (secret_env_scrub).
  */
-static const char *const secret_vars[] = {"AZURE_STORAGE_CONNECTION_STRING",
-					  "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"};
-#define SECRET_VARS (sizeof(secret_vars) / sizeof(secret_vars[0]))
-static bool secret_given[SECRET_VARS];
+static bool secret_given[SECRET_ENV_COUNT];
 
 void control_init(const struct config *cfg, struct store *st, double when)
 {
 	config = cfg;
 	store = st;
 	mounted_at = when;
-	for (size_t i = 0; i < SECRET_VARS; i++) {
-		const char *v = getenv(secret_vars[i]);
+	for (size_t i = 0; i < SECRET_ENV_COUNT; i++) {
+		const char *v = getenv(secret_env_names[i]);
 
 		secret_given[i] = v && *v;
 	}
@@ -397,11 +395,11 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	else
 		cJSON_AddStringToObject(o, "segments", "auto");
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");
-	for (size_t i = 0; creds && i < SECRET_VARS; i++) {
-		if (env_set(env, secret_vars[i]))
-			cJSON_AddStringToObject(creds, secret_vars[i], "***");
+	for (size_t i = 0; creds && i < SECRET_ENV_COUNT; i++) {
+		if (env_set(env, secret_env_names[i]))
+			cJSON_AddStringToObject(creds, secret_env_names[i], "***");
 		else
-			cJSON_AddNullToObject(creds, secret_vars[i]);
+			cJSON_AddNullToObject(creds, secret_env_names[i]);
 	}
 	if (creds)
 		add_string_or_null(creds, "AZURE_STORAGE_ACCOUNT_NAME",
@@ -412,8 +410,8 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 /* The environment as it was at init for the secrets (gone from it since), else as it is. */
 static const char *real_env(const char *name)
 {
-	for (size_t i = 0; i < SECRET_VARS; i++)
-		if (strcmp(name, secret_vars[i]) == 0)
+	for (size_t i = 0; i < SECRET_ENV_COUNT; i++)
+		if (strcmp(name, secret_env_names[i]) == 0)
 			return secret_given[i] ? "***" : NULL;
 	return getenv(name);
 }

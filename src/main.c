@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "azure_auth.h"
 #include "cli.h"
 #include "clock.h"
 #include "config.h"
@@ -22,6 +21,7 @@
 #include "gunzip.h"
 #include "http.h"
 #include "log.h"
+#include "secret_env.h"
 #include "store.h"
 #include "store_azure.h"
 #include "version.h"
@@ -92,7 +92,7 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 	 * ptrace or /proc/PID/mem and environ for other processes of its uid.
 	 * fuse_daemonize's fork inherits it. Set before the key is decoded.
 	 */
-	if ((cfg->storage == STORAGE_AZURE || azure_auth_env_has_secret(env_lookup)) &&
+	if ((cfg->storage == STORAGE_AZURE || secret_env_any(env_lookup)) &&
 	    prctl(PR_SET_DUMPABLE, 0L, 0L, 0L, 0L) != 0) {
 		fprintf(stderr, "imdbfs: cannot make the process non-dumpable: %s\n",
 			strerror(errno));
@@ -125,7 +125,7 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 	}
 	control_init(cfg, store, clock_wall());
 	/* Read: wiped, so that neither fusermount3 nor /proc/PID/environ shows them. */
-	azure_auth_scrub_environ();
+	secret_env_scrub();
 	/*
 	 * libfuse copies each read reply through a fresh page-aligned buffer of
 	 * up to 128 KiB; glibc would mmap and munmap every one of them.

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "azure_auth.h"
+#include "secret_env.h"
 #include "unit.h"
 
 #define DEV_KEY                                                                                    \
@@ -363,17 +364,17 @@ static void test_scrub_environ(void **state)
 	size_t n;
 
 	(void)state;
-	assert_false(azure_auth_env_has_secret(no_env));
+	assert_false(secret_env_any(no_env));
 	assert_int_equal(setenv("AZURE_STORAGE_SAS_TOKEN", "sv=2024&sig=c2VjcmV0", 1), 0);
 	assert_int_equal(setenv("AZURE_STORAGE_ACCOUNT_NAME", "account", 1), 0);
-	assert_true(azure_auth_env_has_secret(process_env));
+	assert_true(secret_env_any(process_env));
 	v = getenv("AZURE_STORAGE_SAS_TOKEN");
 	n = strlen(v);
-	azure_auth_scrub_environ();
+	secret_env_scrub();
 	assert_null(getenv("AZURE_STORAGE_SAS_TOKEN"));
 	for (size_t i = 0; i < n; i++) /* glibc keeps what setenv allocated */
 		assert_int_equal(v[i], 0);
-	assert_false(azure_auth_env_has_secret(process_env));
+	assert_false(secret_env_any(process_env));
 	assert_string_equal(getenv("AZURE_STORAGE_ACCOUNT_NAME"), "account"); /* not a secret */
 	assert_int_equal(unsetenv("AZURE_STORAGE_ACCOUNT_NAME"), 0);
 }
