@@ -106,4 +106,10 @@ int azure_auth_md5_base64(const void *buf, size_t len, char out[AZURE_MD5_BASE64
 /* A random version-4 UUID, the form lease ids take. 0 or -EIO. */
 int azure_auth_uuid(char out[AZURE_UUID_SIZE]);
 
+/* nbytes random bytes (RAND_bytes) as 2 * nbytes lowercase hex digits and a NUL. 0 or -EIO. */
+int azure_auth_random_hex(size_t nbytes, char *out);
+
+/* Overwrites n bytes at p in a way the compiler keeps (OPENSSL_cleanse), for secrets. */
+void azure_auth_wipe(void *p, size_t n);
+
 #endif

@@ -116,13 +116,20 @@ int azure_blob_put(const struct azure_blob_client *cl, const char *container, co
 		   size_t errlen);
 
 /*
- * Block ids: base64 of a fixed-width decimal index, so all ids of a blob
- * have the same length (the service requires it) and need no escaping.
+ * Block ids: base64 of the upload's id (24 random hex digits) followed by
+ * the block's index in 9 decimal digits. All ids of a blob have the same
+ * length (the service requires it); ids of two uploads of the same blob
+ * never meet, so a commit can only name the blocks its own upload staged;
+ * and the base64 of hex and decimal digits is alphanumeric (no '+', '/' or
+ * '=' to escape).
  */
-#define AZURE_BLOCK_ID_SIZE   13 /* base64 of 9 digits: 12 characters, no '=', and a NUL */
+#define AZURE_UPLOAD_ID_SIZE  25 /* 24 hex digits and a NUL */
+#define AZURE_BLOCK_ID_SIZE   45 /* base64 of 33 characters: 44, and a NUL */
 #define AZURE_BLOCK_INDEX_MAX 999999999u
-/* 0, or -EINVAL when index > AZURE_BLOCK_INDEX_MAX. */
-int azure_blob_block_id(unsigned index, char id[AZURE_BLOCK_ID_SIZE]);
+/* A new random upload id. 0 or -EIO. */
+int azure_blob_upload_id(char id[AZURE_UPLOAD_ID_SIZE]);
+/* 0, or -EINVAL when upload_id is not 24 hex digits or index > AZURE_BLOCK_INDEX_MAX. */
+int azure_blob_block_id(const char *upload_id, unsigned index, char id[AZURE_BLOCK_ID_SIZE]);
 
 /* Put Block: stages one block (with its Content-MD5) of an uncommitted blob. */
 int azure_blob_put_block(const struct azure_blob_client *cl, const char *container,

@@ -7,7 +7,18 @@
  * descriptors of files on disk, this tier streams. A blob holds a verified
  * copy of one file, named as in the mount, with the copy's struct meta as its
  * metadata; uploads go through Put Block + Put Block List, so a new version
- * appears whole or not at all. The tier is opened once at mount (checking
+ * appears whole or not at all.
+ *
+ * Fencing: an upload leases the blob it writes (creating it empty first if
+ * absent: an empty blob without our metadata reads as absent), and every
+ * Put Block and the Put Block List carry that lease id, so a host whose
+ * lease was broken, expired or taken over cannot commit, whenever its
+ * requests arrive (the service refuses them with 412). Block ids carry a
+ * random id of the upload, so a commit can only name its own upload's
+ * blocks: two hosts never commit a mix. The "FILE.lock" lease (below) only
+ * keeps two hosts from fetching the same file from the origin at once.
+ *
+ * The tier is opened once at mount (checking
  * the credentials with a cheap request) and is then read-only state: any
  * thread may call it. Its last failure, for health, is guarded by a lock
  * of its own. Secrets never reach its messages.
@@ -18,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "azure_blob.h"
 #include "config.h"
 #include "http.h"
 #include "meta.h"
@@ -31,8 +43,24 @@ void store_azure_close(void);
 /* Whether storage=azure is on (store_azure_open succeeded). */
 int store_azure_enabled(void);
 
-/* The version of file in the container; -ENOENT none, -EAGAIN unreachable, -EACCES. */
+/*
+ * The version of file in the container; -ENOENT none (or none to trust: see
+ * store_azure_meta_parse), -EAGAIN unreachable, -EACCES.
+ */
 int store_azure_lookup(const char *file, struct meta *m, char *err, size_t errlen);
+
+/*
+ * Blob metadata is untrusted input (anyone with write access to the
+ * container can plant a blob): m is filled only from metadata that is whole
+ * and sane, else -EPROTO with the reason in why. The origin URL must be
+ * this host's copy of file (origin + the .tsv.gz's name), the size a whole
+ * decimal number equal to blob_size, the decompressed size -1 or one in
+ * [0, STORE_AZURE_SIZE_MAX], the times whole numbers from the epoch to a
+ * day past now.
+ */
+#define STORE_AZURE_SIZE_MAX (1LL << 40)
+int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const char *origin,
+			   const char *file, double now, struct meta *m, char *why, size_t whylen);
 
 /*
  * Streams file from byte offset on, as an origin response would arrive: the
@@ -44,7 +72,11 @@ int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 		    const struct http_sink *sink, int (*cancelled)(void *), void *cancel_ctx,
 		    char *err, size_t errlen);
 
-/* Uploads the committed copy read through fd, with m as its metadata. */
+/*
+ * Uploads the committed copy read through fd, with m as its metadata, under
+ * a lease on the blob. -EBUSY: another host is uploading it (nothing done);
+ * -ESTALE: the lease was lost on the way and nothing was committed.
+ */
 int store_azure_upload(const char *file, int fd, const struct meta *m, char *err, size_t errlen);
 
 /* Deletes file from the container; -ENOENT when it was not there. */

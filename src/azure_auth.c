@@ -55,6 +55,7 @@ static int base64_decode(const char *s, unsigned char **out, size_t *outlen)
 		return -ENOMEM;
 	got = EVP_DecodeBlock(buf, (const unsigned char *)s, (int)n);
 	if (got < 0 || (size_t)got < pad) {
+		OPENSSL_cleanse(buf, n / 4 * 3 + 1); /* it may hold part of a key */
 		free(buf);
 		return -EINVAL;
 	}
@@ -106,6 +107,23 @@ int azure_auth_uuid(char out[AZURE_UUID_SIZE])
 		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
 		 b[15]);
 	return 0;
+}
+
+int azure_auth_random_hex(size_t nbytes, char *out)
+{
+	unsigned char b[64];
+
+	if (nbytes > sizeof(b) || RAND_bytes(b, (int)nbytes) != 1)
+		return -EIO;
+	for (size_t i = 0; i < nbytes; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+	out[2 * nbytes] = '\0';
+	return 0;
+}
+
+void azure_auth_wipe(void *p, size_t n)
+{
+	OPENSSL_cleanse(p, n);
 }
 
 /* ------------------------------------------------------------ credentials */

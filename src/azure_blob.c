@@ -217,6 +217,8 @@ static int start(struct request *r, const struct azure_blob_client *cl, const ch
 
 static void finish_request(struct request *r)
 {
+	if (r->url && r->cl->cred->sas)
+		azure_auth_wipe(r->url, strlen(r->url)); /* it carries the SAS */
 	free(r->url);
 	free(r->resp);
 	r->url = NULL;
@@ -709,14 +711,21 @@ int azure_blob_put(const struct azure_blob_client *cl, const char *container, co
 	return rc;
 }
 
-int azure_blob_block_id(unsigned index, char id[AZURE_BLOCK_ID_SIZE])
+int azure_blob_upload_id(char id[AZURE_UPLOAD_ID_SIZE])
 {
-	char digits[16];
+	return azure_auth_random_hex((AZURE_UPLOAD_ID_SIZE - 1) / 2, id);
+}
 
-	if (index > AZURE_BLOCK_INDEX_MAX)
+int azure_blob_block_id(const char *upload_id, unsigned index, char id[AZURE_BLOCK_ID_SIZE])
+{
+	char plain[AZURE_UPLOAD_ID_SIZE + 16];
+	size_t n = strlen(upload_id);
+
+	if (n != AZURE_UPLOAD_ID_SIZE - 1 || strspn(upload_id, "0123456789abcdef") != n ||
+	    index > AZURE_BLOCK_INDEX_MAX)
 		return -EINVAL;
-	snprintf(digits, sizeof(digits), "%09u", index);
-	return azure_auth_base64(digits, 9, id, AZURE_BLOCK_ID_SIZE) ? -EINVAL : 0;
+	snprintf(plain, sizeof(plain), "%s%09u", upload_id, index);
+	return azure_auth_base64(plain, n + 9, id, AZURE_BLOCK_ID_SIZE) ? -EINVAL : 0;
 }
 
 int azure_blob_put_block(const struct azure_blob_client *cl, const char *container,

@@ -14,6 +14,7 @@
 #include "json.h"
 #include "metrics.h"
 #include "schedule.h"
+#include "secret_env.h"
 #include "store.h"
 #include "store_azure.h"
 #include "version.h"
@@ -33,11 +34,22 @@ static double mounted_at;
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static cJSON *command_error; /* guarded by ctl_lock */
 
+/*
+ * Which secret variables were set (config shows them as "***"), seen here
+ * at init: main then wipes them from the environment (secret_env_scrub).
+ */
+static bool secret_given[SECRET_ENV_COUNT];
+
 void control_init(const struct config *cfg, struct store *st, double when)
 {
 	config = cfg;
 	store = st;
 	mounted_at = when;
+	for (size_t i = 0; i < SECRET_ENV_COUNT; i++) {
+		const char *v = getenv(secret_env_names[i]);
+
+		secret_given[i] = v && *v;
+	}
 }
 
 int control_lookup(const char *name)
@@ -365,9 +377,6 @@ static void add_refresh(cJSON *o, const struct config *cfg)
 
 cJSON *control_config_json(const struct config *cfg, const char *(*env)(const char *))
 {
-	static const char *const secrets[] = {"AZURE_STORAGE_CONNECTION_STRING",
-					      "AZURE_STORAGE_ACCOUNT_KEY",
-					      "AZURE_STORAGE_SAS_TOKEN"};
 	cJSON *o = cJSON_CreateObject();
 	cJSON *creds;
 
@@ -392,11 +401,11 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 		cJSON_AddStringToObject(o, "segments", "auto");
 	cJSON_AddNumberToObject(o, "max_size", (double)cfg->max_size);
 	creds = cJSON_AddObjectToObject(o, "azure_credentials");
-	for (size_t i = 0; creds && i < sizeof(secrets) / sizeof(secrets[0]); i++) {
-		if (env_set(env, secrets[i]))
-			cJSON_AddStringToObject(creds, secrets[i], "***");
+	for (size_t i = 0; creds && i < SECRET_ENV_COUNT; i++) {
+		if (env_set(env, secret_env_names[i]))
+			cJSON_AddStringToObject(creds, secret_env_names[i], "***");
 		else
-			cJSON_AddNullToObject(creds, secrets[i]);
+			cJSON_AddNullToObject(creds, secret_env_names[i]);
 	}
 	if (creds)
 		add_string_or_null(creds, "AZURE_STORAGE_ACCOUNT_NAME",
@@ -404,8 +413,12 @@ cJSON *control_config_json(const struct config *cfg, const char *(*env)(const ch
 	return o;
 }
 
+/* The environment as it was at init for the secrets (gone from it since), else as it is. */
 static const char *real_env(const char *name)
 {
+	for (size_t i = 0; i < SECRET_ENV_COUNT; i++)
+		if (strcmp(name, secret_env_names[i]) == 0)
+			return secret_given[i] ? "***" : NULL;
 	return getenv(name);
 }
 

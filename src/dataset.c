@@ -992,7 +992,9 @@ static void upload_copy(const char *file, const struct meta *m)
 	double started = clock_mono();
 	rc = store_azure_upload(file, fd, m, err, sizeof(err));
 	close(fd);
-	if (rc)
+	if (rc == -EBUSY) /* another host is uploading it: its copy will do */
+		log_info("%s: not uploaded: %s", file, err);
+	else if (rc)
 		log_error("%s: upload to the container failed: %s", file, err);
 	else
 		log_info("%s: uploaded %lld bytes to the container in %.1f s", file,

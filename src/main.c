@@ -4,9 +4,11 @@
  * here, in one line, before anything is mounted.
  */
 #define FUSE_USE_VERSION 35
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,7 @@
 #include "gunzip.h"
 #include "http.h"
 #include "log.h"
+#include "secret_env.h"
 #include "store.h"
 #include "store_azure.h"
 #include "version.h"
@@ -86,6 +89,17 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 	char err[512];
 	int rc;
 
+	/*
+	 * A process holding a key must not be dumpable: no core file, and no
+	 * ptrace or /proc/PID/mem and environ for other processes of its uid.
+	 * fuse_daemonize's fork inherits it. Set before the key is decoded.
+	 */
+	if ((cfg->storage == STORAGE_AZURE || secret_env_any(env_lookup)) &&
+	    prctl(PR_SET_DUMPABLE, 0L, 0L, 0L, 0L) != 0) {
+		fprintf(stderr, "imdbfs: cannot make the process non-dumpable: %s\n",
+			strerror(errno));
+		return 1;
+	}
 	if (http_global_init()) {
 		fprintf(stderr, "imdbfs: cannot initialise libcurl\n");
 		return 1;
@@ -112,6 +126,8 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 		goto out;
 	}
 	control_init(cfg, store, clock_wall());
+	/* Read: wiped, so that neither fusermount3 nor /proc/PID/environ shows them. */
+	secret_env_scrub();
 	/*
 	 * libfuse copies each read reply through a fresh page-aligned buffer of
 	 * up to 128 KiB; glibc would mmap and munmap every one of them.

@@ -3,9 +3,11 @@
  */
 #include "store_azure.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,23 +20,25 @@
 #include "log.h"
 #include "metrics.h"
 
-#define BLOCK_BYTES   (4u << 20) /* a few MiB per Put Block */
-#define UPLOADERS     4		 /* blocks in flight; memory: UPLOADERS * BLOCK_BYTES */
-#define CONTENT_GZIP  "application/gzip"
-#define CONTENT_TSV   "text/tab-separated-values"
-#define META_URL      "originurl"
-#define META_ETAG     "originetag"
-#define META_MODIFIED "lastmodified"
-#define META_MTIME    "mtime"
-#define META_SIZE     "size"
-#define META_TSV_SIZE "tsvsize"
-#define META_FETCHED  "fetchedat"
+#define BLOCK_BYTES    (4u << 20) /* a few MiB per Put Block */
+#define UPLOADERS      4	  /* blocks in flight; memory: UPLOADERS * BLOCK_BYTES */
+#define CONTENT_GZIP   "application/gzip"
+#define CONTENT_TSV    "text/tab-separated-values"
+#define META_URL       "originurl"
+#define META_ETAG      "originetag"
+#define META_MODIFIED  "lastmodified"
+#define META_MTIME     "mtime"
+#define META_SIZE      "size"
+#define META_TSV_SIZE  "tsvsize"
+#define META_FETCHED   "fetchedat"
+#define FUTURE_SLACK_S 86400 /* clocks of hosts differ; a day ahead is not sane */
 
 /* Set once by store_azure_open before any other thread runs; read-only after. */
 static struct azure_cred cred;
 static struct azure_blob_client client;
 static char container[64];
 static char location[128];
+static char our_origin[1024]; /* the origin URL a copy's metadata must record */
 static bool enabled;
 
 static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -75,6 +79,7 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 				       .connect_seconds = cfg->timeout < 20 ? cfg->timeout : 20,
 				       .stall_seconds = cfg->timeout};
 	snprintf(container, sizeof(container), "%s", cfg->container);
+	snprintf(our_origin, sizeof(our_origin), "%s", cfg->origin);
 	snprintf(location, sizeof(location), "Azure Blob Container: %s", container);
 	/* The cheap request that proves the account, key and container work. */
 	rc = azure_blob_create_container(&client, container, err, errlen);
@@ -114,32 +119,88 @@ void store_azure_problem(char *buf, size_t len)
 	pthread_mutex_unlock(&problem_lock);
 }
 
-static int64_t meta_number(const struct azure_meta *am, const char *name, int64_t dflt)
+/* A whole decimal integer in [lo, hi]; -EPROTO otherwise (junk, overflow, blanks). */
+static int strict_int(const char *v, int64_t lo, int64_t hi, int64_t *out)
 {
-	const char *v = azure_blob_meta_get(am, name);
+	char *end;
+	long long n;
 
-	return v ? strtoll(v, NULL, 10) : dflt;
+	if (!v || !*v || !(isdigit((unsigned char)*v) || *v == '-'))
+		return -EPROTO;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno || *end || n < lo || n > hi)
+		return -EPROTO;
+	*out = (int64_t)n;
+	return 0;
 }
 
-/* The copy's metadata back from the blob's; -EPROTO when it is not ours. */
-static int meta_from_blob(const struct azure_blob_props *p, struct meta *m)
+/* The origin URL a copy of file on this host records: the .tsv's is its .tsv.gz's. */
+static void expected_url(const char *origin, const char *file, char *out, size_t len)
 {
-	const char *url = azure_blob_meta_get(&p->meta, META_URL);
-	const char *etag = azure_blob_meta_get(&p->meta, META_ETAG);
-	const char *modified = azure_blob_meta_get(&p->meta, META_MODIFIED);
-	const char *fetched = azure_blob_meta_get(&p->meta, META_FETCHED);
+	size_t n = strlen(file);
+	bool tsv = n > 4 && strcmp(file + n - 4, ".tsv") == 0;
 
-	if (!url || (!etag && !modified))
-		return -EPROTO;
+	snprintf(out, len, "%s%s%s", origin, file, tsv ? ".gz" : "");
+}
+
+int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const char *origin,
+			   const char *file, double now, struct meta *m, char *why, size_t whylen)
+{
+	const char *url = azure_blob_meta_get(am, META_URL);
+	const char *etag = azure_blob_meta_get(am, META_ETAG);
+	const char *modified = azure_blob_meta_get(am, META_MODIFIED);
+	const char *fetched = azure_blob_meta_get(am, META_FETCHED);
+	int64_t latest = (int64_t)now + FUTURE_SLACK_S, size;
+	char want[sizeof(m->url)], *end;
+
 	memset(m, 0, sizeof(*m));
+	m->tsv_size = -1;
+#define BAD(...) (snprintf(why, whylen, __VA_ARGS__), -EPROTO)
+	if (!url)
+		return BAD("it has no imdbfs metadata");
+	expected_url(origin, file, want, sizeof(want));
+	if (strcmp(url, want) != 0)
+		return BAD("it is a copy of another origin's file");
+	if (!etag && !modified)
+		return BAD("it has neither the origin's ETag nor its Last-Modified");
+	if (strict_int(azure_blob_meta_get(am, META_SIZE), 0, STORE_AZURE_SIZE_MAX, &size) ||
+	    size != blob_size)
+		return BAD("its size metadata is not the blob's size");
+	if (strict_int(azure_blob_meta_get(am, META_TSV_SIZE), -1, STORE_AZURE_SIZE_MAX,
+		       &m->tsv_size))
+		return BAD("its decompressed size is not a size");
+	if (strict_int(azure_blob_meta_get(am, META_MTIME), 0, latest, &m->mtime))
+		return BAD("its modification time is not a time");
+	errno = 0;
+	m->fetched_at = fetched ? strtod(fetched, &end) : 0;
+	if (!fetched || !*fetched || errno || *end || !(m->fetched_at > 0) ||
+	    m->fetched_at > (double)latest)
+		return BAD("its fetched time is not a time");
+#undef BAD
 	snprintf(m->url, sizeof(m->url), "%s", url);
 	snprintf(m->etag, sizeof(m->etag), "%s", etag ? etag : "");
 	snprintf(m->last_modified, sizeof(m->last_modified), "%s", modified ? modified : "");
-	m->mtime = meta_number(&p->meta, META_MTIME, 0);
-	m->size = p->size;
-	m->tsv_size = meta_number(&p->meta, META_TSV_SIZE, -1);
-	m->fetched_at = fetched ? strtod(fetched, NULL) : 0;
-	return m->size == meta_number(&p->meta, META_SIZE, -2) ? 0 : -EPROTO;
+	m->size = size;
+	return 0;
+}
+
+/*
+ * The copy's metadata back from the blob's: -ENOENT when it is not a copy
+ * this host may serve. A blob without our metadata (another host's upload
+ * just begun) is quietly absent; one whose metadata is wrong is not
+ * trusted, with a warning, and the file comes from the origin.
+ */
+static int meta_from_blob(const char *file, const struct azure_blob_props *p, struct meta *m)
+{
+	char why[128];
+
+	if (store_azure_meta_parse(&p->meta, p->size, our_origin, file, clock_wall(), m, why,
+				   sizeof(why)) == 0)
+		return 0;
+	if (p->meta.count > 0)
+		log_warn("%s: the container's copy is not trusted: %s", file, why);
+	return -ENOENT;
 }
 
 static int meta_to_blob(const struct meta *m, struct azure_meta *am)
@@ -169,12 +230,13 @@ int store_azure_lookup(const char *file, struct meta *m, char *err, size_t errle
 	struct azure_blob_props p;
 	int rc = azure_blob_props(&client, container, file, &p, err, errlen);
 
-	if (!rc && (rc = meta_from_blob(&p, m)))
-		snprintf(err, errlen, "%s: the blob's metadata is not an imdbfs copy's", file);
+	if (!rc && (rc = meta_from_blob(file, &p, m)))
+		snprintf(err, errlen, "%s: the container holds no copy to trust", file);
 	return noted(rc, err);
 }
 
 struct reading {
+	const char *file;
 	const struct meta *v;
 	const struct http_sink *sink;
 	uint64_t offset;
@@ -198,7 +260,7 @@ static int on_props(void *ctx, const struct azure_blob_props *p)
 	struct http_response rs = {.length = -1, .accept_ranges = true};
 	struct meta m;
 
-	if (meta_from_blob(p, &m) || !meta_same_version(&m, r->v)) {
+	if (meta_from_blob(r->file, p, &m) || !meta_same_version(&m, r->v)) {
 		snprintf(r->err, r->errlen, "the blob changed version while being read");
 		return -ESTALE;
 	}
@@ -223,7 +285,7 @@ int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 		    const struct http_sink *sink, int (*cancelled)(void *), void *cancel_ctx,
 		    char *err, size_t errlen)
 {
-	struct reading r = {v, sink, offset, cancelled, cancel_ctx, err, errlen};
+	struct reading r = {file, v, sink, offset, cancelled, cancel_ctx, err, errlen};
 	struct azure_blob_read rd = {.offset = offset,
 				     .on_props = on_props,
 				     .on_body = on_bytes,
@@ -236,11 +298,117 @@ int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 	return noted(rc, err);
 }
 
+#define RENEW_S (STORE_AZURE_LEASE_S / 3)
+
+/*
+ * A lease on one blob, renewed by a thread of its own. The service, not
+ * this struct, is the fence: a write that carries a lease id the blob no
+ * longer has fails there (412), however late it arrives. lost only saves
+ * the requests that would fail anyway.
+ */
+struct store_azure_lease {
+	char blob[300];
+	char id[AZURE_UUID_SIZE];
+	pthread_t renewer;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stop;	   /* guarded by lock */
+	_Atomic bool lost; /* the service said the lease is no longer ours */
+};
+
+static void *renew_main(void *arg)
+{
+	struct store_azure_lease *l = arg;
+	struct timespec ts;
+	char err[256];
+	int rc;
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop && !atomic_load(&l->lost)) {
+		clock_deadline(CLOCK_REALTIME, &ts, RENEW_S * 1000000000L);
+		if (pthread_cond_timedwait(&l->wake, &l->lock, &ts) == 0 || l->stop)
+			continue;
+		pthread_mutex_unlock(&l->lock);
+		rc = noted(
+		    azure_blob_lease_renew(&client, container, l->blob, l->id, err, sizeof(err)),
+		    err);
+		if (rc == -EBUSY || rc == -ESTALE || rc == -ENOENT) {
+			/* Broken, expired and taken, or the blob deleted: it will not come back. */
+			atomic_store(&l->lost, true);
+			log_warn("%s: lost the lease (%s)", l->blob, err);
+		} else if (rc) {
+			log_warn("%s: %s", l->blob, err); /* transient: the next renewal may do */
+		}
+		pthread_mutex_lock(&l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+/*
+ * Leases blob, creating it empty first if absent (a lease needs a blob):
+ * 0, -EBUSY (another host holds it) or another failure, with err set.
+ */
+static int lease_take(const char *blob, struct store_azure_lease **out, char *err, size_t errlen)
+{
+	struct azure_blob_put o = {.if_absent = true};
+	struct store_azure_lease *l = calloc(1, sizeof(*l));
+	int rc;
+
+	*out = NULL;
+	if (!l)
+		return -ENOMEM;
+	snprintf(l->blob, sizeof(l->blob), "%s", blob);
+	/* Created once; a leased blob answers 412 to If-None-Match too. */
+	rc = azure_blob_put(&client, container, l->blob, "", 0, &o, err, errlen);
+	if (rc == 0 || rc == -EEXIST || rc == -ESTALE)
+		rc = azure_blob_lease_acquire(&client, container, l->blob, STORE_AZURE_LEASE_S,
+					      l->id, err, errlen);
+	if (rc == 0) {
+		pthread_mutex_init(&l->lock, NULL);
+		pthread_cond_init(&l->wake, NULL);
+		if (pthread_create(&l->renewer, NULL, renew_main, l) == 0) {
+			*out = l;
+			return noted(0, err);
+		}
+		azure_blob_lease_release(&client, container, l->blob, l->id, err, errlen);
+		pthread_cond_destroy(&l->wake);
+		pthread_mutex_destroy(&l->lock);
+		rc = -EAGAIN;
+		snprintf(err, errlen, "%s: no thread to renew the lease", l->blob);
+	}
+	free(l);
+	return rc == -EBUSY ? rc : noted(rc, err);
+}
+
+/* Stops renewing and releases the lease, unless it was lost already. */
+static void lease_drop(struct store_azure_lease *l)
+{
+	char err[256];
+
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->lock);
+	l->stop = true;
+	pthread_cond_signal(&l->wake);
+	pthread_mutex_unlock(&l->lock);
+	pthread_join(l->renewer, NULL);
+	if (!atomic_load(&l->lost) &&
+	    noted(azure_blob_lease_release(&client, container, l->blob, l->id, err, sizeof(err)),
+		  err))
+		log_warn("%s: %s", l->blob, err);
+	pthread_cond_destroy(&l->wake);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}
+
 struct upload {
 	const char *file;
 	int fd;
 	uint64_t size;
 	unsigned blocks;
+	struct store_azure_lease *lease; /* on the blob itself: every write carries its id */
+	char upload_id[AZURE_UPLOAD_ID_SIZE];
 	pthread_mutex_t lock;
 	unsigned next; /* guarded by lock: the next block to send */
 	int rc;	       /* guarded by lock: the first failure */
@@ -255,6 +423,10 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	size_t got = 0;
 	int rc;
 
+	if (atomic_load(&u->lease->lost)) {
+		snprintf(err, errlen, "the renewal was refused");
+		return -ESTALE;
+	}
 	while (got < len) {
 		ssize_t n = pread(u->fd, buf + got, len - got, (off_t)(off + got));
 		if (n <= 0) {
@@ -263,10 +435,10 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 		}
 		got += (size_t)n;
 	}
-	if (azure_blob_block_id(i, u->ids[i]))
+	if (azure_blob_block_id(u->upload_id, i, u->ids[i]))
 		return -EINVAL;
-	rc = azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len, NULL, err,
-				  errlen);
+	rc = azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len, u->lease->id,
+				  err, errlen);
 	if (!rc)
 		metrics_add(M_UPLOADED_BYTES, len);
 	return rc;
@@ -317,38 +489,72 @@ static int stage_blocks(struct upload *u)
 	return u->rc;
 }
 
+/* Stages the blocks and commits them, every write under the lease u->lease. */
+static int upload_leased(struct upload *u, const struct azure_meta *am, char *err, size_t errlen)
+{
+	struct azure_blob_put o = {.meta = am, .lease_id = u->lease->id};
+	const char **ids = calloc(u->blocks ? u->blocks : 1, sizeof(*ids));
+	int rc;
+
+	if (!ids) {
+		snprintf(err, errlen, "%s: cannot prepare the upload", u->file);
+		return -ENOMEM;
+	}
+	rc = stage_blocks(u);
+	if (rc) {
+		snprintf(err, errlen, "%s", u->err);
+	} else {
+		for (unsigned i = 0; i < u->blocks; i++)
+			ids[i] = u->ids[i];
+		o.content_type = strstr(u->file, ".gz") ? CONTENT_GZIP : CONTENT_TSV;
+		rc = azure_blob_put_block_list(&client, container, u->file, ids, u->blocks, &o, err,
+					       errlen);
+	}
+	free(ids);
+	return rc;
+}
+
 int store_azure_upload(const char *file, int fd, const struct meta *m, char *err, size_t errlen)
 {
 	struct upload u = {.file = file, .fd = fd, .size = (uint64_t)m->size};
-	struct azure_blob_put o = {0};
 	struct azure_meta am;
-	const char **ids = NULL;
+	char why[256];
 	int rc;
 
 	u.blocks = (unsigned)((u.size + BLOCK_BYTES - 1) / BLOCK_BYTES);
 	u.ids = calloc(u.blocks ? u.blocks : 1, sizeof(*u.ids));
-	ids = calloc(u.blocks ? u.blocks : 1, sizeof(*ids));
-	if (!u.ids || !ids || meta_to_blob(m, &am)) {
+	if (!u.ids || meta_to_blob(m, &am) || azure_blob_upload_id(u.upload_id)) {
 		free(u.ids);
-		free(ids);
 		snprintf(err, errlen, "%s: cannot prepare the upload", file);
 		return -ENOMEM;
 	}
-	pthread_mutex_init(&u.lock, NULL);
-	rc = stage_blocks(&u);
-	if (rc) {
-		snprintf(err, errlen, "%s", u.err);
-	} else {
-		for (unsigned i = 0; i < u.blocks; i++)
-			ids[i] = u.ids[i];
-		o.content_type = strstr(file, ".gz") ? CONTENT_GZIP : CONTENT_TSV;
-		o.meta = &am;
-		rc = azure_blob_put_block_list(&client, container, file, ids, u.blocks, &o, err,
-					       errlen);
+	rc = lease_take(file, &u.lease, err, errlen);
+	if (rc == -EBUSY) {
+		snprintf(err, errlen, "another host is uploading %s", file);
+		free(u.ids);
+		return rc; /* its copy will do: not a fault */
 	}
+	if (rc) {
+		free(u.ids);
+		return rc;
+	}
+	pthread_mutex_init(&u.lock, NULL);
+	rc = upload_leased(&u, &am, why, sizeof(why));
+	if (rc == -ESTALE || rc == -EBUSY || (rc && atomic_load(&u.lease->lost))) {
+		/* 412/409: the blob's lease is no longer ours, and the service refused the write.
+		 */
+		snprintf(err, errlen,
+			 "lost the lease on the blob (broken or taken over by another host); "
+			 "nothing committed: %s",
+			 why);
+		atomic_store(&u.lease->lost, true);
+		rc = -ESTALE;
+	} else if (rc) {
+		snprintf(err, errlen, "%s", why);
+	}
+	lease_drop(u.lease);
 	pthread_mutex_destroy(&u.lock);
 	free(u.ids);
-	free(ids);
 	return noted(rc, err);
 }
 
@@ -363,12 +569,14 @@ static int list_one(void *ctx, const struct azure_blob_item *it)
 	struct store_azure_item out = {0};
 	struct azure_blob_props p = {.size = it->size};
 	size_t n = strlen(it->name);
+	char why[128];
 
 	if (n > 5 && strcmp(it->name + n - 5, ".lock") == 0)
 		return 0;
 	p.meta = it->meta;
-	if (meta_from_blob(&p, &out.m))
-		memset(&out.m, 0, sizeof(out.m));
+	if (store_azure_meta_parse(&p.meta, p.size, our_origin, it->name, clock_wall(), &out.m, why,
+				   sizeof(why)))
+		memset(&out.m, 0, sizeof(out.m)); /* listed as the container has it, not trusted */
 	out.m.size = it->size;
 	out.m.mtime = it->mtime;
 	snprintf(out.name, sizeof(out.name), "%s", it->name);
@@ -389,86 +597,15 @@ int store_azure_delete(const char *file, char *err, size_t errlen)
 	return noted(azure_blob_delete(&client, container, file, NULL, err, errlen), err);
 }
 
-#define RENEW_S (STORE_AZURE_LEASE_S / 3)
-
-struct store_azure_lease {
-	char blob[300];
-	char id[AZURE_UUID_SIZE];
-	pthread_t renewer;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
-	bool stop; /* guarded by lock */
-};
-
-static void *renew_main(void *arg)
-{
-	struct store_azure_lease *l = arg;
-	struct timespec ts;
-	char err[256];
-
-	pthread_mutex_lock(&l->lock);
-	while (!l->stop) {
-		clock_deadline(CLOCK_REALTIME, &ts, RENEW_S * 1000000000L);
-		if (pthread_cond_timedwait(&l->wake, &l->lock, &ts) == 0 || l->stop)
-			continue;
-		pthread_mutex_unlock(&l->lock);
-		if (noted(azure_blob_lease_renew(&client, container, l->blob, l->id, err,
-						 sizeof(err)),
-			  err))
-			log_warn("%s: %s", l->blob, err);
-		pthread_mutex_lock(&l->lock);
-	}
-	pthread_mutex_unlock(&l->lock);
-	return NULL;
-}
-
 int store_azure_lock(const char *file, struct store_azure_lease **out, char *err, size_t errlen)
 {
-	struct azure_blob_put o = {.if_absent = true};
-	struct store_azure_lease *l = calloc(1, sizeof(*l));
-	int rc;
+	char blob[300];
 
-	*out = NULL;
-	if (!l)
-		return -ENOMEM;
-	snprintf(l->blob, sizeof(l->blob), "%s.lock", file);
-	/* The lock blob exists once; a leased one answers 412 to If-None-Match too. */
-	rc = azure_blob_put(&client, container, l->blob, "", 0, &o, err, errlen);
-	if (rc == 0 || rc == -EEXIST || rc == -ESTALE)
-		rc = azure_blob_lease_acquire(&client, container, l->blob, STORE_AZURE_LEASE_S,
-					      l->id, err, errlen);
-	if (rc == 0) {
-		pthread_mutex_init(&l->lock, NULL);
-		pthread_cond_init(&l->wake, NULL);
-		if (pthread_create(&l->renewer, NULL, renew_main, l) == 0) {
-			*out = l;
-			return noted(0, err);
-		}
-		azure_blob_lease_release(&client, container, l->blob, l->id, err, errlen);
-		pthread_cond_destroy(&l->wake);
-		pthread_mutex_destroy(&l->lock);
-		rc = -EAGAIN;
-		snprintf(err, errlen, "%s: no thread to renew the lease", l->blob);
-	}
-	free(l);
-	return rc == -EBUSY ? rc : noted(rc, err);
+	snprintf(blob, sizeof(blob), "%s.lock", file);
+	return lease_take(blob, out, err, errlen);
 }
 
 void store_azure_unlock(struct store_azure_lease *l)
 {
-	char err[256];
-
-	if (!l)
-		return;
-	pthread_mutex_lock(&l->lock);
-	l->stop = true;
-	pthread_cond_signal(&l->wake);
-	pthread_mutex_unlock(&l->lock);
-	pthread_join(l->renewer, NULL);
-	if (noted(azure_blob_lease_release(&client, container, l->blob, l->id, err, sizeof(err)),
-		  err))
-		log_warn("%s: %s", l->blob, err);
-	pthread_cond_destroy(&l->wake);
-	pthread_mutex_destroy(&l->lock);
-	free(l);
+	lease_drop(l);
 }

@@ -159,7 +159,8 @@ static int do_put(const struct azure_blob_client *cl, const char *c, const char 
 		  const char *file, const struct opts *o, int blocks, char *err, size_t errlen)
 {
 	struct azure_blob_put p = put_options(o);
-	char ids[MAX_BLOCKS][AZURE_BLOCK_ID_SIZE];
+	static char ids[MAX_BLOCKS][AZURE_BLOCK_ID_SIZE];
+	char upload[AZURE_UPLOAD_ID_SIZE];
 	const char *idp[MAX_BLOCKS];
 	size_t len, count = 0;
 	char *data = read_file(file, &len);
@@ -173,10 +174,15 @@ static int do_put(const struct azure_blob_client *cl, const char *c, const char 
 		rc = azure_blob_put(cl, c, name, data, len, &p, err, errlen);
 		goto out;
 	}
+	if (azure_blob_upload_id(upload)) {
+		snprintf(err, errlen, "no random upload id");
+		rc = -EIO;
+	}
 	for (size_t off = 0; !rc && off < len; off += o->block_size, count++) {
 		size_t n = len - off < o->block_size ? len - off : o->block_size;
 
-		if (count == MAX_BLOCKS || azure_blob_block_id((unsigned)count, ids[count])) {
+		if (count == MAX_BLOCKS ||
+		    azure_blob_block_id(upload, (unsigned)count, ids[count])) {
 			snprintf(err, errlen, "too many blocks");
 			rc = -E2BIG;
 			break;

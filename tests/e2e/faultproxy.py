@@ -38,6 +38,10 @@ Faults (at most one per request: the first matching fault rule in the queue):
 Modifiers (every matching one applies, besides the fault):
   no_ranges()                     forward without Range/If-Range (the upstream answers 200) and
                                   strip Accept-Ranges from the response
+  hold(query="", timeout=30)      keep a matching request (any method; `query`: a substring its
+                                  query string must contain) from the upstream until
+                                  release(rule) or `timeout` s, then serve it as usual; `held`
+                                  (an Event) is set once a request waits
 Body positions are offsets in the body of that response (a 206's body starts at its range
 start). A body fault needs a response with a body (200 or 206): a request that gets none (304,
 an error page) leaves the rule in the queue. Positions past the body's end are clamped to its
@@ -55,7 +59,8 @@ arrives and updated as it is served (`done` once it ended). Fields: method, path
 sent), range, if_range, if_none_match, if_modified_since, etag, content_length, content_range,
 accept_ranges (as sent), body_bytes (body bytes sent so far), fault (a description of the
 fault applied, or None), no_ranges (the modifier applied), upstream_status, error (what ended
-the exchange early, or None), done. `mark()` gives the current count for a later `since`;
+the exchange early, or None), done, query (the query string), headers (the request's headers,
+names lower-cased), held (a hold rule kept it). `mark()` gives the current count for a later `since`;
 `gets(name)` the GETs of one file name; `settle()` waits until all requests ended.
 """
 
@@ -255,6 +260,13 @@ class FaultProxy:
     def no_ranges(self, path="", times=None):
         return self.add(Rule("no_ranges", path, times, None))
 
+    def hold(self, path="", query="", times=1, timeout=30):
+        return self.add(Rule("hold", path, times, None, query=query, timeout=timeout,
+                             gate=threading.Event(), held=threading.Event()))
+
+    def release(self, rule):
+        rule.params["gate"].set()
+
     def throttle(self, bytes_per_s):
         with self._lock:
             self._rate = bytes_per_s
@@ -271,7 +283,7 @@ class FaultProxy:
         """The first matching fault rule if its kind is in kinds: used once (under the lock)."""
         with self._lock:
             for r in self._rules:
-                if r.kind == "no_ranges" or not r.matches(path, ranged, range_header):
+                if r.kind in ("no_ranges", "hold") or not r.matches(path, ranged, range_header):
                     continue
                 if r.kind not in kinds:
                     return None
@@ -283,6 +295,18 @@ class FaultProxy:
         r.used += 1
         if r.times is not None and r.used >= r.times:
             self._rules.remove(r)
+
+    def _hold(self, path, query, entry):
+        """Waits while a matching hold rule keeps this request back."""
+        with self._lock:
+            found = next((r for r in self._rules if r.kind == "hold" and r.matches(path, False)
+                          and r.params["query"] in query), None)
+            if found is not None:
+                self._use(found)
+        if found is not None:
+            entry["held"] = True
+            found.params["held"].set()
+            found.params["gate"].wait(found.params["timeout"])
 
     def _modifiers(self, path):
         with self._lock:
@@ -378,7 +402,7 @@ class FaultProxy:
     def _handle(self, conn, rfile, req):
         """Serve one request; returns 'keep', 'close' or 'reset' for the connection."""
         method, target, version, headers, body = req
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         hmap = {k.lower(): v for k, v in headers}
         ranged = "range" in hmap
         entry = {"time": time.time(), "method": method, "path": path, "status": None,
@@ -387,10 +411,12 @@ class FaultProxy:
                  "if_modified_since": hmap.get("if-modified-since", ""),
                  "etag": "", "content_length": None, "content_range": "", "accept_ranges": "",
                  "body_bytes": 0, "fault": None, "no_ranges": False, "upstream_status": None,
-                 "error": None, "done": False}
+                 "error": None, "done": False, "query": query, "held": False,
+                 "headers": hmap}
         self._record(entry)
         keep = version == "HTTP/1.1" and "close" not in hmap.get("connection", "").lower()
         try:
+            self._hold(path, query, entry)
             rule = self._take(path, ranged, {"status", "drop"}, hmap.get("range", ""))
             if rule is not None and rule.kind == "drop":
                 entry["fault"] = "drop"

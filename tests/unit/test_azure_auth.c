@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "azure_auth.h"
+#include "secret_env.h"
 #include "unit.h"
 
 #define DEV_KEY                                                                                    \
@@ -345,6 +346,39 @@ static void test_redact(void **state)
 	assert_string_equal(out, "x?sig=R");
 }
 
+static const char *no_env(const char *name)
+{
+	(void)name;
+	return NULL;
+}
+
+static const char *process_env(const char *name)
+{
+	return getenv(name);
+}
+
+/* The secrets leave the environment, and their bytes are overwritten where they were. */
+static void test_scrub_environ(void **state)
+{
+	char *v;
+	size_t n;
+
+	(void)state;
+	assert_false(secret_env_any(no_env));
+	assert_int_equal(setenv("AZURE_STORAGE_SAS_TOKEN", "sv=2024&sig=c2VjcmV0", 1), 0);
+	assert_int_equal(setenv("AZURE_STORAGE_ACCOUNT_NAME", "account", 1), 0);
+	assert_true(secret_env_any(process_env));
+	v = getenv("AZURE_STORAGE_SAS_TOKEN");
+	n = strlen(v);
+	secret_env_scrub();
+	assert_null(getenv("AZURE_STORAGE_SAS_TOKEN"));
+	for (size_t i = 0; i < n; i++) /* glibc keeps what setenv allocated */
+		assert_int_equal(v[i], 0);
+	assert_false(secret_env_any(process_env));
+	assert_string_equal(getenv("AZURE_STORAGE_ACCOUNT_NAME"), "account"); /* not a secret */
+	assert_int_equal(unsetenv("AZURE_STORAGE_ACCOUNT_NAME"), 0);
+}
+
 int test_azure_auth_group(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -359,6 +393,7 @@ int test_azure_auth_group(void)
 	    cmocka_unit_test(test_string_to_sign_and_signature),
 	    cmocka_unit_test(test_sign_needs_key),
 	    cmocka_unit_test(test_redact),
+	    cmocka_unit_test(test_scrub_environ),
 	};
 	return cmocka_run_group_tests_name("azure_auth", tests, NULL, NULL);
 }

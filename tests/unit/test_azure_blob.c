@@ -170,17 +170,31 @@ static void test_listing_limits(void **state)
 static void test_block_ids_and_digests(void **state)
 {
 	char id[AZURE_BLOCK_ID_SIZE], md5[AZURE_MD5_BASE64_SIZE], uuid[AZURE_UUID_SIZE];
-	char uuid2[AZURE_UUID_SIZE];
+	char uuid2[AZURE_UUID_SIZE], up[AZURE_UPLOAD_ID_SIZE], up2[AZURE_UPLOAD_ID_SIZE];
+	const char *fixed = "0123456789abcdef01234567";
 
 	(void)state;
-	/* base64 of "000000000", "000000042", "999999999" (python3 base64.b64encode). */
-	assert_int_equal(azure_blob_block_id(0, id), 0);
-	assert_string_equal(id, "MDAwMDAwMDAw");
-	assert_int_equal(azure_blob_block_id(42, id), 0);
-	assert_string_equal(id, "MDAwMDAwMDQy");
-	assert_int_equal(azure_blob_block_id(AZURE_BLOCK_INDEX_MAX, id), 0);
-	assert_string_equal(id, "OTk5OTk5OTk5");
-	assert_int_equal(azure_blob_block_id(AZURE_BLOCK_INDEX_MAX + 1, id), -EINVAL);
+	/* base64 of the upload id and 9 digits (python3 base64.b64encode). */
+	assert_int_equal(azure_blob_block_id(fixed, 0, id), 0);
+	assert_string_equal(id, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3MDAwMDAwMDAw");
+	assert_int_equal(azure_blob_block_id(fixed, 42, id), 0);
+	assert_string_equal(id, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3MDAwMDAwMDQy");
+	assert_int_equal(azure_blob_block_id("ffffffffffffffffffffffff", AZURE_BLOCK_INDEX_MAX, id),
+			 0);
+	assert_string_equal(id, "ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmOTk5OTk5OTk5");
+	assert_int_equal(azure_blob_block_id(fixed, AZURE_BLOCK_INDEX_MAX + 1, id), -EINVAL);
+	assert_int_equal(azure_blob_block_id("0123", 0, id), -EINVAL);
+	assert_int_equal(azure_blob_block_id("0123456789abcdef0123456g", 0, id), -EINVAL);
+	/* Two uploads: ids of the same index differ, and have the same length. */
+	assert_int_equal(azure_blob_upload_id(up), 0);
+	assert_int_equal(azure_blob_upload_id(up2), 0);
+	assert_int_equal(strlen(up), AZURE_UPLOAD_ID_SIZE - 1);
+	assert_string_not_equal(up, up2);
+	assert_int_equal(azure_blob_block_id(up, 7, id), 0);
+	assert_int_equal(strlen(id), AZURE_BLOCK_ID_SIZE - 1);
+	assert_int_equal(
+	    strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"),
+	    AZURE_BLOCK_ID_SIZE - 1);
 	/* base64(md5(b"hello")) from python3 hashlib. */
 	assert_int_equal(azure_auth_md5_base64("hello", 5, md5), 0);
 	assert_string_equal(md5, "XUFAKrxLKna5cZ2REBfFkg==");

@@ -24,6 +24,7 @@ int main(void)
 	    {"schedule", test_schedule_group},
 	    {"segment", test_segment_group},
 	    {"spool", test_spool_group},
+	    {"store_azure", test_store_azure_group},
 	};
 	int failed = 0;
 

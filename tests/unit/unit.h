@@ -29,5 +29,6 @@ int test_meta_group(void);
 int test_schedule_group(void);
 int test_segment_group(void);
 int test_spool_group(void);
+int test_store_azure_group(void);
 
 #endif
