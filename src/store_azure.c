@@ -38,7 +38,8 @@ static struct azure_cred cred;
 static struct azure_blob_client client;
 static char container[64];
 static char location[128];
-static char our_origin[1024]; /* the origin URL a copy's metadata must record */
+static char
+    our_origin[1024]; /* the origin URL (as shown: redacted) a copy's metadata must record */
 static bool enabled;
 
 static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -79,7 +80,7 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 				       .connect_seconds = cfg->timeout < 20 ? cfg->timeout : 20,
 				       .stall_seconds = cfg->timeout};
 	snprintf(container, sizeof(container), "%s", cfg->container);
-	snprintf(our_origin, sizeof(our_origin), "%s", cfg->origin);
+	snprintf(our_origin, sizeof(our_origin), "%s", cfg->origin_shown);
 	snprintf(location, sizeof(location), "Azure Blob Container: %s", container);
 	/* The cheap request that proves the account, key and container work. */
 	rc = azure_blob_create_container(&client, container, err, errlen);

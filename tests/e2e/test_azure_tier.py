@@ -79,6 +79,25 @@ def test_second_host_reads_from_the_container_not_the_origin(origin, mount, samp
 
 
 @pytest.mark.timeout_s(120)
+def test_hosts_with_a_password_in_the_origin_url_share_the_container(origin, mount, sample_data,
+                                                                     azure_env):
+    """The blobs record the origin as shown (password redacted); the other host must trust them."""
+    expected = expected_hashes(sample_data.path)
+    url = origin.url().replace("http://", "http://loader:s3cret@", 1)
+    a = mount(url, env=azure_env)
+    a.command("download", "all")
+    assert a.wait_job(timeout=60) == 0
+    origin.settle()
+    mark = origin.mark()
+    b = mount(url, env=azure_env)
+    for d in DATASETS:
+        assert sha256_file(b / (d + ".tsv.gz")) == expected[d + ".tsv.gz"], d
+    origin.settle()
+    assert origin.requests(since=mark) == [], "the second host did not trust the container"
+    assert "s3cret" not in b.stderr_text()
+
+
+@pytest.mark.timeout_s(120)
 def test_a_new_origin_version_reaches_the_other_host_through_the_container(
         origin_factory, private_data, mount, tmp_path, azure_env):
     o = origin_factory(private_data.path)
