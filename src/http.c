@@ -94,7 +94,7 @@ static double parse_retry_after(const char *v)
 	return when > 0 && when > time(NULL) ? difftime(when, time(NULL)) : 0;
 }
 
-static void parse_header(struct http_response *rs, const char *line, size_t n)
+void http_parse_header(struct http_response *rs, const char *line, size_t n)
 {
 	char value[512];
 	const char *colon = memchr(line, ':', n);
@@ -139,7 +139,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
 {
 	struct transfer *t = userdata;
 
-	parse_header(t->rs, buf, size * nitems);
+	http_parse_header(t->rs, buf, size * nitems);
 	return size * nitems;
 }
 
