@@ -102,7 +102,10 @@ void http_parse_header(struct http_response *rs, const char *line, size_t n)
 	const char *v;
 
 	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
-		const char *sp = memchr(line, ' ', n);
+		const char *sp;
+
+		copy_value(value, sizeof(value), line, n); /* curl does not NUL-terminate it */
+		sp = strchr(value, ' ');
 		reset_response(rs, sp ? strtol(sp + 1, NULL, 10) : 0);
 		return;
 	}

@@ -18,6 +18,7 @@ int main(void)
 	    {"control_json", test_control_json_group},
 	    {"feed", test_feed_group},
 	    {"gunzip", test_gunzip_group},
+	    {"http_header", test_http_header_group},
 	    {"meta", test_meta_group},
 	    {"schedule", test_schedule_group},
 	    {"spool", test_spool_group},

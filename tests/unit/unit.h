@@ -23,6 +23,7 @@ int test_control_parse_group(void);
 int test_control_json_group(void);
 int test_feed_group(void);
 int test_gunzip_group(void);
+int test_http_header_group(void);
 int test_meta_group(void);
 int test_schedule_group(void);
 int test_spool_group(void);
