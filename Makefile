@@ -103,7 +103,8 @@ fuzz-targets: $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/%)
 $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIB_OBJS) | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
-fuzz: fuzz-build
+fuzz: deps
+	$(MAKE) fuzz-build
 	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_S) $(FUZZ_TARGETS)
 
 # The mount's figures, the databases', the Azure tier's; all run even when one fails.
