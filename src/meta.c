@@ -87,6 +87,9 @@ static int meta_from_object(const cJSON *o, struct meta *m)
 	    get_int(o, "mtime", 0, &m->mtime) || get_int(o, "size", 0, &m->size) ||
 	    get_int(o, "tsv_size", -1, &m->tsv_size) || !cJSON_IsNumber(at))
 		return -EINVAL;
+	/* As get_int's range: an infinity would be written back as null, a huge time as no date. */
+	if (!(at->valuedouble >= 0 && at->valuedouble <= 9.0e15))
+		return -EINVAL;
 	m->fetched_at = at->valuedouble;
 	return 0;
 }
