@@ -30,8 +30,8 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 PYTEST    := /usr/bin/python3 -m pytest
 MOUNT     ?= $(HOME)/imdb
 
-.PHONY: all deps test test-unit test-e2e test-stress check-asan bench run demo demo-stop \
-        install uninstall deb format clean
+.PHONY: all deps test test-unit test-e2e test-stress check-asan check-clang fuzz fuzz-build \
+        fuzz-targets bench run demo demo-stop install uninstall deb format clean
 
 all: $(BUILD)/imdbfs
 
@@ -81,6 +81,32 @@ check-asan: deps
 		BLOB_PROBE=$(abspath build-asan/blob-probe) IMDBFS_TEST_DECODER=$(or $(DECODER),zlib) \
 		$(PYTEST) -q tests/e2e $(PYTEST_ARGS)
 
+# Everything, unit tests included, built and run with clang (-Werror as with gcc).
+check-clang: deps
+	$(MAKE) CC=clang BUILD=build-clang all build-clang/unit-tests build-clang/blob-probe
+	build-clang/unit-tests
+
+# libFuzzer targets (tests/fuzz/fuzz_NAME.c) against the library objects built
+# with clang for the fuzzer, ASan and UBSan in build-fuzz/; `make fuzz` runs each
+# for FUZZ_S seconds on a copy of its seed corpus (tests/fuzz/README.md).
+FUZZ_S     ?= 60
+FUZZ_BUILD := build-fuzz
+FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+              -fno-sanitize-recover=undefined
+
+fuzz-build:
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) CFLAGS="$(FUZZ_FLAGS)" fuzz-targets
+
+fuzz-targets: $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/%)
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIB_OBJS) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
+
+fuzz: deps
+	$(MAKE) fuzz-build
+	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_S) $(FUZZ_TARGETS)
+
 # The mount's figures, the databases', the Azure tier's; all run even when one fails.
 bench: deps all
 	@status=0; scripts/bench || status=1; scripts/bench-db || status=1; \
@@ -126,4 +152,4 @@ format:
 	clang-format -i src/*.c include/*.h tests/unit/*.c
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-clang build-fuzz

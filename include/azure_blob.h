@@ -175,6 +175,14 @@ int azure_blob_parse_listing(const char *xml, size_t len,
 			     char *marker, size_t markcap);
 
 /*
+ * The <Code> of an error body (NUL-terminated, untrusted) into code, which
+ * holds cap bytes and is left as it is when the body has none; any
+ * character but a letter or digit becomes '?', since it goes into log lines.
+ * The request's error path; exported for the fuzzer.
+ */
+void azure_blob_error_code(const char *body, char *code, size_t cap);
+
+/*
  * Leases (the blob must exist). Acquire for 15..60 seconds; id gets the
  * lease id (a random UUID we propose). Conflicts are -EBUSY: the blob is
  * leased by another id, or (renew) our lease was lost.

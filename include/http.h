@@ -89,4 +89,16 @@ int http_get(const struct http_request *rq, struct http_response *rs, const stru
  */
 int http_url_redact(const char *url, char **out);
 
+/*
+ * Folds one response header line (n bytes, not NUL-terminated, CRLF
+ * included or not) into rs: a status line resets rs to that status; ETag,
+ * Last-Modified, Content-Length, Content-Range, Retry-After and
+ * Accept-Ranges set their fields; any other line is ignored. The origin's
+ * bytes are untrusted: every line, of any length and content, leaves rs
+ * well-formed (strings NUL-terminated; length -1 or >= 0; total -1 or past
+ * range_start; retry_after >= 0). http_get's header callback; exported for
+ * the fuzzer.
+ */
+void http_parse_header(struct http_response *rs, const char *line, size_t n);
+
 #endif

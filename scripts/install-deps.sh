@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
 	gcc make pkg-config
+	clang libclang-rt-14-dev # make check-clang; make fuzz (libFuzzer, ASan, UBSan)
 	libfuse3-dev fuse3
 	libcurl4-openssl-dev zlib1g-dev libssl-dev libcjson-dev
 	libcmocka-dev

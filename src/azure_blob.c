@@ -485,20 +485,26 @@ static int setup(struct request *r, CURL *c, struct curl_slist *headers, char *e
 	return bad ? -EPROTO : 0;
 }
 
-/* The <Code> of an error body when the header did not carry it (HEAD has no body). */
-static void code_from_body(struct request *r)
+void azure_blob_error_code(const char *body, char *code, size_t cap)
 {
 	const char *s, *e;
 
-	if (r->error_code[0] || !r->resp || !(s = strstr(r->resp, "<Code>")))
+	if (!(s = strstr(body, "<Code>")))
 		return;
 	s += 6;
 	e = strstr(s, "</Code>");
 	if (e)
-		copy_value(r->error_code, sizeof(r->error_code), s, (size_t)(e - s));
-	for (char *p = r->error_code; *p; p++)
+		copy_value(code, cap, s, (size_t)(e - s));
+	for (char *p = code; *p; p++)
 		if (!isalnum((unsigned char)*p))
 			*p = '?'; /* it goes into a log line */
+}
+
+/* The <Code> of an error body when the header did not carry it (HEAD has no body). */
+static void code_from_body(struct request *r)
+{
+	if (!r->error_code[0] && r->resp)
+		azure_blob_error_code(r->resp, r->error_code, sizeof(r->error_code));
 }
 
 static int classify_status(struct request *r)

@@ -102,7 +102,7 @@ static double parse_retry_after(const char *v)
 	return when > 0 && when > time(NULL) ? difftime(when, time(NULL)) : 0;
 }
 
-static void parse_header(struct http_response *rs, const char *line, size_t n)
+void http_parse_header(struct http_response *rs, const char *line, size_t n)
 {
 	char value[512];
 	const char *colon = memchr(line, ':', n);
@@ -110,7 +110,10 @@ static void parse_header(struct http_response *rs, const char *line, size_t n)
 	const char *v;
 
 	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
-		const char *sp = memchr(line, ' ', n);
+		const char *sp;
+
+		copy_value(value, sizeof(value), line, n); /* curl does not NUL-terminate it */
+		sp = strchr(value, ' ');
 		reset_response(rs, sp ? strtol(sp + 1, NULL, 10) : 0);
 		return;
 	}
@@ -147,7 +150,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
 {
 	struct transfer *t = userdata;
 
-	parse_header(t->rs, buf, size * nitems);
+	http_parse_header(t->rs, buf, size * nitems);
 	return size * nitems;
 }
 

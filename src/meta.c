@@ -115,7 +115,12 @@ static int get_string(const cJSON *o, const char *key, char *dst, size_t cap)
 	return 0;
 }
 
-/* Integral numbers only: sizes and times must survive the round trip exactly. */
+/*
+ * Integral numbers only: sizes and times must survive the round trip
+ * exactly. cJSON prints numbers with 15 significant digits when they read
+ * back within DBL_EPSILON, so 16 digits would not.
+ */
+#define META_INT_MAX 999999999999999.0
 static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t *dst)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -124,7 +129,7 @@ static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t *dst)
 	if (!cJSON_IsNumber(v))
 		return -EINVAL;
 	d = v->valuedouble;
-	if (d != floor(d) || d < (double)lo || d > 9.0e15)
+	if (d != floor(d) || d < (double)lo || d > META_INT_MAX)
 		return -EINVAL;
 	*dst = (int64_t)d;
 	return 0;
@@ -140,6 +145,9 @@ static int meta_from_object(const cJSON *o, struct meta *m)
 	    get_string(o, "last_modified", m->last_modified, sizeof(m->last_modified)) ||
 	    get_int(o, "mtime", 0, &m->mtime) || get_int(o, "size", 0, &m->size) ||
 	    get_int(o, "tsv_size", -1, &m->tsv_size) || !cJSON_IsNumber(at))
+		return -EINVAL;
+	/* As get_int's range: an infinity would be written back as null, a huge time as no date. */
+	if (!(at->valuedouble >= 0 && at->valuedouble <= META_INT_MAX))
 		return -EINVAL;
 	m->fetched_at = at->valuedouble;
 	return 0;

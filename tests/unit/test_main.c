@@ -20,6 +20,7 @@ int main(void)
 	    {"feed", test_feed_group},
 	    {"gunzip", test_gunzip_group},
 	    {"json", test_json_group},
+	    {"http_header", test_http_header_group},
 	    {"meta", test_meta_group},
 	    {"schedule", test_schedule_group},
 	    {"segment", test_segment_group},

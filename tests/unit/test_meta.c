@@ -4,6 +4,7 @@
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -204,6 +205,57 @@ static void test_meta_rejects_non_integral_and_huge_sizes(void **state)
 	}
 }
 
+/*
+ * A fetched_at_epoch that cannot be written back (1e999 parses as infinity,
+ * which cJSON prints as null) or rendered as a date is malformed, so that
+ * what is accepted survives its round trip. Found by fuzz_meta.
+ */
+static void test_meta_rejects_fetched_at_out_of_range(void **state)
+{
+	static const char *const bad[] = {"1e999", "-1e999", "1e300", "-1"};
+	struct meta m;
+	char text[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text),
+			 "{\"url\":\"z\",\"etag\":\"\",\"last_modified\":\"\",\"mtime\":7,"
+			 "\"size\":25,\"tsv_size\":1,\"fetched_at_epoch\":%s}",
+			 bad[i]);
+		if (meta_from_json(text, &m) != -EINVAL)
+			fail_msg("accepted fetched_at_epoch = %s", bad[i]);
+	}
+}
+
+/*
+ * cJSON prints a number with 15 significant digits when that reads back
+ * within DBL_EPSILON: 8999999999999999 would be written back as 9e+15, so a
+ * size or time of 16 digits cannot survive the round trip and is malformed.
+ * Found by fuzz_meta.
+ */
+static void test_meta_rejects_integers_json_cannot_carry_exactly(void **state)
+{
+	static const char *const bad[] = {"\"size\":8999999999999999,\"mtime\":7",
+					  "\"size\":1,\"mtime\":1000000000000001"};
+	struct meta m;
+	char text[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text),
+			 "{\"url\":\"z\",\"etag\":\"\",\"last_modified\":\"\",%s,"
+			 "\"tsv_size\":1,\"fetched_at_epoch\":1}",
+			 bad[i]);
+		if (meta_from_json(text, &m) != -EINVAL)
+			fail_msg("accepted %s", bad[i]);
+	}
+	snprintf(text, sizeof(text),
+		 "{\"url\":\"z\",\"etag\":\"\",\"last_modified\":\"\",\"size\":999999999999999,"
+		 "\"mtime\":7,\"tsv_size\":1,\"fetched_at_epoch\":1}");
+	assert_int_equal(meta_from_json(text, &m), 0);
+	assert_int_equal(m.size, 999999999999999);
+}
+
 static void test_meta_etag_of_255_chars_fits_256_does_not(void **state)
 {
 	struct meta in, out;
@@ -325,6 +377,8 @@ int test_meta_group(void)
 	    cmocka_unit_test(test_meta_rejects_wrong_types),
 	    cmocka_unit_test(test_meta_rejects_negative_sizes),
 	    cmocka_unit_test(test_meta_rejects_non_integral_and_huge_sizes),
+	    cmocka_unit_test(test_meta_rejects_fetched_at_out_of_range),
+	    cmocka_unit_test(test_meta_rejects_integers_json_cannot_carry_exactly),
 	    cmocka_unit_test(test_meta_etag_of_255_chars_fits_256_does_not),
 	    cmocka_unit_test(test_meta_rejects_over_long_url_and_last_modified),
 	    cmocka_unit_test(test_meta_same_version_compares_etags),
