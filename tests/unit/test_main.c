@@ -21,6 +21,7 @@ int main(void)
 	    {"meta", test_meta_group},
 	    {"schedule", test_schedule_group},
 	    {"spool", test_spool_group},
+	    {"store_local", test_store_local_group},
 	};
 	int failed = 0;
 

@@ -26,5 +26,6 @@ int test_gunzip_group(void);
 int test_meta_group(void);
 int test_schedule_group(void);
 int test_spool_group(void);
+int test_store_local_group(void);
 
 #endif
