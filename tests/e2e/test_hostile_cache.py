@@ -166,30 +166,46 @@ def test_the_lock_survives_daemonizing(origin, sample_data, tmp_path):
 # ----------------------------------------------------------------- durability (strace)
 
 SYSCALL = re.compile(r"^(\d+) +(\w+)\((.*)\) += (-?\d+)")
+UNFINISHED = re.compile(r"^(\d+) +(\w+)\((.*) <unfinished \.\.\.>$")
+RESUMED = re.compile(r"^(\d+) +<\.\.\. (\w+) resumed>(.*)\) += (-?\d+)")
 
 
 def traced_mount(mount, origin, tmp_path, monkeypatch):
     strace = shutil.which("strace")
     assert strace, "strace is not installed (Debian package strace; scripts/install-deps.sh)"
-    log = tmp_path / "strace.log"
+    real, log = imdbfs_bin(), tmp_path / "strace.log"
     wrapper = tmp_path / "traced-imdbfs"
-    wrapper.write_text("#!/bin/sh\nexec %s -f -qq -y -o %s -e trace=fsync,fdatasync,rename,"
+    # LeakSanitizer cannot run under ptrace (the other sanitizers can).
+    wrapper.write_text("#!/bin/sh\nASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0\" "
+                       "exec %s -f -qq -y -o %s -e trace=fsync,fdatasync,rename,"
                        "renameat,renameat2,unlink,unlinkat,linkat %s \"$@\"\n"
-                       % (strace, log, imdbfs_bin()))
+                       % (strace, log, real))
     wrapper.chmod(0o755)
     monkeypatch.setenv("IMDBFS_BIN", str(wrapper))
     m = mount(origin.url())
-    monkeypatch.setenv("IMDBFS_BIN", imdbfs_bin())
+    monkeypatch.setenv("IMDBFS_BIN", real)  # `imdbfs wait` and the like: not traced
     return m, log
 
 
 def calls(log):
-    """[(name, args)] of the successful calls in strace's log, in order."""
-    out = []
+    """[(name, args)] of the successful calls in strace's log, in the order they returned
+    (a call interrupted by another thread's is logged in two halves)."""
+    out, pending = [], {}
     for line in log.read_text().splitlines():
         mo = SYSCALL.match(line)
-        if mo and mo.group(4) == "0":
-            out.append((mo.group(2), mo.group(3)))
+        if mo:
+            if mo.group(4) == "0":
+                out.append((mo.group(2), mo.group(3)))
+            continue
+        mo = UNFINISHED.match(line)
+        if mo:
+            pending[mo.group(1)] = (mo.group(2), mo.group(3))
+            continue
+        mo = RESUMED.match(line)
+        if mo and mo.group(1) in pending:
+            name, args = pending.pop(mo.group(1))
+            if mo.group(4) == "0":
+                out.append((name, args + mo.group(3)))
     return out
 
 
@@ -212,6 +228,8 @@ def test_commit_and_eviction_are_fsynced_in_order(origin, mount, sample_data, tm
     partial = cache + "/.partial"
     assert read_bytes(m / NAME) == origin_gz(sample_data, "title.ratings")
     wait_for(lambda: (m.cache_dir / (NAME + ".meta")).exists(), 10, "the commit")
+    m.command("download", "title.ratings force")  # a commit over an old pair
+    assert m.wait_job() == 0, m.control("download")
     os.unlink(m / NAME)
     assert m.unmount() == 0
     seq = calls(log)
@@ -232,6 +250,21 @@ def test_commit_and_eviction_are_fsynced_in_order(origin, mount, sample_data, tm
     meta_sync = index(seq, fsync_of(partial + "/" + NAME + ".meta.tmp"), "fsync of the .meta.tmp")
     part_sync = index(seq, fsync_of(partial), "fsync of .partial", max(data_sync, meta_sync))
     data_mv = index(seq, rename(NAME, NAME), "rename of the data", part_sync)
+    dir_sync1 = index(seq, fsync_of(cache), "fsync of the cache dir", data_mv)
+    meta_mv = index(seq, rename(NAME + ".meta.tmp", NAME + ".meta"), "rename of the .meta",
+                    dir_sync1)
+    index(seq, fsync_of(cache), "fsync of the cache dir", meta_mv)
+    # The forced refresh: the old pair is linked aside (and that made durable) before its
+    # .meta goes, and the directory is fsynced between the unlink and each rename.
+    link_data = index(seq, lambda n, a: n == "linkat" and quoted(a) == [NAME, NAME + ".old"],
+                      "link of the old copy aside", meta_mv)
+    link_meta = index(seq, lambda n, a: n == "linkat" and quoted(a) == [NAME + ".meta",
+                                                                        NAME + ".meta.old"],
+                      "link of the old .meta aside", link_data)
+    part_sync = index(seq, fsync_of(partial), "fsync of .partial", link_meta)
+    unl_old = index(seq, unlink_in_cache(NAME + ".meta"), "unlink of the old .meta", part_sync)
+    dir_sync0 = index(seq, fsync_of(cache), "fsync of the cache dir", unl_old)
+    data_mv = index(seq, rename(NAME, NAME), "rename of the data", dir_sync0)
     dir_sync1 = index(seq, fsync_of(cache), "fsync of the cache dir", data_mv)
     meta_mv = index(seq, rename(NAME + ".meta.tmp", NAME + ".meta"), "rename of the .meta",
                     dir_sync1)
