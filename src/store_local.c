@@ -111,8 +111,8 @@ static bool exists(int dirfd, const char *name)
 
 /*
  * Opens an existing entry that must be a regular file of ours, never through
- * a link; O_NONBLOCK so that a FIFO does not block the open (it has no effect
- * on a regular file).
+ * a link; O_NONBLOCK so that a FIFO does not block the open, dropped once the
+ * entry is known to be a regular file.
  */
 static int open_entry(int dirfd, const char *name, int flags, int *fdp, struct stat *sb)
 {
@@ -123,6 +123,8 @@ static int open_entry(int dirfd, const char *name, int flags, int *fdp, struct s
 	if (fd < 0)
 		return -errno;
 	rc = fstat(fd, sb) < 0 ? -errno : check_entry(sb);
+	if (!rc && fcntl(fd, F_SETFL, flags & ~O_ACCMODE) < 0)
+		rc = -errno;
 	if (rc) {
 		close(fd);
 		return rc;
