@@ -238,6 +238,32 @@ static void test_crash_during_commit_recovers_a_whole_pair(void **state)
 	}
 }
 
+/* The first commit of a file, failed or crashed at any call: the new pair, or nothing. */
+static void test_first_commit_is_whole_or_absent(void **state)
+{
+	struct rig *r = *state;
+	int n, total;
+
+	assert_int_equal(commit_version(r, 1, -1, -1), 0);
+	total = calls;
+	for (n = 0; n <= 2 * total; n++) {
+		int rc, got;
+
+		assert_int_equal(r->st->ops->evict(r->st, FILE_NAME), 0);
+		rc = n < total ? commit_version(r, 1, n, -1) : commit_version(r, 1, -1, n - total);
+		got = served_version(r);
+		if (rc)
+			assert_int_equal(got, 0);
+		r->st->ops->destroy(r->st);
+		open_store(r);
+		got = served_version(r);
+		assert_true(got == 0 || got == 1);
+		assert_int_equal(stray_temporaries(r), 0);
+		if (got == 0)
+			assert_int_equal(commit_version(r, 1, -1, -1), 0);
+	}
+}
+
 int test_store_local_group(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -245,6 +271,7 @@ int test_store_local_group(void)
 	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_the_old_copy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_during_commit_recovers_a_whole_pair, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_first_commit_is_whole_or_absent, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("store_local", tests, NULL, NULL);
