@@ -54,9 +54,11 @@ struct store {
 };
 
 /*
- * Opens (creating if needed) a cache directory: checks it is a writable
- * directory, keeps the temporaries of an earlier run that have a valid saved
- * state (they can resume) and removes the others. The store is
+ * Opens (creating if needed) a cache directory: checks it and its .partial
+ * are the daemon's own (cachedir.h), takes its lock for the store's life
+ * (-EBUSY when another daemon holds it), finishes or undoes commits that a
+ * crash interrupted, keeps the temporaries of an earlier run that have a
+ * valid saved state (they can resume) and removes the others. The store is
  * owned by the caller; free with ops->destroy. On error, -errno and one line
  * in err.
  */

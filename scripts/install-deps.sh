@@ -13,6 +13,7 @@ packages=(
 	nginx-light curl gzip
 	aria2 # aria2c -x4 -s4: the reference of make bench's segmented_ratio
 	python3 python3-pytest
+	strace # tests/e2e/test_hostile_cache.py: the order of fsyncs and renames of a commit
 	man-db groff-base # man -l and groff render the man pages in the tests
 	postgresql mariadb-server mariadb-client sqlite3
 	nodejs

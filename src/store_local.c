@@ -4,15 +4,32 @@
  * Layout of the cache directory:
  *   NAME             committed copy (title.basics.tsv.gz, title.basics.tsv)
  *   NAME.meta        its metadata, JSON (see meta.h)
+ *   .lock            flock()ed for the daemon's life: one daemon per directory
  *   .partial/NAME    the temporary being written; never served as a copy
  *   .partial/NAME.state  its checkpoint (meta.h's meta_partial): a download
  *                    resumes from there after a restart; a temporary without
  *                    one is removed at start-up
+ *   .partial/NAME.meta.tmp, NAME.old, NAME.meta.old   only during a commit
  *
- * Commit order: fsync the temporary, rename it over NAME, then write
- * NAME.meta through a temporary and rename. A crash between the renames
- * leaves a complete new copy with the old metadata: lookup() sees the size
- * disagree and drops both, so a copy is served only with its own metadata.
+ * Trust: the directory and .partial must be the daemon's own (its uid, not
+ * writable by group or others, not symbolic links), or the store refuses to
+ * open, as ssh's StrictModes does. Every open is relative to their
+ * descriptors with O_NOFOLLOW (O_NONBLOCK too: a FIFO never blocks us), and
+ * an entry is used only when it is a regular file owned by our uid; new files
+ * are created with O_EXCL.
+ *
+ * Commit (local_commit), each step durable before the next:
+ *   1. fsync the temporary; write .partial/NAME.meta.tmp and fsync it
+ *   2. hard-link the old pair aside (.partial/NAME.old, NAME.meta.old), fsync .partial
+ *   3. unlink NAME.meta, fsync the directory      (the old pair is no longer served)
+ *   4. rename .partial/NAME to NAME, fsync the directory
+ *   5. rename .partial/NAME.meta.tmp to NAME.meta, fsync the directory (the new pair is served)
+ *   6. unlink the asides and the checkpoint, fsync .partial
+ * A failure in 3-5 puts the old pair back from its asides. A crash anywhere
+ * leaves what recover() turns back into a whole pair at the next start: with
+ * NAME.meta present, nothing to do; NAME.meta.tmp present and .partial/NAME
+ * gone, step 4 happened: install the new metadata; otherwise put the old pair
+ * back. NAME is never served with the metadata of another copy.
  */
 #include "store.h"
 
@@ -27,9 +44,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cachedir.h"
 #include "log.h"
 
 #define PARTIAL_DIR   ".partial"
+#define LOCK_FILE     ".lock"
 #define META_MAX_SIZE (64 * 1024)
 
 struct store_local {
@@ -37,6 +56,7 @@ struct store_local {
 	char *dir;
 	int dirfd;     /* the cache directory */
 	int partialfd; /* its .partial subdirectory */
+	int lockfd;    /* .lock, flock()ed while the store is open */
 };
 
 static struct store_local *local(struct store *st)
@@ -44,16 +64,83 @@ static struct store_local *local(struct store *st)
 	return (struct store_local *)st;
 }
 
-#define STATE_SUFFIX ".state"
+#define STATE_SUFFIX	 ".state"
+#define META_TEMP_SUFFIX ".meta.tmp"
+#define META_OLD_SUFFIX	 ".meta.old"
+#define OLD_SUFFIX	 ".old"
 
-static void meta_name(const char *file, char *buf, size_t len)
+/* The names of one file's pieces; NAME_MAX + 16 leaves room for every suffix. */
+struct names {
+	char meta[NAME_MAX + 16];     /* NAME.meta, in the cache directory */
+	char meta_tmp[NAME_MAX + 16]; /* the rest in .partial */
+	char meta_old[NAME_MAX + 16];
+	char old[NAME_MAX + 16];
+	char state[NAME_MAX + 16];
+};
+
+static void names_of(const char *file, struct names *n)
 {
-	snprintf(buf, len, "%s.meta", file);
+	snprintf(n->meta, sizeof(n->meta), "%s.meta", file);
+	snprintf(n->meta_tmp, sizeof(n->meta_tmp), "%s" META_TEMP_SUFFIX, file);
+	snprintf(n->meta_old, sizeof(n->meta_old), "%s" META_OLD_SUFFIX, file);
+	snprintf(n->old, sizeof(n->old), "%s" OLD_SUFFIX, file);
+	snprintf(n->state, sizeof(n->state), "%s" STATE_SUFFIX, file);
 }
 
-static void state_name(const char *file, char *buf, size_t len)
+/* 0 when the entry is a regular file of ours (sb filled); -ENOENT, -ELOOP or -EPERM otherwise. */
+static int check_entry(const struct stat *sb)
 {
-	snprintf(buf, len, "%s" STATE_SUFFIX, file);
+	if (S_ISLNK(sb->st_mode))
+		return -ELOOP;
+	return S_ISREG(sb->st_mode) && sb->st_uid == geteuid() ? 0 : -EPERM;
+}
+
+static int stat_entry(int dirfd, const char *name, struct stat *sb)
+{
+	if (fstatat(dirfd, name, sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return check_entry(sb);
+}
+
+static bool exists(int dirfd, const char *name)
+{
+	struct stat sb;
+
+	return fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/*
+ * Opens an existing entry that must be a regular file of ours, never through
+ * a link; O_NONBLOCK so that a FIFO does not block the open, dropped once the
+ * entry is known to be a regular file.
+ */
+static int open_entry(int dirfd, const char *name, int flags, int *fdp, struct stat *sb)
+{
+	int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	int rc;
+
+	*fdp = -1;
+	if (fd < 0)
+		return -errno;
+	rc = fstat(fd, sb) < 0 ? -errno : check_entry(sb);
+	if (!rc && fcntl(fd, F_SETFL, flags & ~O_ACCMODE) < 0)
+		rc = -errno;
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+static int sync_dir(int dirfd)
+{
+	return fsync(dirfd) < 0 ? -errno : 0;
+}
+
+static int unlink_if_there(int dirfd, const char *name)
+{
+	return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
 }
 
 static int read_small_file(int dirfd, const char *name, char **out)
@@ -63,13 +150,8 @@ static int read_small_file(int dirfd, const char *name, char **out)
 	ssize_t n;
 	int fd, rc;
 
-	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &sb) < 0) {
-		rc = -errno;
-		goto out;
-	}
+	if ((rc = open_entry(dirfd, name, O_RDONLY, &fd, &sb)))
+		return rc;
 	if (sb.st_size > META_MAX_SIZE) {
 		rc = -EFBIG;
 		goto out;
@@ -96,25 +178,25 @@ out:
 
 static void drop(struct store_local *sl, const char *file, const char *why)
 {
-	char mname[NAME_MAX + 1];
+	struct names n;
 
-	meta_name(file, mname, sizeof(mname));
+	names_of(file, &n);
 	log_warn("cache: dropping %s/%s: %s", sl->dir, file, why);
 	unlinkat(sl->dirfd, file, 0);
-	unlinkat(sl->dirfd, mname, 0);
+	unlinkat(sl->dirfd, n.meta, 0);
 }
 
 static int local_lookup(struct store *st, const char *file, struct meta *m)
 {
 	struct store_local *sl = local(st);
-	char mname[NAME_MAX + 1];
 	char *text = NULL;
+	struct names n;
 	struct stat sb;
 	int rc, have_file;
 
-	meta_name(file, mname, sizeof(mname));
-	have_file = fstatat(sl->dirfd, file, &sb, 0) == 0;
-	rc = read_small_file(sl->dirfd, mname, &text);
+	names_of(file, &n);
+	have_file = stat_entry(sl->dirfd, file, &sb) == 0;
+	rc = read_small_file(sl->dirfd, n.meta, &text);
 	if (rc == -ENOENT && !have_file)
 		return -ENOENT;
 	if (rc) {
@@ -127,7 +209,7 @@ static int local_lookup(struct store *st, const char *file, struct meta *m)
 		drop(sl, file, "malformed metadata");
 		return -ENOENT;
 	}
-	if (!have_file || !S_ISREG(sb.st_mode) || sb.st_size != m->size) {
+	if (!have_file || sb.st_size != m->size) {
 		drop(sl, file, "metadata does not match the file");
 		return -ENOENT;
 	}
@@ -136,17 +218,27 @@ static int local_lookup(struct store *st, const char *file, struct meta *m)
 
 static int local_open(struct store *st, const char *file, int *fd)
 {
-	*fd = openat(local(st)->dirfd, file, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+
+	return open_entry(local(st)->dirfd, file, O_RDONLY, fd, &sb);
+}
+
+/* A new file in dirfd, replacing any entry of that name (a link is removed, not followed). */
+static int create_file(int dirfd, const char *name, int flags, int *fd)
+{
+	int rc = unlink_if_there(dirfd, name);
+
+	*fd = -1;
+	if (rc)
+		return rc;
+	*fd = openat(dirfd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	return *fd < 0 ? -errno : 0;
 }
 
 static int local_create_temp(struct store *st, const char *file, int *fd)
 {
 	/* A fresh inode: readers of an earlier temporary keep their bytes. */
-	if (unlinkat(local(st)->partialfd, file, 0) < 0 && errno != ENOENT)
-		return -errno;
-	*fd = openat(local(st)->partialfd, file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	return *fd < 0 ? -errno : 0;
+	return create_file(local(st)->partialfd, file, O_RDWR, fd);
 }
 
 static int write_all(int fd, const char *buf, size_t len)
@@ -164,17 +256,13 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Writes text to dirfd/name through a temporary in .partial and a rename. */
-/* Writes text durably to .partial/NAME.tmp. */
-static int write_temp(struct store_local *sl, const char *name, const char *text)
+/* Writes text to .partial/tmp, its bytes fsynced (its name is not yet durable). */
+static int write_temp(struct store_local *sl, const char *tmp, const char *text)
 {
-	char tmp[NAME_MAX + 1];
 	int fd, rc;
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	fd = openat(sl->partialfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
+	if ((rc = create_file(sl->partialfd, tmp, O_WRONLY, &fd)))
+		return rc;
 	rc = write_all(fd, text, strlen(text));
 	if (!rc && fsync(fd) < 0)
 		rc = -errno;
@@ -185,33 +273,12 @@ static int write_temp(struct store_local *sl, const char *name, const char *text
 	return rc;
 }
 
-/* Moves .partial/NAME.tmp to dirfd/NAME. */
-static int install_temp(struct store_local *sl, int dirfd, const char *name)
-{
-	char tmp[NAME_MAX + 1];
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	if (renameat(sl->partialfd, tmp, dirfd, name) < 0) {
-		int rc = -errno;
-		unlinkat(sl->partialfd, tmp, 0);
-		return rc;
-	}
-	return 0;
-}
-
-/* Writes text to dirfd/name through a temporary in .partial and a rename. */
-static int write_atomically(struct store_local *sl, int dirfd, const char *name, const char *text)
-{
-	int rc = write_temp(sl, name, text);
-
-	return rc ? rc : install_temp(sl, dirfd, name);
-}
-
 static int local_checkpoint(struct store *st, const char *file, int fd,
 			    const struct meta_partial *p)
 {
 	struct store_local *sl = local(st);
-	char sname[NAME_MAX + 1];
+	char tmp[NAME_MAX + 32];
+	struct names n;
 	char *text;
 	int rc;
 
@@ -220,21 +287,30 @@ static int local_checkpoint(struct store *st, const char *file, int fd,
 	text = meta_partial_to_json(p);
 	if (!text)
 		return -ENOMEM;
-	state_name(file, sname, sizeof(sname));
-	rc = write_atomically(sl, sl->partialfd, sname, text);
+	names_of(file, &n);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", n.state);
+	rc = write_temp(sl, tmp, text);
 	free(text);
-	return rc;
+	if (rc)
+		return rc;
+	if (renameat(sl->partialfd, tmp, sl->partialfd, n.state) < 0) {
+		rc = -errno;
+		unlinkat(sl->partialfd, tmp, 0);
+		return rc;
+	}
+	/* The state's new name and the temporary's own entry. */
+	return sync_dir(sl->partialfd);
 }
 
 /* Loads a temporary's saved state; 0 when it is valid for a file of size bytes. */
 static int load_state(struct store_local *sl, const char *file, off_t size, struct meta_partial *p)
 {
-	char sname[NAME_MAX + 1];
 	char *text = NULL;
+	struct names n;
 	int rc;
 
-	state_name(file, sname, sizeof(sname));
-	if ((rc = read_small_file(sl->partialfd, sname, &text)))
+	names_of(file, &n);
+	if ((rc = read_small_file(sl->partialfd, n.state, &text)))
 		return rc;
 	rc = meta_partial_from_json(text, p);
 	free(text);
@@ -249,10 +325,9 @@ static int local_resume(struct store *st, const char *file, int *fd, struct meta
 	struct store_local *sl = local(st);
 	struct stat sb;
 
-	*fd = openat(sl->partialfd, file, O_RDWR | O_CLOEXEC);
-	if (*fd < 0)
+	if (open_entry(sl->partialfd, file, O_RDWR, fd, &sb))
 		return -ENOENT;
-	if (fstat(*fd, &sb) < 0 || load_state(sl, file, sb.st_size, p)) {
+	if (load_state(sl, file, sb.st_size, p)) {
 		close(*fd);
 		*fd = -1;
 		return -ENOENT;
@@ -261,67 +336,140 @@ static int local_resume(struct store *st, const char *file, int *fd, struct meta
 	return 0;
 }
 
-static void local_discard_state(struct store_local *sl, const char *file)
+/*
+ * Step 2 of a commit: hard links to the old pair, when there is one, so that
+ * a failure or a crash in steps 3-5 can put it back. Also makes step 1's
+ * NAME.meta.tmp durable.
+ */
+static int set_aside(struct store_local *sl, const char *file, const struct names *n, bool *aside)
 {
-	char sname[NAME_MAX + 1];
+	struct stat sb;
+	int rc;
 
-	state_name(file, sname, sizeof(sname));
-	unlinkat(sl->partialfd, sname, 0);
+	*aside = false;
+	if ((rc = unlink_if_there(sl->partialfd, n->meta_old)) ||
+	    (rc = unlink_if_there(sl->partialfd, n->old)))
+		return rc;
+	if (stat_entry(sl->dirfd, file, &sb) == 0 && stat_entry(sl->dirfd, n->meta, &sb) == 0) {
+		/* The data first: recover() trusts a NAME.meta.old only with its NAME.old. */
+		if (linkat(sl->dirfd, file, sl->partialfd, n->old, 0) < 0)
+			return -errno;
+		if (linkat(sl->dirfd, n->meta, sl->partialfd, n->meta_old, 0) < 0) {
+			rc = -errno;
+			unlinkat(sl->partialfd, n->old, 0);
+			return rc;
+		}
+		*aside = true;
+	}
+	return sync_dir(sl->partialfd);
 }
 
 /*
- * The metadata is made durable before the copy moves, so that a crash
- * between the two renames leaves what sweep_meta_temp() rolls forward.
+ * Undoes steps 3-5 after a failure: the new metadata's temporary goes first,
+ * so that a crash in here is never rolled forward onto the old copy. moved:
+ * step 4 happened. False when it could not finish: the asides stay for
+ * recover() at the next start.
  */
+static bool put_back(struct store_local *sl, const char *file, const struct names *n, bool aside,
+		     bool moved)
+{
+	if (unlink_if_there(sl->partialfd, n->meta_tmp) || sync_dir(sl->partialfd))
+		return false;
+	if (!aside) {
+		if (moved)
+			unlinkat(sl->dirfd, file, 0); /* no metadata: it would be dropped */
+		return true;
+	}
+	/* A no-op when NAME is still the old copy (both names are links to it). */
+	if (renameat(sl->partialfd, n->old, sl->dirfd, file) < 0 || sync_dir(sl->dirfd))
+		return false;
+	return renameat(sl->partialfd, n->meta_old, sl->dirfd, n->meta) == 0 &&
+	       sync_dir(sl->dirfd) == 0;
+}
+
+/* Step 6 (with the checkpoint, once committed): what a commit leaves in .partial. */
+static void clean_up(struct store_local *sl, const struct names *n, bool committed)
+{
+	unlinkat(sl->partialfd, n->meta_tmp, 0);
+	unlinkat(sl->partialfd, n->meta_old, 0);
+	unlinkat(sl->partialfd, n->old, 0);
+	if (committed)
+		unlinkat(sl->partialfd, n->state, 0);
+	sync_dir(sl->partialfd);
+}
+
+/* See the steps at the top of this file. */
 static int local_commit(struct store *st, const char *file, int fd, const struct meta *m)
 {
 	struct store_local *sl = local(st);
-	char mname[NAME_MAX + 1];
+	bool aside = false, moved = false;
 	char *text = meta_to_json(m);
+	struct names n;
 	int rc;
 
 	if (!text)
 		return -ENOMEM;
-	meta_name(file, mname, sizeof(mname));
-	rc = fsync(fd) < 0 ? -errno : write_temp(sl, mname, text);
+	names_of(file, &n);
+	rc = fsync(fd) < 0 ? -errno : write_temp(sl, n.meta_tmp, text);
 	free(text);
 	if (rc)
 		return rc;
+	if ((rc = set_aside(sl, file, &n, &aside))) {
+		unlinkat(sl->partialfd, n.meta_tmp, 0);
+		return rc;
+	}
+	if ((rc = unlink_if_there(sl->dirfd, n.meta)) || (rc = sync_dir(sl->dirfd)))
+		goto out_put_back;
 	if (renameat(sl->partialfd, file, sl->dirfd, file) < 0) {
-		char tmp[NAME_MAX + 16];
 		rc = -errno;
-		snprintf(tmp, sizeof(tmp), "%s.tmp", mname);
-		unlinkat(sl->partialfd, tmp, 0);
-		return rc;
+		goto out_put_back;
 	}
-	local_discard_state(sl, file);
-	rc = install_temp(sl, sl->dirfd, mname);
-	if (rc) {
-		drop(sl, file, "cannot write its metadata");
-		return rc;
+	moved = true;
+	if ((rc = sync_dir(sl->dirfd)))
+		goto out_put_back;
+	if (renameat(sl->partialfd, n.meta_tmp, sl->dirfd, n.meta) < 0) {
+		rc = -errno;
+		goto out_put_back;
 	}
-	if (fsync(sl->dirfd) < 0)
-		return -errno;
-	return 0;
+	/* The new pair is whole: from here nothing is undone. */
+	rc = sync_dir(sl->dirfd);
+	clean_up(sl, &n, true);
+	return rc;
+
+out_put_back:
+	if (put_back(sl, file, &n, aside, moved))
+		clean_up(sl, &n, false);
+	return rc;
 }
 
 static void local_discard_temp(struct store *st, const char *file)
 {
-	unlinkat(local(st)->partialfd, file, 0);
-	local_discard_state(local(st), file);
+	struct store_local *sl = local(st);
+	struct names n;
+
+	names_of(file, &n);
+	/* A metadata temporary only ever describes this temporary: it goes first. */
+	unlinkat(sl->partialfd, n.meta_tmp, 0);
+	unlinkat(sl->partialfd, n.state, 0);
+	unlinkat(sl->partialfd, file, 0);
 }
 
 static int local_evict(struct store *st, const char *file)
 {
 	struct store_local *sl = local(st);
-	char mname[NAME_MAX + 1];
 	int had_file, had_meta;
+	struct names n;
 
-	meta_name(file, mname, sizeof(mname));
+	names_of(file, &n);
 	/* The metadata goes first: a crash in between leaves an orphan, never a lie. */
-	had_meta = unlinkat(sl->dirfd, mname, 0) == 0;
+	had_meta = unlinkat(sl->dirfd, n.meta, 0) == 0;
 	had_file = unlinkat(sl->dirfd, file, 0) == 0;
-	return had_file || had_meta ? 0 : -ENOENT;
+	if (!had_file && !had_meta)
+		return -ENOENT;
+	if (sync_dir(sl->dirfd))
+		log_warn("cache: cannot make the eviction of %s/%s durable: %s", sl->dir, file,
+			 strerror(errno));
+	return 0;
 }
 
 static const char *local_location(const struct store *st)
@@ -337,6 +485,8 @@ static void local_destroy(struct store *st)
 		close(sl->partialfd);
 	if (sl->dirfd >= 0)
 		close(sl->dirfd);
+	if (sl->lockfd >= 0)
+		close(sl->lockfd); /* releases the lock */
 	free(sl->dir);
 	free(sl);
 }
@@ -361,33 +511,67 @@ static bool has_suffix(const char *name, const char *suffix)
 	return n > k && strcmp(name + n - k, suffix) == 0;
 }
 
-#define META_TEMP_SUFFIX ".meta.tmp"
-
-/*
- * NAME.meta.tmp left by a crash inside local_commit(): when the copy it
- * describes already moved into place (no .partial/NAME any more, and the
- * sizes agree), install it; otherwise it belongs to nothing.
- */
-static void sweep_meta_temp(struct store_local *sl, const char *name)
+/* Rolls forward a commit whose data moved into place: its metadata follows if it fits. */
+static void roll_forward(struct store_local *sl, const char *file, const struct names *n)
 {
-	char file[NAME_MAX + 1], mname[NAME_MAX + 16];
 	char *text = NULL;
 	struct stat sb;
 	struct meta m;
 
-	snprintf(file, sizeof(file), "%.*s", (int)(strlen(name) - strlen(META_TEMP_SUFFIX)), name);
-	meta_name(file, mname, sizeof(mname));
-	if (fstatat(sl->partialfd, file, &sb, 0) != 0 &&
-	    read_small_file(sl->partialfd, name, &text) == 0 && meta_from_json(text, &m) == 0 &&
-	    fstatat(sl->dirfd, file, &sb, 0) == 0 && sb.st_size == m.size &&
-	    renameat(sl->partialfd, name, sl->dirfd, mname) == 0) {
+	if (read_small_file(sl->partialfd, n->meta_tmp, &text) == 0 &&
+	    meta_from_json(text, &m) == 0 && stat_entry(sl->dirfd, file, &sb) == 0 &&
+	    sb.st_size == m.size && renameat(sl->partialfd, n->meta_tmp, sl->dirfd, n->meta) == 0 &&
+	    sync_dir(sl->dirfd) == 0)
 		log_info("cache: completed the commit of %s/%s interrupted by a crash", sl->dir,
 			 file);
-		free(text);
-		return;
-	}
 	free(text);
-	unlinkat(sl->partialfd, name, 0);
+}
+
+/* Puts back the old pair of a commit that a crash interrupted before its metadata moved. */
+static void roll_back(struct store_local *sl, const char *file, const struct names *n)
+{
+	if (!exists(sl->partialfd, n->meta_old))
+		return;
+	/* Without NAME.old, put_back() already moved it back: NAME is the old copy. */
+	if (exists(sl->partialfd, n->old) &&
+	    (renameat(sl->partialfd, n->old, sl->dirfd, file) < 0 || sync_dir(sl->dirfd)))
+		return;
+	if (renameat(sl->partialfd, n->meta_old, sl->dirfd, n->meta) == 0 &&
+	    sync_dir(sl->dirfd) == 0)
+		log_info("cache: restored %s/%s after a commit interrupted by a crash", sl->dir,
+			 file);
+}
+
+/* A commit of file interrupted by a crash becomes a whole pair again (see the top). */
+static void recover(struct store_local *sl, const char *file)
+{
+	struct names n;
+
+	names_of(file, &n);
+	if (!exists(sl->dirfd, n.meta)) {
+		if (exists(sl->partialfd, n.meta_tmp) && !exists(sl->partialfd, file))
+			roll_forward(sl, file, &n);
+		else
+			roll_back(sl, file, &n);
+	}
+	unlinkat(sl->partialfd, n.meta_tmp, 0);
+	unlinkat(sl->partialfd, n.meta_old, 0);
+	unlinkat(sl->partialfd, n.old, 0);
+}
+
+/* The file a commit's leftover in .partial belongs to; false for other names. */
+static bool commit_leftover(const char *name, char *file, size_t len)
+{
+	static const char *const suffixes[] = {META_TEMP_SUFFIX, META_OLD_SUFFIX, OLD_SUFFIX};
+
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		if (has_suffix(name, suffixes[i])) {
+			snprintf(file, len, "%.*s", (int)(strlen(name) - strlen(suffixes[i])),
+				 name);
+			return true;
+		}
+	}
+	return false;
 }
 
 /* An earlier run's temporary: kept when its saved state lets it resume. */
@@ -396,18 +580,13 @@ static void sweep_entry(struct store_local *sl, const char *name)
 	struct meta_partial p;
 	struct stat sb;
 
-	if (has_suffix(name, META_TEMP_SUFFIX)) {
-		sweep_meta_temp(sl, name);
-		return;
-	}
-
 	if (has_suffix(name, STATE_SUFFIX)) {
 		char data[NAME_MAX + 1];
 		snprintf(data, sizeof(data), "%.*s", (int)(strlen(name) - strlen(STATE_SUFFIX)),
 			 name);
-		if (fstatat(sl->partialfd, data, &sb, 0) == 0)
+		if (stat_entry(sl->partialfd, data, &sb) == 0)
 			return; /* judged with its data file */
-	} else if (fstatat(sl->partialfd, name, &sb, 0) == 0 && S_ISREG(sb.st_mode) &&
+	} else if (stat_entry(sl->partialfd, name, &sb) == 0 &&
 		   load_state(sl, name, sb.st_size, &p) == 0) {
 		log_info("cache: keeping partial download %s/%s/%s (%lld bytes) to resume", sl->dir,
 			 PARTIAL_DIR, name, (long long)p.durable);
@@ -415,13 +594,18 @@ static void sweep_entry(struct store_local *sl, const char *name)
 	}
 	log_info("cache: removing leftover temporary %s/%s/%s", sl->dir, PARTIAL_DIR, name);
 	unlinkat(sl->partialfd, name, 0);
-	if (!has_suffix(name, STATE_SUFFIX))
-		local_discard_state(sl, name);
+	if (!has_suffix(name, STATE_SUFFIX)) {
+		struct names n;
+		names_of(name, &n);
+		unlinkat(sl->partialfd, n.state, 0);
+	}
 }
 
+/* Two passes: interrupted commits first, as they decide which temporaries remain. */
 static void sweep_partial(struct store_local *sl)
 {
 	int fd = dup(sl->partialfd);
+	char file[NAME_MAX + 1];
 	struct dirent *de;
 	DIR *d;
 
@@ -431,57 +615,32 @@ static void sweep_partial(struct store_local *sl)
 		return;
 	}
 	while ((de = readdir(d))) {
-		if (de->d_name[0] != '.')
+		if (de->d_name[0] != '.' && commit_leftover(de->d_name, file, sizeof(file)))
+			recover(sl, file);
+	}
+	rewinddir(d);
+	while ((de = readdir(d))) {
+		if (de->d_name[0] != '.' && !commit_leftover(de->d_name, file, sizeof(file)))
 			sweep_entry(sl, de->d_name);
 	}
 	closedir(d);
 }
 
-static int make_dirs(const char *path)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(path);
-
-	if (n == 0 || n >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, n + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 int store_local_open(const char *dir, struct store **out, char *err, size_t errlen)
 {
-	struct store_local *sl;
+	struct store_local *sl = calloc(1, sizeof(*sl));
 	int rc;
 
-	if ((rc = make_dirs(dir))) {
-		snprintf(err, errlen, "cache_dir %s: %s", dir, strerror(-rc));
-		return rc;
-	}
-	sl = calloc(1, sizeof(*sl));
 	if (!sl || !(sl->dir = strdup(dir))) {
 		free(sl);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	sl->base.ops = &local_ops;
-	sl->partialfd = -1;
-	sl->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (sl->dirfd < 0 || faccessat(sl->dirfd, ".", W_OK | X_OK, AT_EACCESS) < 0 ||
-	    (mkdirat(sl->dirfd, PARTIAL_DIR, 0700) < 0 && errno != EEXIST) ||
-	    (sl->partialfd = openat(sl->dirfd, PARTIAL_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) <
-		0) {
-		rc = -errno;
-		snprintf(err, errlen, "cache_dir %s: %s", dir, strerror(errno));
+	sl->dirfd = sl->partialfd = sl->lockfd = -1;
+	if ((rc = cachedir_open(dir, &sl->dirfd, err, errlen)) ||
+	    (rc = cachedir_open_sub(sl->dirfd, dir, PARTIAL_DIR, &sl->partialfd, err, errlen)) ||
+	    (rc = cachedir_lock(sl->dirfd, dir, LOCK_FILE, &sl->lockfd, err, errlen))) {
 		local_destroy(&sl->base);
 		return rc;
 	}

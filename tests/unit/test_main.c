@@ -26,6 +26,7 @@ int main(void)
 	    {"segment", test_segment_group},
 	    {"spool", test_spool_group},
 	    {"store_azure", test_store_azure_group},
+	    {"store_local", test_store_local_group},
 	};
 	int failed = 0;
 

@@ -31,5 +31,6 @@ int test_schedule_group(void);
 int test_segment_group(void);
 int test_spool_group(void);
 int test_store_azure_group(void);
+int test_store_local_group(void);
 
 #endif
