@@ -672,6 +672,32 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	fuse_reply_err(req, EPERM);
 }
 
+/*
+ * access(2) without default_permissions reaches us instead of the kernel's
+ * mode check: answer it from the modes shown, with may_change()'s notion of
+ * the owner, so that `test -w` tells the truth to other users.
+ */
+static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	struct node n;
+	int allowed;
+
+	if (node_of_ino(ino, &n)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_attr(ino, &n, &st);
+	if (ctx->uid == 0)
+		allowed = R_OK | W_OK | (st.st_mode & 0111 ? X_OK : 0);
+	else if (may_change(req) == 0)
+		allowed = (int)(st.st_mode >> 6) & 7;
+	else
+		allowed = (int)st.st_mode & 7; /* group bits are the same as others' */
+	fuse_reply_err(req, (mask & ~allowed) ? EACCES : 0);
+}
+
 static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs st;
@@ -807,6 +833,7 @@ static const struct fuse_lowlevel_ops ops = {
     .link = ll_link,
     .rename = ll_rename,
     .statfs = ll_statfs,
+    .access = ll_access,
 };
 
 static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *opts)

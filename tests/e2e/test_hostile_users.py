@@ -177,6 +177,7 @@ def read(path):
 out["data"] = read("%(file)s").hex()
 out["status"] = json.loads(read(".control/status"))["datasets"]["title.ratings"]["state"]
 out["w_ok"] = os.access(os.path.join(mnt, ".control/download"), os.W_OK)
+out["r_ok"] = os.access(os.path.join(mnt, "%(file)s"), os.R_OK)
 attempt("rm", lambda: os.unlink(os.path.join(mnt, "%(file)s")))
 attempt("rm_tsv", lambda: os.unlink(os.path.join(mnt, "title.basics.tsv")))
 attempt("truncate", lambda: os.truncate(os.path.join(mnt, "%(file)s"), 0))
@@ -209,10 +210,12 @@ def test_other_users_read_but_cannot_evict_or_command(public_mount, origin, samp
 
     assert bytes.fromhex(got["data"]) == want
     assert got["status"] == "cached"
-    # access(2) tells the truth only when the kernel checks the modes (README, Security).
-    assert got["w_ok"] is ("default_permissions" not in opts)
+    # access(2) tells the truth with or without default_permissions (imdbfs answers it).
+    assert got["w_ok"] is False
+    assert got["r_ok"] is True
+    assert os.access(m / ".control" / "download", os.W_OK)  # the mounting user may
     denied = {k: errno.errorcode.get(v, v) for k, v in got.items()
-              if k not in ("data", "status", "w_ok")}
+              if k not in ("data", "status", "w_ok", "r_ok")}
     assert denied == {k: "EACCES" for k in denied}, denied
     # Nothing was evicted, deleted or started.
     assert (m.cache_dir / FILE).is_file()
