@@ -28,6 +28,8 @@ Fixtures
                   SIGKILL; then the test fails if the daemon's output has a sanitizer report or an
                   ERROR line not matched by expected_errors, or if it exited with another code
                   than expect_exit (None: any). Mount.unmount() may be called earlier (remounts).
+  tmpfs           tmpfs(size) -> a fresh tmpfs of that size (e.g. '64m') as root, mode 0700;
+                  unmounted at teardown, after the imdbfs mounts (request it before `mount`).
   postgres        (session) dbservers.Postgres: a PostgreSQL 15 on a free loopback port, database
                   `imdb`, `.url` postgresql://postgres@127.0.0.1:PORT/imdb, `.psql(sql)`. Stopped
                   at teardown. Tests share it: use tables of their own.
@@ -42,6 +44,7 @@ if a daemon cannot die (a thread stuck in the kernel), aborts their FUSE connect
 import os
 import shutil
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -237,6 +240,29 @@ def mount(tmp_path):
 
 
 # ----------------------------------------------------------------- database servers
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(size) -> a fresh tmpfs (e.g. '64m'); unmounted at teardown, after the imdbfs
+    mounts of the test (request it before `mount`)."""
+    made = []
+
+    def make(size):
+        d = tmp_path / ("tmpfs%d" % len(made))
+        d.mkdir()
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "tmpfs",
+                            str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           universal_newlines=True, timeout=10)
+        assert p.returncode == 0, "cannot mount a tmpfs (root needed): %s" % p.stdout
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if subprocess.run(["umount", str(d)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=10).returncode != 0:
+            subprocess.run(["umount", "-l", str(d)], timeout=10)
+
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):

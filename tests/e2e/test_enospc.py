@@ -1,4 +1,4 @@
-"""Disk full (issue 3): the cache dir is a small tmpfs (mounted here, as root; unmounted at
+"""Disk full (issue 3): the cache dir is a small tmpfs (the conftest fixture, as root; unmounted at
 teardown). A download or an extraction that runs out of space fails with "No space left on
 device" in the job result, status, health and the log; the previous copy stays, byte for
 byte, and is still served; nothing is left in .partial/; a reader gets EIO, never a short file.
@@ -6,7 +6,6 @@ byte, and is still served; nothing is left in .partial/; a reader gets EIO, neve
 
 import errno
 import os
-import subprocess
 
 import pytest
 
@@ -18,29 +17,6 @@ from util import DATASETS, GZ_NAMES, read_bytes
 
 ENOSPC_TEXT = "No space left on device"
 BIGD = "title.principals"
-
-
-@pytest.fixture
-def small_cache(tmp_path):
-    """small_cache(size) -> a fresh tmpfs of that size (e.g. '1m'); unmounted at teardown,
-    after the imdbfs mounts of the test (request it before `mount`)."""
-    made = []
-
-    def make(size):
-        d = tmp_path / ("tmpfs%d" % len(made))
-        d.mkdir()
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "tmpfs",
-                            str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           universal_newlines=True, timeout=10)
-        assert p.returncode == 0, "cannot mount a tmpfs (root needed): %s" % p.stdout
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if subprocess.run(["umount", str(d)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=10).returncode != 0:
-            subprocess.run(["umount", "-l", str(d)], timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +62,9 @@ def partial_names(cache):
 
 
 @pytest.mark.timeout_s(90)
-def test_disk_full_during_download_keeps_the_old_copy(small_cache, versions, origin_factory,
+def test_disk_full_during_download_keeps_the_old_copy(tmpfs, versions, origin_factory,
                                                       fault_proxy, mount, tmp_path, big_v2):
-    cache = small_cache("1m")
+    cache = tmpfs("1m")
     data, proxy, m = start(versions, origin_factory, fault_proxy, mount, cache, tmp_path)
     big = os.path.getsize(big_v2)
     assert free_bytes(cache) < big, "the test needs a new version bigger than the free space"
@@ -113,9 +89,9 @@ def test_disk_full_during_download_keeps_the_old_copy(small_cache, versions, ori
 
 
 @pytest.mark.timeout_s(90)
-def test_disk_full_for_a_cold_read_is_eio(small_cache, versions, origin_factory, fault_proxy,
+def test_disk_full_for_a_cold_read_is_eio(tmpfs, versions, origin_factory, fault_proxy,
                                           mount, tmp_path, big_v2):
-    cache = small_cache("1m")
+    cache = tmpfs("1m")
     data, proxy, m = start(versions, origin_factory, fault_proxy, mount, cache, tmp_path)
     os.unlink(m / (BIGD + ".tsv.gz"))
     install_version(data, BIGD + ".tsv.gz", big_v2)
@@ -132,13 +108,13 @@ def test_disk_full_for_a_cold_read_is_eio(small_cache, versions, origin_factory,
 
 
 @pytest.mark.timeout_s(90)
-def test_disk_full_during_extraction(small_cache, versions, origin_factory, fault_proxy, mount,
+def test_disk_full_during_extraction(tmpfs, versions, origin_factory, fault_proxy, mount,
                                      tmp_path):
     gz_total = sum(len(versions.gz(1, d)) for d in DATASETS)
     tsv = len(versions.tsv(1, BIGD))
     # Room for the seven .tsv.gz, their metadata and the small .tsv, not for BIGD's .tsv.
     size_kib = (gz_total + 40 * 4096 + len(versions.tsv(1, "title.ratings")) + tsv // 2) // 1024
-    cache = small_cache("%dk" % size_kib)
+    cache = tmpfs("%dk" % size_kib)
     data, proxy, m = start(versions, origin_factory, fault_proxy, mount, cache, tmp_path)
     assert free_bytes(cache) < tsv
     before = {d: cache_ids(cache, d) for d in DATASETS}

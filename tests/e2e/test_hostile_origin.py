@@ -12,7 +12,6 @@
 
 import errno
 import os
-import subprocess
 import threading
 import time
 
@@ -43,29 +42,6 @@ def hostile():
     yield make
     for o in made:
         o.stop()
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """tmpfs(size) -> a fresh tmpfs (e.g. '64m'); unmounted at teardown, after the imdbfs
-    mounts of the test (request it before `mount`)."""
-    made = []
-
-    def make(size):
-        d = tmp_path / ("tmpfs%d" % len(made))
-        d.mkdir()
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "tmpfs",
-                            str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           universal_newlines=True, timeout=10)
-        assert p.returncode == 0, "cannot mount a tmpfs (root needed): %s" % p.stdout
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if subprocess.run(["umount", str(d)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, timeout=10).returncode != 0:
-            subprocess.run(["umount", "-l", str(d)], timeout=10)
 
 
 def vm_rss(pid):
