@@ -35,6 +35,11 @@ API_VERSION = "2024-05-04"
 _LISTENING = re.compile(rb"successfully listens on https?://[^:/\s]+:(\d+)")
 
 
+def probe_bin():
+    """tests/azure/blob-probe, the C client the Azure tests drive Azurite with."""
+    return os.environ.get("BLOB_PROBE", str(REPO / "build" / "blob-probe"))
+
+
 def azurite_bin():
     return os.environ.get("AZURITE_BLOB", str(NPM_PREFIX / "node_modules" / ".bin" / "azurite-blob"))
 

@@ -30,6 +30,8 @@ Fixtures
                   than expect_exit (None: any). Mount.unmount() may be called earlier (remounts).
   tmpfs           tmpfs(size) -> a fresh tmpfs of that size (e.g. '64m') as root, mode 0700;
                   unmounted at teardown, after the imdbfs mounts (request it before `mount`).
+  azurite         (module) azurite.Azurite: an Azurite on a free loopback port; fails the test
+                  when tests/azure/blob-probe is missing.
   postgres        (session) dbservers.Postgres: a PostgreSQL 15 on a free loopback port, database
                   `imdb`, `.url` postgresql://postgres@127.0.0.1:PORT/imdb, `.psql(sql)`. Stopped
                   at teardown. Tests share it: use tables of their own.
@@ -51,6 +53,7 @@ from pathlib import Path
 import pytest
 
 import dbservers
+from azurite import Azurite, AzuriteError, probe_bin
 import util
 
 DEFAULT_TIMEOUT_S = 60
@@ -262,6 +265,19 @@ def tmpfs(tmp_path):
         if subprocess.run(["umount", str(d)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, timeout=10).returncode != 0:
             subprocess.run(["umount", "-l", str(d)], timeout=10)
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    """An Azurite for the test module (and tests/azure/blob-probe, which the Azure tests need)."""
+    if not os.access(probe_bin(), os.X_OK):
+        pytest.fail("%s is missing (make build/blob-probe)" % probe_bin(), pytrace=False)
+    try:
+        a = Azurite.start(tmp_path_factory.mktemp("azurite"))
+    except AzuriteError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield a
+    a.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,32 +12,17 @@ import base64
 import hashlib
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 import util
-from azurite import DEV_ACCOUNT, DEV_KEY, Azurite, AzuriteError, account_sas
+from azurite import DEV_ACCOUNT, DEV_KEY, account_sas, probe_bin
 
-REPO = Path(__file__).resolve().parents[2]
 # Valid base64, 64 bytes like a real key, but not the account's.
 WRONG_KEY = base64.b64encode(hashlib.sha512(b"not the key").digest()).decode()
 
 
-def probe_bin():
-    return os.environ.get("BLOB_PROBE", str(REPO / "build" / "blob-probe"))
 
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory):
-    if not os.access(probe_bin(), os.X_OK):
-        pytest.fail("%s is missing (make build/blob-probe)" % probe_bin(), pytrace=False)
-    try:
-        a = Azurite.start(tmp_path_factory.mktemp("azurite"))
-    except AzuriteError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield a
-    a.stop()
 
 
 class Probe:

@@ -20,28 +20,14 @@ from pathlib import Path
 import pytest
 
 import util
-from azurite import DEV_KEY, Azurite, AzuriteError
+from azurite import DEV_KEY, probe_bin
 from faultproxy import FaultProxy
 from util import read_bytes, sha256_file, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 NOGROUP = ["setpriv", "--regid=nogroup", "--clear-groups"]
 
 
-def probe_bin():
-    return os.environ.get("BLOB_PROBE", str(REPO / "build" / "blob-probe"))
 
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory):
-    if not os.access(probe_bin(), os.X_OK):
-        pytest.fail("%s is missing (make build/blob-probe)" % probe_bin(), pytrace=False)
-    try:
-        a = Azurite.start(tmp_path_factory.mktemp("azurite-security"))
-    except AzuriteError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield a
-    a.stop()
 
 
 @pytest.fixture

@@ -12,19 +12,11 @@ import urllib.parse
 import pytest
 
 import util
-from azurite import DEV_ACCOUNT, DEV_KEY, Azurite, AzuriteError, account_sas
+from azurite import DEV_ACCOUNT, DEV_KEY, Azurite, account_sas
 from faultproxy import FaultProxy
 from util import DATASETS, DATA_NAMES, read_bytes, sha256_file, wait_for
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory):
-    try:
-        a = Azurite.start(tmp_path_factory.mktemp("azurite-tier"))
-    except AzuriteError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield a
-    a.stop()
 
 
 @pytest.fixture
