@@ -32,7 +32,7 @@
  * Locking: gens_lock guards the list of open handles, their reference
  * counts and next_handle_id.
  */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include "fs.h"
 
 #include <errno.h>
@@ -417,6 +417,37 @@ static void free_all_handles(void)
 }
 
 /*
+ * At unmount, the reads still parked (on a feed whose transfer did not end in
+ * time) get EIO: each holds a libfuse request that only a reply frees.
+ * Answering drops handle references, which takes gens_lock: the feeds are
+ * collected first.
+ */
+static void answer_all_parked(void)
+{
+	struct feed **feeds = NULL;
+	size_t n = 0, cap = 0;
+	struct handle *h;
+
+	pthread_mutex_lock(&gens_lock);
+	for (h = open_handles; h; h = h->next)
+		cap += h->reader.feed != NULL;
+	if (cap && !(feeds = calloc(cap, sizeof(*feeds))))
+		log_warn("unmount: no memory to answer parked reads");
+	for (h = open_handles; feeds && h; h = h->next) {
+		if (h->reader.feed) {
+			feed_ref(h->reader.feed);
+			feeds[n++] = h->reader.feed;
+		}
+	}
+	pthread_mutex_unlock(&gens_lock);
+	for (size_t i = 0; i < n; i++) {
+		feed_unpark_all(feeds[i], -EIO);
+		feed_unref(feeds[i]);
+	}
+	free(feeds);
+}
+
+/*
  * An open through an inode whose version has gone (a name the kernel had not
  * looked up again yet, or /proc/PID/fd): like an unlinked file, it reads that
  * version while a handle still holds it. Else it keeps the current version
@@ -522,28 +553,92 @@ static void read_control(fuse_req_t req, struct handle *h, size_t size, off_t of
 	fuse_reply_buf(req, h->text + off, n < size ? n : size);
 }
 
-static void read_data(fuse_req_t req, struct handle *h, size_t size, off_t off)
+/* Replies with n bytes of fd at off, moving pages by splice where libfuse can. */
+static void reply_from_fd(fuse_req_t req, int fd, size_t n, off_t off)
 {
-	struct fuse_bufvec bv;
-	int fd = h->reader.fd;
-	int64_t n = (int64_t)size;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
 
-	if (fd < 0) {
-		n = feed_wait(h->reader.feed, (uint64_t)off, size, 1, req_interrupted, req);
-		if (n < 0) {
-			metrics_add(M_READ_ERRORS, 1);
-			fuse_reply_err(req, (int)-n);
-			return;
-		}
-		fd = feed_fd(h->reader.feed);
-	}
-	bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT((size_t)n);
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bv.buf[0].fd = fd;
 	bv.buf[0].pos = off;
 	metrics_add(M_READS, 1);
 	metrics_add(M_READ_BYTES, (uint64_t)n);
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+/* A read parked on its handle's feed until its bytes arrive (see the header). */
+struct parked {
+	struct feed_waiter w; /* ready() gets &p->w */
+	fuse_req_t req;
+	struct handle *h; /* a reference, dropped with the reply */
+	off_t off;
+};
+
+/* Sends the one reply of a parked (or never parked) read and frees it; n as feed_wait()'s. */
+static void answer_parked(struct parked *p, int64_t n)
+{
+	if (n < 0) {
+		metrics_add(M_READ_ERRORS, 1);
+		fuse_reply_err(p->req, (int)-n);
+	} else {
+		reply_from_fd(p->req, feed_fd(p->h->reader.feed), (size_t)n, p->off);
+	}
+	put_handle(p->h);
+	free(p);
+}
+
+/* A writer took the read off the feed: its bytes are there, or the feed ended. */
+static void parked_ready(struct feed_waiter *w, int64_t n)
+{
+	struct parked *p = (struct parked *)w;
+
+	/* Waits for an interrupt callback running on this request, and stops new ones. */
+	fuse_req_interrupt_func(p->req, NULL, NULL);
+	answer_parked(p, n);
+}
+
+/* libfuse calls this, holding the request's lock, when the kernel interrupts it. */
+static void parked_interrupted(fuse_req_t req, void *data)
+{
+	struct parked *p = data;
+
+	(void)req;
+	if (feed_unpark(p->h->reader.feed, &p->w))
+		answer_parked(p, -EINTR);
+}
+
+static void hold_handle(struct handle *h)
+{
+	pthread_mutex_lock(&gens_lock);
+	h->refs++;
+	pthread_mutex_unlock(&gens_lock);
+}
+
+static void read_data(fuse_req_t req, struct handle *h, size_t size, off_t off)
+{
+	struct parked *p;
+	int64_t n;
+
+	if (h->reader.fd >= 0) {
+		reply_from_fd(req, h->reader.fd, size, off);
+		return;
+	}
+	if (!(p = malloc(sizeof(*p)))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	feed_waiter_init(&p->w, (uint64_t)off, size, parked_ready);
+	p->req = req;
+	p->off = off;
+	p->h = h;
+	hold_handle(h);
+	/* Before parking, so that no interrupt is lost; until then it only marks p cancelled. */
+	fuse_req_interrupt_func(req, parked_interrupted, p);
+	n = feed_park(h->reader.feed, &p->w);
+	if (n == -EINPROGRESS)
+		return; /* the worker goes back to the kernel; a writer or an interrupt answers */
+	fuse_req_interrupt_func(req, NULL, NULL);
+	answer_parked(p, n);
 }
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -765,6 +860,7 @@ static void ll_destroy(void *userdata)
 	datasets_shutdown();
 	jobs_shutdown();
 	notify_end();
+	answer_all_parked();
 	free_all_handles();
 	log_info("unmounted");
 }

@@ -3,7 +3,7 @@
  * mount. Everything that can be wrong with the configuration is reported
  * here, in one line, before anything is mounted.
  */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <malloc.h>
 #include <stdio.h>
