@@ -36,6 +36,7 @@
 #include "meta.h"
 
 struct config;
+struct fdshare;
 struct feed;
 struct store;
 
@@ -101,7 +102,8 @@ bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int6
 
 /* An open data file: a committed copy (fd >= 0) or a transfer's feed. */
 struct dataset_reader {
-	int fd;
+	int fd;		      /* the copy's descriptor, shared: never close it */
+	struct fdshare *copy; /* a reference on the copy's descriptor, or NULL */
 	struct feed *feed;
 	uint64_t gen; /* the generation current at the open */
 };

@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "fdshare.h"
 #include "feed.h"
 #include "gunzip.h"
 #include "http.h"
@@ -70,7 +71,7 @@ struct dataset {
 	bool resume_pending;	   /* guarded by lock: a partial download waits in the store */
 	bool retrying;		   /* guarded by lock: the download is backing off after a fault */
 	uint64_t gen[2];	   /* guarded by lock: per kind, see dataset_generation() */
-	int fd[2];		   /* guarded by lock: per kind, the committed copy, -1 none */
+	struct fdshare *copy[2];   /* guarded by lock: per kind, the committed copy, or NULL */
 	struct transfer *download; /* guarded by lock; in flight or NULL */
 	struct transfer *extract;  /* guarded by lock; in flight or NULL */
 	char error[256];	   /* guarded by lock */
@@ -128,9 +129,9 @@ static void notify_change(const char *file)
 }
 
 /*
- * Readers get a duplicate of the dataset's own descriptor on a committed
- * copy, never a fresh open of its path: the path may already name the next
- * version while the dataset still shows this one.
+ * Readers share the dataset's own descriptor on a committed copy (see
+ * fdshare.h), never a fresh open of its path: the path may already name the
+ * next version while the dataset still shows this one.
  */
 static int dup_fd(int fd)
 {
@@ -162,28 +163,40 @@ static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, i
 	}
 }
 
-/*
- * Makes fd (taken over) the committed copy of kind; d->lock held, and the
- * dataset's metadata still the old copy's. Returns the old one to close.
- */
-static int swap_fd_locked(struct dataset *d, enum file_kind kind, int fd)
+/* A shared descriptor on fd's file, to commit as a copy; NULL and *rc on failure. */
+static struct fdshare *share_dup(int fd, int *rc)
 {
-	int old = d->fd[kind];
+	struct fdshare *s;
+	int copy = dup_fd(fd);
 
-	if (old >= 0) {
+	if (copy < 0) {
+		*rc = copy;
+		return NULL;
+	}
+	if (!(s = fdshare_new(copy))) {
+		close(copy);
+		*rc = -ENOMEM;
+	}
+	return s;
+}
+
+/*
+ * Makes copy (taken over; NULL for none) the committed copy of kind; d->lock
+ * held, and the dataset's metadata still the old copy's. Returns the old one
+ * to put.
+ */
+static struct fdshare *swap_fd_locked(struct dataset *d, enum file_kind kind, struct fdshare *copy)
+{
+	struct fdshare *old = d->copy[kind];
+
+	if (old) {
 		struct version_attr *v = &d->retired[kind][d->gen[kind] % RETIRED_KEPT];
 		v->gen = d->gen[kind];
 		stat_locked(d, kind, &v->size, &v->mtime);
 	}
-	d->fd[kind] = fd;
+	d->copy[kind] = copy;
 	d->gen[kind]++;
 	return old;
-}
-
-static void close_fd(int fd)
-{
-	if (fd >= 0)
-		close(fd);
 }
 
 /* Sleeps for seconds unless t is cancelled first; -ECANCELED then. */
@@ -737,7 +750,8 @@ static int commit_download(struct fetch *f)
 	struct transfer *t = f->t;
 	struct dataset *d = t->ds;
 	bool reextract;
-	int rc = 0, keep, stale_tsv = -1;
+	struct fdshare *keep, *stale_tsv = NULL;
+	int rc = 0;
 
 	if (f->total >= 0 && f->written != (uint64_t)f->total) {
 		snprintf(f->error, sizeof(f->error), "short body: %llu of %lld bytes",
@@ -752,10 +766,9 @@ static int commit_download(struct fetch *f)
 	f->next.size = (int64_t)f->written;
 	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
 	f->next.fetched_at = clock_wall();
-	if ((keep = dup_fd(f->fd)) < 0 ||
+	if (!(keep = share_dup(f->fd, &rc)) ||
 	    (rc = store->ops->commit(store, file_of(t), f->fd, &f->next))) {
-		rc = keep < 0 ? keep : rc;
-		close_fd(keep);
+		fdshare_put(keep);
 		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
 			 strerror(-rc));
 		return rc;
@@ -767,15 +780,15 @@ static int commit_download(struct fetch *f)
 	d->checked_at = f->next.fetched_at;
 	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
 	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
-		stale_tsv = swap_fd_locked(d, KIND_TSV, -1);
+		stale_tsv = swap_fd_locked(d, KIND_TSV, NULL);
 		d->extracted = false;
 	}
-	reextract = stale_tsv >= 0 && !d->extract;
+	reextract = stale_tsv && !d->extract;
 	pthread_mutex_unlock(&d->lock);
-	close_fd(keep);
-	close_fd(stale_tsv);
+	fdshare_put(keep);
+	fdshare_put(stale_tsv);
 	notify_change(file_of(t));
-	if (stale_tsv >= 0)
+	if (stale_tsv)
 		notify_change(catalog_file(d->index, KIND_TSV));
 	if (reextract) {
 		struct transfer *x = dataset_extract(d->index);
@@ -1199,7 +1212,7 @@ static int pick_source(struct extract *x)
 	if (!rc && !x->src_feed) {
 		if (!d->cached) {
 			rc = -ENOENT;
-		} else if ((x->src_fd = dup_fd(d->fd[KIND_GZ])) < 0) {
+		} else if ((x->src_fd = dup_fd(fdshare_fd(d->copy[KIND_GZ]))) < 0) {
 			rc = x->src_fd;
 			x->src_fd = -1;
 			snprintf(x->error, sizeof(x->error), "cannot open the download: %s",
@@ -1357,15 +1370,15 @@ static int commit_extract(struct extract *x)
 {
 	struct dataset *d = x->t->ds;
 	struct meta m = x->src;
-	int rc = 0, keep;
+	struct fdshare *keep;
+	int rc = 0;
 
 	m.size = (int64_t)x->out;
 	m.tsv_size = -1;
 	m.fetched_at = clock_wall();
-	if ((keep = dup_fd(x->fd)) < 0 ||
+	if (!(keep = share_dup(x->fd, &rc)) ||
 	    (rc = store->ops->commit(store, file_of(x->t), x->fd, &m))) {
-		rc = keep < 0 ? keep : rc;
-		close_fd(keep);
+		fdshare_put(keep);
 		snprintf(x->error, sizeof(x->error), "cannot store the decompression: %s",
 			 strerror(-rc));
 		return rc;
@@ -1374,7 +1387,7 @@ static int commit_extract(struct extract *x)
 	if (!meta_same_version(&m, &d->gz)) {
 		/* A download committed a newer .tsv.gz meanwhile: never pair it with this .tsv. */
 		pthread_mutex_unlock(&d->lock);
-		close_fd(keep);
+		fdshare_put(keep);
 		store->ops->evict(store, file_of(x->t));
 		snprintf(x->error, sizeof(x->error),
 			 "superseded: a newer download arrived meanwhile");
@@ -1384,7 +1397,7 @@ static int commit_extract(struct extract *x)
 	d->tsv = m;
 	d->extracted = true;
 	pthread_mutex_unlock(&d->lock);
-	close_fd(keep);
+	fdshare_put(keep);
 	notify_change(file_of(x->t));
 	upload_copy(file_of(x->t), &m); /* as the seed did; the mount never reads it back */
 	return 0;
@@ -1480,11 +1493,16 @@ static bool has_partial(int index)
 }
 
 /* Looks up a committed copy left by an earlier run and opens it; true when usable. */
-static bool open_cached(int index, enum file_kind kind, struct meta *m, int *fd)
+static bool open_cached(int index, enum file_kind kind, struct meta *m, struct fdshare **copy)
 {
 	const char *file = catalog_file(index, kind);
+	int fd;
 
-	return store->ops->lookup(store, file, m) == 0 && store->ops->open(store, file, fd) == 0;
+	if (store->ops->lookup(store, file, m) || store->ops->open(store, file, &fd))
+		return false;
+	if (!(*copy = fdshare_new(fd)))
+		close(fd);
+	return *copy != NULL;
 }
 
 static int init_dataset(struct dataset *d, int index)
@@ -1502,18 +1520,18 @@ static int init_dataset(struct dataset *d, int index)
 	pthread_condattr_destroy(&attr);
 	if (rc)
 		return -rc;
-	d->fd[KIND_GZ] = d->fd[KIND_TSV] = -1;
+	d->copy[KIND_GZ] = d->copy[KIND_TSV] = NULL;
 	for (int k = KIND_GZ; k <= KIND_TSV; k++)
 		for (int i = 0; i < RETIRED_KEPT; i++)
 			d->retired[k][i].gen = UINT64_MAX; /* none yet */
-	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->fd[KIND_GZ]);
-	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->fd[KIND_TSV]);
+	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->copy[KIND_GZ]);
+	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->copy[KIND_TSV]);
 	if (d->cached && d->extracted && !meta_same_version(&d->gz, &d->tsv)) {
 		log_info("%s: decompression of an older version; dropping it",
 			 catalog_file(index, KIND_TSV));
 		store->ops->evict(store, catalog_file(index, KIND_TSV));
-		close_fd(d->fd[KIND_TSV]);
-		d->fd[KIND_TSV] = -1;
+		fdshare_put(d->copy[KIND_TSV]);
+		d->copy[KIND_TSV] = NULL;
 		d->extracted = false;
 	}
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
@@ -1623,12 +1641,8 @@ static void revalidate_if_stale_locked(struct dataset *d)
 /* d->lock held. */
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind)
 {
-	r->fd = dup_fd(d->fd[kind]);
-	if (r->fd < 0) {
-		int rc = r->fd;
-		r->fd = -1;
-		return rc;
-	}
+	r->copy = fdshare_get(d->copy[kind]);
+	r->fd = fdshare_fd(r->copy);
 	metrics_add(M_CACHE_HITS, 1);
 	return 0;
 }
@@ -1656,6 +1670,7 @@ int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*in
 	int rc = -EIO;
 
 	r->fd = -1;
+	r->copy = NULL;
 	r->feed = NULL;
 	pthread_mutex_lock(&d->lock);
 	for (int tries = 0; tries < OPEN_TRIES; tries++) {
@@ -1692,10 +1707,10 @@ int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*in
 
 void dataset_close(struct dataset_reader *r)
 {
-	if (r->fd >= 0)
-		close(r->fd);
+	fdshare_put(r->copy);
 	feed_unref(r->feed);
 	r->fd = -1;
+	r->copy = NULL;
 	r->feed = NULL;
 }
 
@@ -1761,26 +1776,26 @@ int dataset_evict(int ds, enum file_kind kind)
 	struct dataset *d = &sets[ds];
 	int removed = 0;
 
-	int old[2] = {-1, -1};
+	struct fdshare *old[2] = {NULL, NULL};
 
 	pthread_mutex_lock(&d->lock);
 	if (kind == KIND_GZ) {
 		if (store->ops->evict(store, catalog_file(ds, KIND_GZ)) == 0)
 			removed |= 1 << KIND_GZ;
 		if (d->cached)
-			old[KIND_GZ] = swap_fd_locked(d, KIND_GZ, -1);
+			old[KIND_GZ] = swap_fd_locked(d, KIND_GZ, NULL);
 		d->cached = false;
 	}
 	if (store->ops->evict(store, catalog_file(ds, KIND_TSV)) == 0)
 		removed |= 1 << KIND_TSV;
 	if (d->extracted)
-		old[KIND_TSV] = swap_fd_locked(d, KIND_TSV, -1);
+		old[KIND_TSV] = swap_fd_locked(d, KIND_TSV, NULL);
 	d->extracted = false;
 	d->failed = false;
 	d->error[0] = '\0';
 	pthread_mutex_unlock(&d->lock);
-	close_fd(old[KIND_GZ]);
-	close_fd(old[KIND_TSV]);
+	fdshare_put(old[KIND_GZ]);
+	fdshare_put(old[KIND_TSV]);
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 		if (removed & (1 << k)) {
 			metrics_add(M_EVICTIONS, 1);

@@ -52,6 +52,7 @@
 #include "config.h"
 #include "control.h"
 #include "dataset.h"
+#include "fdshare.h"
 #include "feed.h"
 #include "log.h"
 #include "metrics.h"
@@ -87,6 +88,7 @@ struct handle {
 	struct handle *next; /* guarded by gens_lock: open_handles */
 	char *text;	     /* NODE_CONTROL opened for reading */
 	size_t len;
+	bool counted; /* in data_handles */
 };
 
 /* Set before the mount; read-only afterwards, except session (set by fs_main around the loop). */
@@ -97,6 +99,9 @@ static _Atomic(struct fuse_session *) session;
 static pthread_mutex_t gens_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct handle *open_handles; /* guarded by gens_lock: every open handle */
 static uint64_t next_handle_id = 1; /* guarded by gens_lock */
+/* Data handles in memory, opens included, bounded by fdshare_handle_bound(). */
+static atomic_long data_handles;
+static atomic_long bound_logged_at; /* seconds of the monotonic clock */
 
 static int slot_of(int ds, enum file_kind kind)
 {
@@ -227,6 +232,19 @@ static int lookup_name(fuse_ino_t parent, const char *name, fuse_ino_t *ino, str
 	return node_of_ino(*ino, n);
 }
 
+/* One line a minute at most: a program opening files in a loop must not flood the log. */
+static void log_throttled_bound(void)
+{
+	long now = (long)clock_mono(), last = atomic_load(&bound_logged_at);
+
+	if ((last && now - last < 60) ||
+	    !atomic_compare_exchange_strong(&bound_logged_at, &last, now))
+		return;
+	log_warn("open refused (EMFILE): %ld data handles are open, the bound under the descriptor "
+		 "limit (RLIMIT_NOFILE minus %d kept for transfers and the cache)",
+		 fdshare_handle_bound(), FDSHARE_RESERVE);
+}
+
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
@@ -247,6 +265,8 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void free_handle(struct handle *h)
 {
+	if (h->counted)
+		atomic_fetch_sub(&data_handles, 1);
 	dataset_close(&h->reader);
 	free(h->text);
 	free(h);
@@ -456,12 +476,13 @@ static void answer_all_parked(void)
  */
 static void open_old_version(struct handle *h, struct fuse_file_info *fi)
 {
-	struct dataset_reader own = {.fd = -1, .feed = NULL, .gen = h->node.gen};
+	struct dataset_reader own = {.fd = -1, .copy = NULL, .feed = NULL, .gen = h->node.gen};
 	struct handle *o;
 
 	pthread_mutex_lock(&gens_lock);
-	if ((o = own_version_handle_locked(h->ino, true)) &&
-	    (own.fd = fcntl(o->reader.fd, F_DUPFD_CLOEXEC, 0)) >= 0) {
+	if ((o = own_version_handle_locked(h->ino, true))) {
+		own.copy = fdshare_get(o->reader.copy);
+		own.fd = o->reader.fd;
 		h->size = o->size;
 		h->mtime = o->mtime;
 	}
@@ -482,6 +503,12 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
 		return -EACCES;
+	/* Counted from here: free_handle() gives the place back. */
+	h->counted = true;
+	if (atomic_fetch_add(&data_handles, 1) >= fdshare_handle_bound()) {
+		log_throttled_bound();
+		return -EMFILE;
+	}
 	rc = dataset_open(h->node.ds, h->node.kind, &h->reader, req_interrupted, req);
 	if (rc)
 		return rc;

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "control.h"
 #include "dataset.h"
+#include "fdshare.h"
 #include "fs.h"
 #include "gunzip.h"
 #include "http.h"
@@ -82,8 +83,11 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 {
 	struct store *store = NULL;
 	char err[512];
-	int rc;
+	long nofile;
+	int rc, raise_rc;
 
+	/* Before any descriptor is opened: readers share descriptors, transfers need their own. */
+	raise_rc = fdshare_raise_limit(&nofile);
 	if (http_global_init()) {
 		fprintf(stderr, "imdbfs: cannot initialise libcurl\n");
 		return 1;
@@ -99,6 +103,10 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 		goto out;
 	}
 	log_init(cfg->log_level, !cfg->foreground);
+	if (raise_rc)
+		log_warn("cannot raise the open files limit: %s", strerror(-raise_rc));
+	log_info("open files limit %ld: at most %ld data handles open at once", nofile,
+		 fdshare_handle_bound());
 	if (gunzip_select(cfg->decoder)) { /* config_load() checked the name */
 		fprintf(stderr, "imdbfs: no decoder %s\n", cfg->decoder);
 		rc = 1;
