@@ -39,6 +39,7 @@ struct config;
 struct fdshare;
 struct feed;
 struct store;
+struct transfer;
 
 enum ds_state {
 	DS_ABSENT,
@@ -109,17 +110,43 @@ struct dataset_reader {
 };
 
 /*
- * Opens a data file for reading, starting its fetch or decompression when
- * it is not cached and waiting (interruptibly) until the first bytes can be
- * read. 0, -EINTR, or -EIO when the transfer failed. Release with
- * dataset_close().
+ * An open waiting, with no thread, until its file's first bytes can be read.
+ * Whoever takes it off the dataset answers it, exactly once: the transfer
+ * that publishes its feed or ends (calling ready() with no lock held), or a
+ * true dataset_open_cancel(). The caller owns the memory.
  */
-int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*interrupted)(void *),
-		 void *ctx);
+struct dataset_opener {
+	int ds;						 /* constant */
+	enum file_kind kind;				 /* constant */
+	void (*ready)(struct dataset_opener *o, int rc); /* rc: 0 (the reader is open) or -EIO */
+	/* the rest is the dataset's, guarded by its lock */
+	struct dataset_reader *r;
+	struct transfer *t; /* referenced while parked */
+	struct dataset_opener *prev, *next;
+	int state, rc;
+};
+
+/* Makes o fresh; call before o can be seen by an interrupt. */
+void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
+			 void (*ready)(struct dataset_opener *o, int rc));
+
+/*
+ * Opens a data file for reading into r, starting its fetch or decompression
+ * when it is not cached. 0 when it can be read now, -EIO when its transfer
+ * failed or cannot start, -EINTR when dataset_open_cancel() came first, or
+ * -EINPROGRESS: o is parked until the first bytes can be read, and ready()
+ * or a true dataset_open_cancel() follows. Release r with dataset_close().
+ */
+int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r);
+
+/*
+ * Takes a parked open off its dataset. true: the caller answers it. false: a
+ * transfer took it first (its ready() runs or has run), or it was not parked
+ * yet, and then dataset_open_start() returns -EINTR.
+ */
+bool dataset_open_cancel(struct dataset_opener *o);
 
 void dataset_close(struct dataset_reader *r);
-
-struct transfer;
 
 /* Starts a download (or joins the one in flight). NULL on ENOMEM; wait with dataset_wait. */
 struct transfer *dataset_download(int ds, bool force);

@@ -77,6 +77,7 @@ struct dataset {
 	char error[256];	   /* guarded by lock */
 	/* guarded by lock: the last few copies replaced, at gen % RETIRED_KEPT */
 	struct version_attr retired[2][RETIRED_KEPT];
+	struct dataset_opener *openers[2]; /* guarded by lock: per kind, opens parked */
 };
 
 static struct dataset sets[CATALOG_COUNT];
@@ -306,10 +307,83 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 	return t;
 }
 
+/* ---- opens parked until their transfer publishes a feed -------------------- */
+
+/* An opener's state, guarded by the dataset lock (as a feed_waiter's, see feed.h). */
+enum { OPENER_NEW, OPENER_PARKED, OPENER_TAKEN, OPENER_CANCELLED };
+
+static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind);
+
+/* What o's open comes to now (0 with o->r filled, -EIO), or -EINPROGRESS; d->lock held. */
+static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
+{
+	struct transfer *t = o->t;
+
+	o->r->gen = d->gen[o->kind];
+	if (o->kind == KIND_GZ ? d->cached : d->extracted)
+		return open_committed_locked(d, o->r, o->kind);
+	if (t->feed && !t->res.err) {
+		o->r->feed = t->feed;
+		feed_ref(o->r->feed);
+		metrics_add(M_CACHE_MISSES, 1);
+		return 0;
+	}
+	return t->done ? -EIO : -EINPROGRESS; /* failed, or it came and went (evicted) */
+}
+
+static void unlink_opener_locked(struct dataset *d, struct dataset_opener *o)
+{
+	if (o->prev)
+		o->prev->next = o->next;
+	else
+		d->openers[o->kind] = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	o->prev = o->next = NULL;
+	o->state = OPENER_TAKEN;
+	put_locked(o->t);
+	o->t = NULL;
+}
+
+/*
+ * Takes the parked opens of d that can be answered now (all of them, with
+ * rc, when rc is not 0) off d, into a list for answer_openers(); d->lock held.
+ */
+static struct dataset_opener *take_openers_locked(struct dataset *d, int rc)
+{
+	struct dataset_opener *o, *next, *taken = NULL;
+
+	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		for (o = d->openers[k]; o; o = next) {
+			int answer = rc ? rc : opener_answer_locked(d, o);
+			next = o->next;
+			if (answer == -EINPROGRESS)
+				continue;
+			unlink_opener_locked(d, o);
+			o->rc = answer;
+			o->next = taken;
+			taken = o;
+		}
+	}
+	return taken;
+}
+
+/* Calls ready() of the opens take_openers_locked() returned; no lock held. */
+static void answer_openers(struct dataset_opener *taken)
+{
+	while (taken) {
+		struct dataset_opener *o = taken;
+		taken = o->next; /* before ready(), which frees o */
+		o->next = NULL;
+		o->ready(o, o->rc);
+	}
+}
+
 /* Publishes the feed readers should follow (or none); called without the lock. */
 static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase)
 {
 	struct dataset *d = t->ds;
+	struct dataset_opener *taken;
 	struct feed *old;
 
 	pthread_mutex_lock(&d->lock);
@@ -318,7 +392,9 @@ static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase
 	t->phase = phase;
 	t->body_started = clock_mono();
 	pthread_cond_broadcast(&d->changed);
+	taken = take_openers_locked(d, 0);
 	pthread_mutex_unlock(&d->lock);
+	answer_openers(taken);
 	feed_unref(old);
 }
 
@@ -334,6 +410,7 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 {
 	struct dataset *d = t->ds;
 	struct transfer **slot = t->kind == KIND_GZ ? &d->download : &d->extract;
+	struct dataset_opener *taken;
 
 	if (t->feed)
 		feed_finish(t->feed, err ? -EIO : 0);
@@ -353,8 +430,10 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 		snprintf(d->error, sizeof(d->error), "%s", err ? error : "");
 	}
 	pthread_cond_broadcast(&d->changed);
+	taken = take_openers_locked(d, 0);
 	put_locked(t);
 	pthread_mutex_unlock(&d->lock);
+	answer_openers(taken); /* before thread_done(): shutdown waits for the answers */
 	thread_done();
 }
 
@@ -1598,6 +1677,14 @@ void datasets_shutdown(void)
 		}
 	}
 	pthread_mutex_unlock(&threads_lock);
+	/* Opens of a transfer that did not stop in time: each holds a request. */
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		struct dataset_opener *taken;
+		pthread_mutex_lock(&sets[i].lock);
+		taken = take_openers_locked(&sets[i], -EIO);
+		pthread_mutex_unlock(&sets[i].lock);
+		answer_openers(taken);
+	}
 }
 
 uint64_t dataset_generation(int ds, enum file_kind kind)
@@ -1647,62 +1734,68 @@ static int open_committed_locked(struct dataset *d, struct dataset_reader *r, en
 	return 0;
 }
 
-/* Waits until t publishes a feed or ends; d->lock held. */
-static int wait_for_feed_locked(struct dataset *d, struct transfer *t, int (*interrupted)(void *),
-				void *ctx)
+void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
+			 void (*ready)(struct dataset_opener *o, int rc))
 {
-	struct timespec ts;
-
-	while (!t->feed && !t->done) {
-		if (interrupted && interrupted(ctx))
-			return -EINTR;
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	return 0;
+	memset(o, 0, sizeof(*o));
+	o->ds = ds;
+	o->kind = kind;
+	o->ready = ready;
+	o->state = OPENER_NEW;
 }
 
-int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*interrupted)(void *),
-		 void *ctx)
+int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
 {
-	struct dataset *d = &sets[ds];
+	struct dataset *d = &sets[o->ds];
 	struct transfer *t;
-	int rc = -EIO;
+	int rc;
 
 	r->fd = -1;
 	r->copy = NULL;
 	r->feed = NULL;
+	o->r = r;
 	pthread_mutex_lock(&d->lock);
-	for (int tries = 0; tries < OPEN_TRIES; tries++) {
-		revalidate_if_stale_locked(d);
-		r->gen = d->gen[kind];
-		if (kind == KIND_GZ ? d->cached : d->extracted) {
-			rc = open_committed_locked(d, r, kind);
-			break;
-		}
-		t = kind == KIND_GZ ? d->download : d->extract;
-		if (!t)
-			t = start_locked(d, kind, false);
-		if (!t) {
-			rc = -EIO;
-			break;
-		}
+	revalidate_if_stale_locked(d);
+	r->gen = d->gen[o->kind];
+	if (o->state == OPENER_CANCELLED) {
+		rc = -EINTR;
+	} else if (o->kind == KIND_GZ ? d->cached : d->extracted) {
+		rc = open_committed_locked(d, r, o->kind);
+	} else if (!(t = o->kind == KIND_GZ ? d->download : d->extract) &&
+		   !(t = start_locked(d, o->kind, false))) {
+		rc = -EIO;
+	} else {
+		o->t = t;
 		t->refs++;
-		rc = wait_for_feed_locked(d, t, interrupted, ctx);
-		if (!rc && t->feed && !t->res.err) {
-			r->feed = t->feed;
-			feed_ref(r->feed);
-			metrics_add(M_CACHE_MISSES, 1);
-		} else if (!rc && t->done && t->res.err) {
-			rc = -EIO;
+		if ((rc = opener_answer_locked(d, o)) == -EINPROGRESS) {
+			o->state = OPENER_PARKED;
+			o->next = d->openers[o->kind];
+			if (o->next)
+				o->next->prev = o;
+			d->openers[o->kind] = o;
+		} else {
+			put_locked(t);
+			o->t = NULL;
 		}
-		put_locked(t);
-		if (rc || r->feed)
-			break;
-		rc = -EIO; /* the copy came and went again (evicted in between): try again */
 	}
 	pthread_mutex_unlock(&d->lock);
 	return rc;
+}
+
+bool dataset_open_cancel(struct dataset_opener *o)
+{
+	struct dataset *d = &sets[o->ds];
+	bool mine = false;
+
+	pthread_mutex_lock(&d->lock);
+	if (o->state == OPENER_PARKED) {
+		unlink_opener_locked(d, o);
+		mine = true;
+	} else if (o->state == OPENER_NEW) {
+		o->state = OPENER_CANCELLED;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return mine;
 }
 
 void dataset_close(struct dataset_reader *r)

@@ -394,11 +394,6 @@ static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(d.buf);
 }
 
-static int req_interrupted(void *ctx)
-{
-	return fuse_req_interrupted((fuse_req_t)ctx);
-}
-
 static void track(struct handle *h)
 {
 	pthread_mutex_lock(&gens_lock);
@@ -496,22 +491,11 @@ static void open_old_version(struct handle *h, struct fuse_file_info *fi)
 	fi->keep_cache = 1;
 }
 
-static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
+/* The rest of an open once dataset_open_start() has opened h->reader. */
+static int opened_data(struct handle *h, struct fuse_file_info *fi)
 {
 	struct stat sb;
-	int rc;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-		return -EACCES;
-	/* Counted from here: free_handle() gives the place back. */
-	h->counted = true;
-	if (atomic_fetch_add(&data_handles, 1) >= fdshare_handle_bound()) {
-		log_throttled_bound();
-		return -EMFILE;
-	}
-	rc = dataset_open(h->node.ds, h->node.kind, &h->reader, req_interrupted, req);
-	if (rc)
-		return rc;
 	if (h->reader.gen != h->node.gen) {
 		open_old_version(h, fi);
 		return 0;
@@ -526,6 +510,86 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 	dataset_stat(h->node.ds, h->node.kind, h->node.gen, &(int64_t){0}, &h->mtime);
 	fi->keep_cache = 1;
 	return 0;
+}
+
+/* The one reply to an open: h is tracked and handed to the kernel, or freed (rc). */
+static void reply_open(fuse_req_t req, struct handle *h, struct fuse_file_info *fi, int rc)
+{
+	if (rc) {
+		free_handle(h);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	track(h);
+	fi->fh = h->id;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		untrack(h); /* the opener was interrupted: nobody will release it */
+}
+
+/* An open parked until its file's first bytes can be read (see the header). */
+struct parked_open {
+	struct dataset_opener o; /* ready() gets &p->o */
+	fuse_req_t req;
+	struct handle *h;
+	struct fuse_file_info fi; /* libfuse's lives on ll_open's caller's stack */
+};
+
+static void answer_open(struct parked_open *p, int rc)
+{
+	if (!rc)
+		rc = opened_data(p->h, &p->fi);
+	reply_open(p->req, p->h, &p->fi, rc);
+	free(p);
+}
+
+static void open_ready(struct dataset_opener *o, int rc)
+{
+	struct parked_open *p = (struct parked_open *)o;
+
+	fuse_req_interrupt_func(p->req, NULL, NULL); /* as parked_ready() */
+	answer_open(p, rc);
+}
+
+static void open_interrupted(fuse_req_t req, void *data)
+{
+	struct parked_open *p = data;
+
+	(void)req;
+	if (dataset_open_cancel(&p->o))
+		answer_open(p, -EINTR);
+}
+
+/* Opens a data file; replies now, or once the transfer can be read (parked). */
+static void open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
+{
+	struct parked_open *p;
+	int rc;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		reply_open(req, h, fi, -EACCES);
+		return;
+	}
+	/* Counted from here: free_handle() gives the place back. */
+	h->counted = true;
+	if (atomic_fetch_add(&data_handles, 1) >= fdshare_handle_bound()) {
+		log_throttled_bound();
+		reply_open(req, h, fi, -EMFILE);
+		return;
+	}
+	if (!(p = malloc(sizeof(*p)))) {
+		reply_open(req, h, fi, -ENOMEM);
+		return;
+	}
+	dataset_opener_init(&p->o, h->node.ds, h->node.kind, open_ready);
+	p->req = req;
+	p->h = h;
+	p->fi = *fi;
+	fuse_req_interrupt_func(req, open_interrupted, p);
+	rc = dataset_open_start(&p->o, &h->reader);
+	if (rc == -EINPROGRESS)
+		return;
+	fuse_req_interrupt_func(req, NULL, NULL);
+	answer_open(p, rc);
 }
 
 static int open_control(struct handle *h, struct fuse_file_info *fi)
@@ -552,21 +616,15 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->reader.fd = -1;
 	h->ino = ino;
 	rc = node_of_ino(ino, &h->node);
-	if (!rc && h->node.type == NODE_DATA)
-		rc = open_data(req, h, fi);
-	else if (!rc && h->node.type == NODE_CONTROL)
+	if (!rc && h->node.type == NODE_DATA) {
+		open_data(req, h, fi);
+		return;
+	}
+	if (!rc && h->node.type == NODE_CONTROL)
 		rc = open_control(h, fi);
 	else if (!rc)
 		rc = -EISDIR;
-	if (rc) {
-		free_handle(h);
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	track(h);
-	fi->fh = h->id;
-	if (fuse_reply_open(req, fi) == -ENOENT)
-		untrack(h); /* the opener was interrupted: nobody will release it */
+	reply_open(req, h, fi, rc);
 }
 
 static void read_control(fuse_req_t req, struct handle *h, size_t size, off_t off)

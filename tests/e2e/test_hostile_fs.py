@@ -35,7 +35,8 @@ HEALTH_LIMIT_S = 0.100
 
 class StallingOrigin:
     """A loopback HTTP/1.1 origin serving data_dir; GETs of `stalled` send `head` body bytes and
-    then wait until release() (send the rest) or fail() (close the connection mid-body)."""
+    then wait until release() (send the rest) or fail() (close the connection mid-body). With
+    head None, they wait before sending anything (no status line yet)."""
 
     def __init__(self, data_dir, stalled, head):
         self.data_dir = data_dir
@@ -54,6 +55,9 @@ class StallingOrigin:
 
             def do_GET(self):
                 name = self.path.rsplit("/", 1)[-1]
+                if name == origin.stalled and origin.head is None:
+                    origin.stalled_gets += 1
+                    origin.gate.wait(50)
                 try:
                     body = read_bytes(os.path.join(origin.data_dir, name))
                 except OSError:
@@ -66,6 +70,9 @@ class StallingOrigin:
                 self.send_header("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")
                 self.end_headers()
                 if name != origin.stalled:
+                    self.wfile.write(body)
+                    return
+                if origin.head is None:
                     self.wfile.write(body)
                     return
                 origin.stalled_gets += 1
@@ -243,10 +250,12 @@ def test_parked_reads_fail_with_the_download(private_data, stalling_origin, moun
     assert results == [errno.EIO] * 50
 
 
+@pytest.mark.parametrize("parked", ["read", "open"])
 @pytest.mark.timeout_s(60)
-def test_interrupted_parked_reads_end_at_once(private_data, stalling_origin, mount):
+def test_interrupted_parked_requests_end_at_once(parked, private_data, stalling_origin, mount):
     data = util.origin_gz(private_data.path, STALLED)
-    o = stalling_origin(len(data) // 4)
+    # A read parks past the first quarter; an open parks while the origin has not answered.
+    o = stalling_origin(len(data) // 4 if parked == "read" else None)
     m = mount(o.url())
     gz = m.path / (STALLED + ".tsv.gz")
     cats = [subprocess.Popen(["cat", str(gz)], stdout=subprocess.DEVNULL) for _ in range(20)]
@@ -269,6 +278,43 @@ def test_interrupted_parked_reads_end_at_once(private_data, stalling_origin, mou
             if c.poll() is None:
                 c.kill()
                 c.wait()
+
+
+@pytest.mark.timeout_s(60)
+def test_parked_opens_do_not_freeze_the_mount(private_data, stalling_origin, mount):
+    """Opens of a file whose origin has not answered yet wait without a worker thread: more of
+    them than max_threads (64) leave health and stat answering."""
+    data = util.origin_gz(private_data.path, STALLED)
+    o = stalling_origin(None)
+    m = mount(o.url())
+    gz = m.path / (STALLED + ".tsv.gz")
+    count = 200
+    results = [None] * count
+
+    def opener(i):
+        try:
+            with open(gz, "rb") as f:
+                results[i] = f.read()
+        except OSError as e:
+            results[i] = e.errno
+
+    threads = [threading.Thread(target=opener, args=(i,), daemon=True) for i in range(count)]
+    try:
+        for t in threads:
+            t.start()
+        util.wait_for(lambda: threads_in_fuse_wait() >= count, 30, "%d parked opens" % count)
+        assert o.stalled_gets == 1
+        health, stat = measure_health(m)
+        print("%d parked opens: health median %.1f ms max %.1f ms, daemon threads %d"
+              % (count, statistics.median(health) * 1e3, max(health) * 1e3,
+                 daemon_threads(m.proc.pid)))
+    finally:
+        o.release()
+        for t in threads:
+            t.join(30)
+    assert max(health) < HEALTH_LIMIT_S, "health took %s s with %d parked opens" % (health, count)
+    assert max(stat) < HEALTH_LIMIT_S, "stat took %s s with %d parked opens" % (stat, count)
+    assert all(r == data for r in results), [r for r in results if r != data][:1]
 
 
 def nofile_limits(pid):
