@@ -84,6 +84,9 @@ void datasets_resume(void);
 /* Cancels every transfer and waits (bounded) for their threads to end. */
 void datasets_shutdown(void);
 
+/* Answers every parked open (see dataset_open_start()) with -EIO: the mount is going away. */
+void datasets_cancel_opens(void);
+
 /* Called, with no lock held, after a committed file changes or goes away. */
 void datasets_on_change(void (*fn)(const char *file));
 

@@ -1677,7 +1677,11 @@ void datasets_shutdown(void)
 		}
 	}
 	pthread_mutex_unlock(&threads_lock);
-	/* Opens of a transfer that did not stop in time: each holds a request. */
+	datasets_cancel_opens(); /* those of a transfer that did not stop in time */
+}
+
+void datasets_cancel_opens(void)
+{
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		struct dataset_opener *taken;
 		pthread_mutex_lock(&sets[i].lock);

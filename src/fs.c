@@ -432,10 +432,11 @@ static void free_all_handles(void)
 }
 
 /*
- * At unmount, the reads still parked (on a feed whose transfer did not end in
- * time) get EIO: each holds a libfuse request that only a reply frees.
- * Answering drops handle references, which takes gens_lock: the feeds are
- * collected first.
+ * Once the loop has ended (a signal, an unmount), the reads still parked get
+ * EIO: each holds a libfuse request that only a reply frees, and its caller
+ * waits. Called again from destroy for feeds that grew meanwhile (none can
+ * park then). Answering drops handle references, which takes gens_lock: the
+ * feeds are collected first.
  */
 static void answer_all_parked(void)
 {
@@ -1001,8 +1002,9 @@ int fs_main(struct fuse_args *args, const struct config *cfg)
 	config = cfg;
 	mounted_at = clock_wall();
 	/*
-	 * A read waiting for bytes still downloading holds a worker thread:
-	 * allow many (an explicit -o max_threads, parsed later, still wins).
+	 * No request waiting for a download holds a worker (they park), so
+	 * this bounds requests being served at once, not waiting; libfuse's
+	 * default is 10 (an explicit -o max_threads, parsed later, still wins).
 	 */
 	if (fuse_opt_insert_arg(args, 1, "-omax_threads=" FS_MAX_THREADS) != 0)
 		return 1;
@@ -1023,7 +1025,12 @@ int fs_main(struct fuse_args *args, const struct config *cfg)
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	atomic_store(&session, se);
-	rc = serve(se, &opts) ? 1 : 0;
+	rc = serve(se, &opts);
+	/* No worker is left to park more: answer those parked while the kernel still listens. */
+	answer_all_parked();
+	datasets_cancel_opens();
+	/* The loop returns the signal that stopped it (> 0): a requested stop, not a failure. */
+	rc = rc < 0 ? 1 : 0;
 out_unmount:
 	atomic_store(&session, NULL);
 	fuse_session_unmount(se);
