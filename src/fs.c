@@ -29,8 +29,45 @@
  * Generations belong to the dataset layer (dataset_generation()), which
  * moves them under its own lock together with the copy they stand for.
  *
+ * Parked requests: no request waits on a worker thread. A read past the
+ * bytes a feed has (read_data) becomes a struct parked on that feed
+ * (feed_park); an open of a file whose transfer has no feed yet (open_data)
+ * becomes a struct parked_open on its dataset (dataset_open_start). The
+ * worker returns to the kernel at once, so max_threads bounds requests being
+ * served, never requests waiting, and 1,000 waiting reads cost memory only.
+ *
+ *   - Who replies: exactly one party, whoever takes the request off the list
+ *     it is parked on. The transfer thread whose feed_grow()/feed_finish()
+ *     (or publish/end of the transfer, for opens) makes it answerable calls
+ *     its ready() with no lock held; the interrupt callback that libfuse runs
+ *     when the kernel sends FUSE_INTERRUPT (fuse_req_interrupt_func(), no
+ *     polling) replies EINTR only when feed_unpark()/dataset_open_cancel()
+ *     returns true; at the end of the session loop answer_all_parked() and
+ *     datasets_cancel_opens() reply EIO to whatever is left, before the
+ *     unmount, and destroy does it once more after the transfers stopped.
+ *   - Ordering: the interrupt callback is registered before the park, and an
+ *     interrupt that comes first only marks the request cancelled (the park
+ *     then returns -EINTR and the worker replies). Every party but the
+ *     interrupt callback first calls fuse_req_interrupt_func(req, NULL,
+ *     NULL), which waits out a callback running on that request and stops
+ *     new ones, and only then replies and frees: the callback never sees
+ *     freed memory.
+ *   - A release may come while a read is parked (its process was killed):
+ *     the parked read holds a handle reference, so the handle, its feed and
+ *     its descriptor stay until that read is answered.
+ *
  * Locking: gens_lock guards the list of open handles, their reference
- * counts and next_handle_id.
+ * counts and next_handle_id. A parked read is on its feed's list, guarded by
+ * that feed's lock (a leaf); a parked open is on its dataset's list, guarded
+ * by the dataset lock. Lock order: libfuse's per-request lock (held around
+ * the interrupt callback) before the feed or dataset lock; nothing replies
+ * or calls fuse_req_interrupt_func() holding a feed or dataset lock, and
+ * gens_lock is never held while answering (answering drops a handle
+ * reference, which takes it).
+ *
+ * Descriptors (fdshare.h): handles on a committed copy share its version's
+ * descriptor; at most fdshare_handle_bound() data handles exist at once
+ * (data_handles), an open beyond fails with EMFILE.
  */
 #define FUSE_USE_VERSION 312
 #include "fs.h"
