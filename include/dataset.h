@@ -34,6 +34,7 @@
 
 #include "catalog.h"
 #include "meta.h"
+#include "parking.h"
 
 struct config;
 struct fdshare;
@@ -119,14 +120,13 @@ struct dataset_reader {
  * true dataset_open_cancel(). The caller owns the memory.
  */
 struct dataset_opener {
-	int ds;						 /* constant */
-	enum file_kind kind;				 /* constant */
-	void (*ready)(struct dataset_opener *o, int rc); /* rc: 0 (the reader is open) or -EIO */
-	/* the rest is the dataset's, guarded by its lock */
-	struct dataset_reader *r;
-	struct transfer *t; /* referenced while parked */
-	struct dataset_opener *prev, *next;
-	int state, rc;
+	struct park_entry entry; /* the dataset's, guarded by its lock (see parking.h) */
+	int ds;			 /* constant */
+	enum file_kind kind;	 /* constant */
+	/* rc: 0 (the reader is open) or -EIO */
+	void (*ready)(struct dataset_opener *o, int rc);
+	struct dataset_reader *r; /* guarded by the dataset lock */
+	struct transfer *t;	  /* guarded by the dataset lock; referenced while parked */
 };
 
 /* Makes o fresh; call before o can be seen by an interrupt. */

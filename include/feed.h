@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parking.h"
+
 struct feed;
 
 /* Wraps fd (taken over) in a feed of expected size (-1 unknown); one reference. */
@@ -62,19 +64,16 @@ void feed_finish(struct feed *f, int err);
 int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
 		  int (*interrupted)(void *), void *ctx);
 
-/* A read parked on a feed; the caller owns the memory, and frees it only once answered. */
+/* A read parked on a feed (see parking.h); the caller owns the memory, freed once answered. */
 struct feed_waiter {
-	uint64_t off; /* constant once parked */
-	size_t len;   /* constant once parked */
+	struct park_entry entry; /* the feed's, guarded by its lock */
+	uint64_t off;		 /* constant once parked */
+	size_t len;		 /* constant once parked */
 	/*
 	 * Called once, with no lock held, when a writer has taken the waiter off
 	 * the feed: n is what feed_wait(off, len, partial_ok=1) would return.
 	 */
 	void (*ready)(struct feed_waiter *w, int64_t n);
-	/* the rest is the feed's, guarded by its lock */
-	struct feed_waiter *prev, *next;
-	int state;
-	int64_t answer; /* once taken by a writer */
 };
 
 /* Makes w fresh: off the feed, never cancelled. Call before the waiter can be seen elsewhere. */

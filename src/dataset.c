@@ -77,7 +77,7 @@ struct dataset {
 	char error[256];	   /* guarded by lock */
 	/* guarded by lock: the last few copies replaced, at gen % RETIRED_KEPT */
 	struct version_attr retired[2][RETIRED_KEPT];
-	struct dataset_opener *openers[2]; /* guarded by lock: per kind, opens parked */
+	struct park_list openers[2]; /* guarded by lock: per kind, opens parked */
 };
 
 static struct dataset sets[CATALOG_COUNT];
@@ -309,9 +309,6 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 
 /* ---- opens parked until their transfer publishes a feed -------------------- */
 
-/* An opener's state, guarded by the dataset lock (as a feed_waiter's, see feed.h). */
-enum { OPENER_NEW, OPENER_PARKED, OPENER_TAKEN, OPENER_CANCELLED };
-
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind);
 
 /* What o's open comes to now (0 with o->r filled, -EIO), or -EINPROGRESS; d->lock held. */
@@ -331,59 +328,54 @@ static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
 	return t->done ? -EIO : -EINPROGRESS; /* failed, or it came and went (evicted) */
 }
 
-static void unlink_opener_locked(struct dataset *d, struct dataset_opener *o)
+struct opener_take {
+	struct dataset *d;
+	int rc; /* 0: those that can be answered; else all of them, with this */
+};
+
+/* park_take_locked()'s question; an open taken drops its transfer reference. */
+static int64_t opener_take(struct park_entry *e, void *ctx)
 {
-	if (o->prev)
-		o->prev->next = o->next;
-	else
-		d->openers[o->kind] = o->next;
-	if (o->next)
-		o->next->prev = o->prev;
-	o->prev = o->next = NULL;
-	o->state = OPENER_TAKEN;
+	struct dataset_opener *o = (struct dataset_opener *)e;
+	const struct opener_take *c = ctx;
+	int rc = c->rc ? c->rc : opener_answer_locked(c->d, o);
+
+	if (rc == -EINPROGRESS)
+		return PARK_WAIT;
 	put_locked(o->t);
 	o->t = NULL;
+	return rc;
 }
 
-/*
- * Takes the parked opens of d that can be answered now (all of them, with
- * rc, when rc is not 0) off d, into a list for answer_openers(); d->lock held.
- */
-static struct dataset_opener *take_openers_locked(struct dataset *d, int rc)
+/* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
+static struct park_entry *take_openers_locked(struct dataset *d, int rc)
 {
-	struct dataset_opener *o, *next, *taken = NULL;
+	struct opener_take c = {d, rc};
+	struct park_entry *taken = NULL, *more, *last;
 
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
-		for (o = d->openers[k]; o; o = next) {
-			int answer = rc ? rc : opener_answer_locked(d, o);
-			next = o->next;
-			if (answer == -EINPROGRESS)
-				continue;
-			unlink_opener_locked(d, o);
-			o->rc = answer;
-			o->next = taken;
-			taken = o;
-		}
+		if (!(more = park_take_locked(&d->openers[k], opener_take, &c)))
+			continue;
+		for (last = more; last->next; last = last->next)
+			;
+		last->next = taken;
+		taken = more;
 	}
 	return taken;
 }
 
-/* Calls ready() of the opens take_openers_locked() returned; no lock held. */
-static void answer_openers(struct dataset_opener *taken)
+static void opener_ready(struct park_entry *e, int64_t answer)
 {
-	while (taken) {
-		struct dataset_opener *o = taken;
-		taken = o->next; /* before ready(), which frees o */
-		o->next = NULL;
-		o->ready(o, o->rc);
-	}
+	struct dataset_opener *o = (struct dataset_opener *)e;
+
+	o->ready(o, (int)answer);
 }
 
 /* Publishes the feed readers should follow (or none); called without the lock. */
 static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase)
 {
 	struct dataset *d = t->ds;
-	struct dataset_opener *taken;
+	struct park_entry *taken;
 	struct feed *old;
 
 	pthread_mutex_lock(&d->lock);
@@ -394,7 +386,7 @@ static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase
 	pthread_cond_broadcast(&d->changed);
 	taken = take_openers_locked(d, 0);
 	pthread_mutex_unlock(&d->lock);
-	answer_openers(taken);
+	park_answer(taken);
 	feed_unref(old);
 }
 
@@ -410,7 +402,7 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 {
 	struct dataset *d = t->ds;
 	struct transfer **slot = t->kind == KIND_GZ ? &d->download : &d->extract;
-	struct dataset_opener *taken;
+	struct park_entry *taken;
 
 	if (t->feed)
 		feed_finish(t->feed, err ? -EIO : 0);
@@ -433,7 +425,7 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 	taken = take_openers_locked(d, 0);
 	put_locked(t);
 	pthread_mutex_unlock(&d->lock);
-	answer_openers(taken); /* before thread_done(): shutdown waits for the answers */
+	park_answer(taken); /* before thread_done(): shutdown waits for the answers */
 	thread_done();
 }
 
@@ -1683,11 +1675,11 @@ void datasets_shutdown(void)
 void datasets_cancel_opens(void)
 {
 	for (int i = 0; i < CATALOG_COUNT; i++) {
-		struct dataset_opener *taken;
+		struct park_entry *taken;
 		pthread_mutex_lock(&sets[i].lock);
 		taken = take_openers_locked(&sets[i], -EIO);
 		pthread_mutex_unlock(&sets[i].lock);
-		answer_openers(taken);
+		park_answer(taken);
 	}
 }
 
@@ -1742,10 +1734,10 @@ void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
 			 void (*ready)(struct dataset_opener *o, int rc))
 {
 	memset(o, 0, sizeof(*o));
+	park_entry_init(&o->entry, opener_ready);
 	o->ds = ds;
 	o->kind = kind;
 	o->ready = ready;
-	o->state = OPENER_NEW;
 }
 
 int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
@@ -1761,9 +1753,7 @@ int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
 	pthread_mutex_lock(&d->lock);
 	revalidate_if_stale_locked(d);
 	r->gen = d->gen[o->kind];
-	if (o->state == OPENER_CANCELLED) {
-		rc = -EINTR;
-	} else if (o->kind == KIND_GZ ? d->cached : d->extracted) {
+	if (o->kind == KIND_GZ ? d->cached : d->extracted) {
 		rc = open_committed_locked(d, r, o->kind);
 	} else if (!(t = o->kind == KIND_GZ ? d->download : d->extract) &&
 		   !(t = start_locked(d, o->kind, false))) {
@@ -1771,13 +1761,10 @@ int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
 	} else {
 		o->t = t;
 		t->refs++;
-		if ((rc = opener_answer_locked(d, o)) == -EINPROGRESS) {
-			o->state = OPENER_PARKED;
-			o->next = d->openers[o->kind];
-			if (o->next)
-				o->next->prev = o;
-			d->openers[o->kind] = o;
-		} else {
+		rc = opener_answer_locked(d, o);
+		if (rc == -EINPROGRESS && !park_add_locked(&d->openers[o->kind], &o->entry))
+			rc = -EINTR;
+		if (rc != -EINPROGRESS) {
 			put_locked(t);
 			o->t = NULL;
 		}
@@ -1789,14 +1776,12 @@ int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
 bool dataset_open_cancel(struct dataset_opener *o)
 {
 	struct dataset *d = &sets[o->ds];
-	bool mine = false;
+	bool mine;
 
 	pthread_mutex_lock(&d->lock);
-	if (o->state == OPENER_PARKED) {
-		unlink_opener_locked(d, o);
-		mine = true;
-	} else if (o->state == OPENER_NEW) {
-		o->state = OPENER_CANCELLED;
+	if ((mine = park_cancel_locked(&d->openers[o->kind], &o->entry))) {
+		put_locked(o->t);
+		o->t = NULL;
 	}
 	pthread_mutex_unlock(&d->lock);
 	return mine;

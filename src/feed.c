@@ -14,21 +14,15 @@
 
 struct feed {
 	pthread_mutex_t lock;
-	pthread_cond_t grown;	    /* signalled on every grow and at the end */
-	int fd;			    /* constant after feed_new */
-	int refs;		    /* guarded by lock */
-	uint64_t filled;	    /* guarded by lock */
-	int64_t size;		    /* guarded by lock */
-	bool ended;		    /* guarded by lock */
-	int err;		    /* guarded by lock; valid once ended */
-	struct feed_waiter *parked; /* guarded by lock: waiters of feed_park(), newest first */
+	pthread_cond_t grown;	 /* signalled on every grow and at the end */
+	int fd;			 /* constant after feed_new */
+	int refs;		 /* guarded by lock */
+	uint64_t filled;	 /* guarded by lock */
+	int64_t size;		 /* guarded by lock */
+	bool ended;		 /* guarded by lock */
+	int err;		 /* guarded by lock; valid once ended */
+	struct park_list parked; /* guarded by lock: waiters of feed_park() */
 };
-
-/* A waiter's state: how far it has gone, guarded by the feed's lock. */
-enum { W_NEW, W_PARKED, W_TAKEN, W_CANCELLED };
-
-/* No answer yet: the read has to wait (no byte count or -errno is this). */
-#define NOT_YET INT64_MIN
 
 /* How often a blocked reader looks at its interrupt check. */
 #define POLL_NS (50 * 1000 * 1000)
@@ -76,7 +70,7 @@ void feed_unref(struct feed *f)
 		return;
 	pthread_mutex_lock(&f->lock);
 	left = --f->refs;
-	assert(left > 0 || !f->parked);
+	assert(left > 0 || !f->parked.head);
 	pthread_mutex_unlock(&f->lock);
 	if (left)
 		return;
@@ -91,7 +85,7 @@ int feed_fd(const struct feed *f)
 	return f->fd;
 }
 
-/* What a read of up to len bytes at off gets now, or NOT_YET; lock held. */
+/* What a read of up to len bytes at off gets now, or PARK_WAIT; lock held. */
 static int64_t answer_locked(const struct feed *f, uint64_t off, size_t len, int partial_ok)
 {
 	uint64_t want = off + len;
@@ -100,65 +94,36 @@ static int64_t answer_locked(const struct feed *f, uint64_t off, size_t len, int
 		return (int64_t)((f->filled < want ? f->filled : want) - off);
 	if (f->ended)
 		return f->filled > off ? (int64_t)(f->filled - off) : f->err ? f->err : 0;
-	return NOT_YET;
+	return PARK_WAIT;
 }
 
-static void unlink_locked(struct feed *f, struct feed_waiter *w)
+/* park_take_locked()'s question for a parked read of the feed ctx. */
+static int64_t waiter_answer(struct park_entry *e, void *ctx)
 {
-	if (w->prev)
-		w->prev->next = w->next;
-	else
-		f->parked = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
-	w->prev = w->next = NULL;
+	const struct feed_waiter *w = (const struct feed_waiter *)e;
+
+	return answer_locked(ctx, w->off, w->len, 1);
 }
 
-/*
- * Takes the parked waiters that can be answered now off the feed, into a
- * list linked by next, each with its answer; lock held.
- */
-static struct feed_waiter *take_answerable_locked(struct feed *f)
+static void waiter_ready(struct park_entry *e, int64_t answer)
 {
-	struct feed_waiter *w, *next, *taken = NULL;
+	struct feed_waiter *w = (struct feed_waiter *)e;
 
-	for (w = f->parked; w; w = next) {
-		int64_t n = answer_locked(f, w->off, w->len, 1);
-		next = w->next;
-		if (n == NOT_YET)
-			continue;
-		unlink_locked(f, w);
-		w->state = W_TAKEN;
-		w->answer = n;
-		w->next = taken;
-		taken = w;
-	}
-	return taken;
-}
-
-/* Answers the waiters take_answerable_locked() returned; no lock held. */
-static void answer_taken(struct feed_waiter *taken)
-{
-	while (taken) {
-		struct feed_waiter *w = taken;
-		taken = w->next; /* before ready(), which may free w */
-		w->next = NULL;
-		w->ready(w, w->answer);
-	}
+	w->ready(w, answer);
 }
 
 void feed_grow(struct feed *f, uint64_t filled)
 {
-	struct feed_waiter *taken = NULL;
+	struct park_entry *taken = NULL;
 
 	pthread_mutex_lock(&f->lock);
 	if (filled > f->filled) {
 		f->filled = filled;
 		pthread_cond_broadcast(&f->grown);
-		taken = take_answerable_locked(f);
+		taken = park_take_locked(&f->parked, waiter_answer, f);
 	}
 	pthread_mutex_unlock(&f->lock);
-	answer_taken(taken);
+	park_answer(taken);
 }
 
 void feed_set_size(struct feed *f, int64_t size)
@@ -170,7 +135,7 @@ void feed_set_size(struct feed *f, int64_t size)
 
 void feed_finish(struct feed *f, int err)
 {
-	struct feed_waiter *taken;
+	struct park_entry *taken;
 
 	pthread_mutex_lock(&f->lock);
 	f->ended = true;
@@ -178,72 +143,49 @@ void feed_finish(struct feed *f, int err)
 	if (err == 0)
 		f->size = (int64_t)f->filled;
 	pthread_cond_broadcast(&f->grown);
-	taken = take_answerable_locked(f);
+	taken = park_take_locked(&f->parked, waiter_answer, f);
 	pthread_mutex_unlock(&f->lock);
-	answer_taken(taken);
+	park_answer(taken);
 }
 
 void feed_waiter_init(struct feed_waiter *w, uint64_t off, size_t len,
 		      void (*ready)(struct feed_waiter *w, int64_t n))
 {
+	park_entry_init(&w->entry, waiter_ready);
 	w->off = off;
 	w->len = len;
 	w->ready = ready;
-	w->prev = w->next = NULL;
-	w->state = W_NEW;
 }
 
 int64_t feed_park(struct feed *f, struct feed_waiter *w)
 {
-	int64_t rc = -EINPROGRESS;
+	int64_t rc;
 
 	pthread_mutex_lock(&f->lock);
-	assert(w->state == W_NEW || w->state == W_CANCELLED);
-	if (w->state == W_CANCELLED) {
-		rc = -EINTR;
-	} else if ((rc = answer_locked(f, w->off, w->len, 1)) == NOT_YET) {
-		rc = -EINPROGRESS;
-		w->state = W_PARKED;
-		w->prev = NULL;
-		w->next = f->parked;
-		if (f->parked)
-			f->parked->prev = w;
-		f->parked = w;
-	}
+	if ((rc = answer_locked(f, w->off, w->len, 1)) == PARK_WAIT)
+		rc = park_add_locked(&f->parked, &w->entry) ? -EINPROGRESS : -EINTR;
 	pthread_mutex_unlock(&f->lock);
 	return rc;
 }
 
 bool feed_unpark(struct feed *f, struct feed_waiter *w)
 {
-	bool mine = false;
+	bool mine;
 
 	pthread_mutex_lock(&f->lock);
-	if (w->state == W_PARKED) {
-		unlink_locked(f, w);
-		w->state = W_TAKEN;
-		mine = true;
-	} else if (w->state == W_NEW) {
-		w->state = W_CANCELLED;
-	}
+	mine = park_cancel_locked(&f->parked, &w->entry);
 	pthread_mutex_unlock(&f->lock);
 	return mine;
 }
 
 void feed_unpark_all(struct feed *f, int64_t answer)
 {
-	struct feed_waiter *w, *taken = NULL;
+	struct park_entry *taken;
 
 	pthread_mutex_lock(&f->lock);
-	while ((w = f->parked)) {
-		unlink_locked(f, w);
-		w->state = W_TAKEN;
-		w->answer = answer;
-		w->next = taken;
-		taken = w;
-	}
+	taken = park_take_locked(&f->parked, NULL, &answer);
 	pthread_mutex_unlock(&f->lock);
-	answer_taken(taken);
+	park_answer(taken);
 }
 
 int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
@@ -254,7 +196,7 @@ int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
 
 	pthread_mutex_lock(&f->lock);
 	for (;;) {
-		if ((rc = answer_locked(f, off, len, partial_ok)) != NOT_YET)
+		if ((rc = answer_locked(f, off, len, partial_ok)) != PARK_WAIT)
 			break;
 		if (interrupted && interrupted(ctx)) {
 			rc = -EINTR;
