@@ -20,11 +20,14 @@
  *
  * At most one download and one extraction run per dataset: a second request
  * joins the one in flight. Readers of a file not yet committed read the
- * transfer's feed (see feed.h).
+ * transfer's feed (see feed.h). An open that arrives before its transfer has
+ * a feed parks on the dataset (dataset_open_start()) and is answered by the
+ * transfer that publishes the feed or ends: no thread waits for it.
  *
  * Locking: each dataset has one mutex guarding its fields and those of its
- * transfers. Lock order: dataset lock, then feed lock. No dataset lock is
- * held while calling the store, the network or the kernel (invalidation).
+ * transfers and its parked opens. Lock order: dataset lock, then feed lock.
+ * No dataset lock is held while calling the store, the network or the kernel
+ * (invalidation, the replies of parked opens).
  */
 #ifndef IMDBFS_DATASET_H
 #define IMDBFS_DATASET_H

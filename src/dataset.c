@@ -27,7 +27,6 @@
 #define CHUNK		 (256 * 1024)
 #define CHECKPOINT_BYTES (8u << 20)
 #define CHECKPOINT_S	 1.0
-#define OPEN_TRIES	 5
 #define POLL_NS		 (50 * 1000 * 1000)
 #define SHUTDOWN_WAIT_S	 10
 #define RETIRED_KEPT	 8 /* replaced copies whose attributes are remembered, per kind */
