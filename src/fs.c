@@ -472,9 +472,9 @@ static void free_all_handles(void)
 /*
  * Once the loop has ended (a signal, an unmount), the reads still parked get
  * EIO: each holds a libfuse request that only a reply frees, and its caller
- * waits. Called again from destroy for feeds that grew meanwhile (none can
- * park then). Answering drops handle references, which takes gens_lock: the
- * feeds are collected first.
+ * waits. Destroy calls it once more after the transfers stopped, a last
+ * sweep (nothing can park by then). Answering drops handle references,
+ * which takes gens_lock: the feeds are collected first.
  */
 static void answer_all_parked(void)
 {
