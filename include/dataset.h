@@ -20,11 +20,14 @@
  *
  * At most one download and one extraction run per dataset: a second request
  * joins the one in flight. Readers of a file not yet committed read the
- * transfer's feed (see feed.h).
+ * transfer's feed (see feed.h). An open that arrives before its transfer has
+ * a feed parks on the dataset (dataset_open_start()) and is answered by the
+ * transfer that publishes the feed or ends: no thread waits for it.
  *
  * Locking: each dataset has one mutex guarding its fields and those of its
- * transfers. Lock order: dataset lock, then feed lock. No dataset lock is
- * held while calling the store, the network or the kernel (invalidation).
+ * transfers and its parked opens. Lock order: dataset lock, then feed lock.
+ * No dataset lock is held while calling the store, the network or the kernel
+ * (invalidation, the replies of parked opens).
  */
 #ifndef IMDBFS_DATASET_H
 #define IMDBFS_DATASET_H
@@ -34,10 +37,13 @@
 
 #include "catalog.h"
 #include "meta.h"
+#include "parking.h"
 
 struct config;
+struct fdshare;
 struct feed;
 struct store;
+struct transfer;
 
 enum ds_state {
 	DS_ABSENT,
@@ -82,6 +88,9 @@ void datasets_resume(void);
 /* Cancels every transfer and waits (bounded) for their threads to end. */
 void datasets_shutdown(void);
 
+/* Answers every parked open (see dataset_open_start()) with -EIO: the mount is going away. */
+void datasets_cancel_opens(void);
+
 /* Called, with no lock held, after a committed file changes or goes away. */
 void datasets_on_change(void (*fn)(const char *file));
 
@@ -101,23 +110,49 @@ bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int6
 
 /* An open data file: a committed copy (fd >= 0) or a transfer's feed. */
 struct dataset_reader {
-	int fd;
+	int fd;		      /* the copy's descriptor, shared: never close it */
+	struct fdshare *copy; /* a reference on the copy's descriptor, or NULL */
 	struct feed *feed;
 	uint64_t gen; /* the generation current at the open */
 };
 
 /*
- * Opens a data file for reading, starting its fetch or decompression when
- * it is not cached and waiting (interruptibly) until the first bytes can be
- * read. 0, -EINTR, or -EIO when the transfer failed. Release with
- * dataset_close().
+ * An open waiting, with no thread, until its file's first bytes can be read.
+ * Whoever takes it off the dataset answers it, exactly once: the transfer
+ * that publishes its feed or ends (calling ready() with no lock held), or a
+ * true dataset_open_cancel(). The caller owns the memory.
  */
-int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*interrupted)(void *),
-		 void *ctx);
+struct dataset_opener {
+	struct park_entry entry; /* the dataset's, guarded by its lock (see parking.h) */
+	int ds;			 /* constant */
+	enum file_kind kind;	 /* constant */
+	/* rc: 0 (the reader is open) or -EIO */
+	void (*ready)(struct dataset_opener *o, int rc);
+	struct dataset_reader *r; /* guarded by the dataset lock */
+	struct transfer *t;	  /* guarded by the dataset lock; referenced while parked */
+};
+
+/* Makes o fresh; call before o can be seen by an interrupt. */
+void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
+			 void (*ready)(struct dataset_opener *o, int rc));
+
+/*
+ * Opens a data file for reading into r, starting its fetch or decompression
+ * when it is not cached. 0 when it can be read now, -EIO when its transfer
+ * failed or cannot start, -EINTR when dataset_open_cancel() came first, or
+ * -EINPROGRESS: o is parked until the first bytes can be read, and ready()
+ * or a true dataset_open_cancel() follows. Release r with dataset_close().
+ */
+int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r);
+
+/*
+ * Takes a parked open off its dataset. true: the caller answers it. false: a
+ * transfer took it first (its ready() runs or has run), or it was not parked
+ * yet, and then dataset_open_start() returns -EINTR.
+ */
+bool dataset_open_cancel(struct dataset_opener *o);
 
 void dataset_close(struct dataset_reader *r);
-
-struct transfer;
 
 /* Starts a download (or joins the one in flight). NULL on ENOMEM; wait with dataset_wait. */
 struct transfer *dataset_download(int ds, bool force);

@@ -8,17 +8,30 @@
  * feed ends, or its interrupt check fires. Once the feed has failed, a read
  * past the filled bytes gets the failure, never a silent end of file.
  *
+ * A reader that must not block a thread parks a struct feed_waiter on the
+ * feed instead (feed_park()): the writer's next feed_grow() or feed_finish()
+ * that makes it answerable takes it off the feed and calls its ready() on the
+ * writer's thread. Whoever takes a waiter off the feed (that writer, or
+ * feed_unpark() returning true) answers it, exactly once; a waiter is never
+ * answered while it is still on the feed.
+ *
  * The feed owns its descriptor; the file may be renamed or unlinked while the
  * feed lives, and readers holding a reference keep reading the same bytes.
  *
- * Locking: every field is guarded by feed->lock, a leaf lock (nothing else is
- * taken while holding it).
+ * Locking: every field, and the list of parked waiters with their state, is
+ * guarded by feed->lock, a leaf lock (nothing else is taken while holding it).
+ * ready() is called with no feed lock held; the writer calls feed_grow() and
+ * feed_finish() with no lock of its own held, since ready() replies to the
+ * kernel.
  */
 #ifndef IMDBFS_FEED_H
 #define IMDBFS_FEED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "parking.h"
 
 struct feed;
 
@@ -50,6 +63,41 @@ void feed_finish(struct feed *f, int err);
  */
 int64_t feed_wait(struct feed *f, uint64_t off, size_t len, int partial_ok,
 		  int (*interrupted)(void *), void *ctx);
+
+/* A read parked on a feed (see parking.h); the caller owns the memory, freed once answered. */
+struct feed_waiter {
+	struct park_entry entry; /* the feed's, guarded by its lock */
+	uint64_t off;		 /* constant once parked */
+	size_t len;		 /* constant once parked */
+	/*
+	 * Called once, with no lock held, when a writer has taken the waiter off
+	 * the feed: n is what feed_wait(off, len, partial_ok=1) would return.
+	 */
+	void (*ready)(struct feed_waiter *w, int64_t n);
+};
+
+/* Makes w fresh: off the feed, never cancelled. Call before the waiter can be seen elsewhere. */
+void feed_waiter_init(struct feed_waiter *w, uint64_t off, size_t len,
+		      void (*ready)(struct feed_waiter *w, int64_t n));
+
+/*
+ * Reader: answers at once when a byte at w->off is readable or the feed has
+ * ended (the return value is then as feed_wait()'s with partial_ok), or with
+ * -EINTR when feed_unpark() came first; else parks w and returns
+ * -EINPROGRESS, and w->ready() or a true feed_unpark() follows.
+ */
+int64_t feed_park(struct feed *f, struct feed_waiter *w);
+
+/*
+ * Reader (an interrupt, a shutdown): takes w off the feed. true: it was
+ * parked and the caller now answers it. false: a writer took it first (its
+ * ready() runs or has run), or it was not parked yet, and then the coming
+ * feed_park() returns -EINTR.
+ */
+bool feed_unpark(struct feed *f, struct feed_waiter *w);
+
+/* Takes every waiter off the feed and calls its ready() with answer (a shutdown's -errno). */
+void feed_unpark_all(struct feed *f, int64_t answer);
 
 /* Writer: all of buf into fd at off (EINTR and short writes retried); 0 or -errno. */
 int feed_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);

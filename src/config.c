@@ -1,5 +1,5 @@
 /* config.c - see config.h */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include "config.h"
 
 #include <ctype.h>

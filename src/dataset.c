@@ -14,6 +14,7 @@
 #include "budget.h"
 #include "clock.h"
 #include "config.h"
+#include "fdshare.h"
 #include "feed.h"
 #include "gunzip.h"
 #include "http.h"
@@ -27,7 +28,6 @@
 #define CHUNK		 (256 * 1024)
 #define CHECKPOINT_BYTES (8u << 20)
 #define CHECKPOINT_S	 1.0
-#define OPEN_TRIES	 5
 #define POLL_NS		 (50 * 1000 * 1000)
 #define SHUTDOWN_WAIT_S	 10
 #define RETIRED_KEPT	 8 /* replaced copies whose attributes are remembered, per kind */
@@ -71,12 +71,13 @@ struct dataset {
 	bool resume_pending;	   /* guarded by lock: a partial download waits in the store */
 	bool retrying;		   /* guarded by lock: the download is backing off after a fault */
 	uint64_t gen[2];	   /* guarded by lock: per kind, see dataset_generation() */
-	int fd[2];		   /* guarded by lock: per kind, the committed copy, -1 none */
+	struct fdshare *copy[2];   /* guarded by lock: per kind, the committed copy, or NULL */
 	struct transfer *download; /* guarded by lock; in flight or NULL */
 	struct transfer *extract;  /* guarded by lock; in flight or NULL */
 	char error[256];	   /* guarded by lock */
 	/* guarded by lock: the last few copies replaced, at gen % RETIRED_KEPT */
 	struct version_attr retired[2][RETIRED_KEPT];
+	struct park_list openers[2]; /* guarded by lock: per kind, opens parked */
 };
 
 static struct dataset sets[CATALOG_COUNT];
@@ -129,9 +130,9 @@ static void notify_change(const char *file)
 }
 
 /*
- * Readers get a duplicate of the dataset's own descriptor on a committed
- * copy, never a fresh open of its path: the path may already name the next
- * version while the dataset still shows this one.
+ * Readers share the dataset's own descriptor on a committed copy (see
+ * fdshare.h), never a fresh open of its path: the path may already name the
+ * next version while the dataset still shows this one.
  */
 static int dup_fd(int fd)
 {
@@ -163,28 +164,40 @@ static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, i
 	}
 }
 
-/*
- * Makes fd (taken over) the committed copy of kind; d->lock held, and the
- * dataset's metadata still the old copy's. Returns the old one to close.
- */
-static int swap_fd_locked(struct dataset *d, enum file_kind kind, int fd)
+/* A shared descriptor on fd's file, to commit as a copy; NULL and *rc on failure. */
+static struct fdshare *share_dup(int fd, int *rc)
 {
-	int old = d->fd[kind];
+	struct fdshare *s;
+	int copy = dup_fd(fd);
 
-	if (old >= 0) {
+	if (copy < 0) {
+		*rc = copy;
+		return NULL;
+	}
+	if (!(s = fdshare_new(copy))) {
+		close(copy);
+		*rc = -ENOMEM;
+	}
+	return s;
+}
+
+/*
+ * Makes copy (taken over; NULL for none) the committed copy of kind; d->lock
+ * held, and the dataset's metadata still the old copy's. Returns the old one
+ * to put.
+ */
+static struct fdshare *swap_fd_locked(struct dataset *d, enum file_kind kind, struct fdshare *copy)
+{
+	struct fdshare *old = d->copy[kind];
+
+	if (old) {
 		struct version_attr *v = &d->retired[kind][d->gen[kind] % RETIRED_KEPT];
 		v->gen = d->gen[kind];
 		stat_locked(d, kind, &v->size, &v->mtime);
 	}
-	d->fd[kind] = fd;
+	d->copy[kind] = copy;
 	d->gen[kind]++;
 	return old;
-}
-
-static void close_fd(int fd)
-{
-	if (fd >= 0)
-		close(fd);
 }
 
 /* Sleeps for seconds unless t is cancelled first; -ECANCELED then. */
@@ -294,10 +307,75 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 	return t;
 }
 
+/* ---- opens parked until their transfer publishes a feed -------------------- */
+
+static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind);
+
+/* What o's open comes to now (0 with o->r filled, -EIO), or -EINPROGRESS; d->lock held. */
+static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
+{
+	struct transfer *t = o->t;
+
+	o->r->gen = d->gen[o->kind];
+	if (o->kind == KIND_GZ ? d->cached : d->extracted)
+		return open_committed_locked(d, o->r, o->kind);
+	if (t->feed && !t->res.err) {
+		o->r->feed = t->feed;
+		feed_ref(o->r->feed);
+		metrics_add(M_CACHE_MISSES, 1);
+		return 0;
+	}
+	return t->done ? -EIO : -EINPROGRESS; /* failed, or it came and went (evicted) */
+}
+
+struct opener_take {
+	struct dataset *d;
+	int rc; /* 0: those that can be answered; else all of them, with this */
+};
+
+/* park_take_locked()'s question; an open taken drops its transfer reference. */
+static int64_t opener_take(struct park_entry *e, void *ctx)
+{
+	struct dataset_opener *o = (struct dataset_opener *)e;
+	const struct opener_take *c = ctx;
+	int rc = c->rc ? c->rc : opener_answer_locked(c->d, o);
+
+	if (rc == -EINPROGRESS)
+		return PARK_WAIT;
+	put_locked(o->t);
+	o->t = NULL;
+	return rc;
+}
+
+/* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
+static struct park_entry *take_openers_locked(struct dataset *d, int rc)
+{
+	struct opener_take c = {d, rc};
+	struct park_entry *taken = NULL, *more, *last;
+
+	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		if (!(more = park_take_locked(&d->openers[k], opener_take, &c)))
+			continue;
+		for (last = more; last->next; last = last->next)
+			;
+		last->next = taken;
+		taken = more;
+	}
+	return taken;
+}
+
+static void opener_ready(struct park_entry *e, int64_t answer)
+{
+	struct dataset_opener *o = (struct dataset_opener *)e;
+
+	o->ready(o, (int)answer);
+}
+
 /* Publishes the feed readers should follow (or none); called without the lock. */
 static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase)
 {
 	struct dataset *d = t->ds;
+	struct park_entry *taken;
 	struct feed *old;
 
 	pthread_mutex_lock(&d->lock);
@@ -306,7 +384,9 @@ static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase
 	t->phase = phase;
 	t->body_started = clock_mono();
 	pthread_cond_broadcast(&d->changed);
+	taken = take_openers_locked(d, 0);
 	pthread_mutex_unlock(&d->lock);
+	park_answer(taken);
 	feed_unref(old);
 }
 
@@ -322,6 +402,7 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 {
 	struct dataset *d = t->ds;
 	struct transfer **slot = t->kind == KIND_GZ ? &d->download : &d->extract;
+	struct park_entry *taken;
 
 	if (t->feed)
 		feed_finish(t->feed, err ? -EIO : 0);
@@ -341,8 +422,10 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 		snprintf(d->error, sizeof(d->error), "%s", err ? error : "");
 	}
 	pthread_cond_broadcast(&d->changed);
+	taken = take_openers_locked(d, 0);
 	put_locked(t);
 	pthread_mutex_unlock(&d->lock);
+	park_answer(taken); /* before thread_done(): shutdown waits for the answers */
 	thread_done();
 }
 
@@ -747,7 +830,8 @@ static int commit_download(struct fetch *f)
 	struct transfer *t = f->t;
 	struct dataset *d = t->ds;
 	bool reextract;
-	int rc = 0, keep, stale_tsv = -1;
+	struct fdshare *keep, *stale_tsv = NULL;
+	int rc = 0;
 
 	if (f->total >= 0 && f->written != (uint64_t)f->total) {
 		snprintf(f->error, sizeof(f->error), "short body: %llu of %lld bytes",
@@ -762,10 +846,9 @@ static int commit_download(struct fetch *f)
 	f->next.size = (int64_t)f->written;
 	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
 	f->next.fetched_at = clock_wall();
-	if ((keep = dup_fd(f->fd)) < 0 ||
+	if (!(keep = share_dup(f->fd, &rc)) ||
 	    (rc = store->ops->commit(store, file_of(t), f->fd, &f->next))) {
-		rc = keep < 0 ? keep : rc;
-		close_fd(keep);
+		fdshare_put(keep);
 		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
 			 strerror(-rc));
 		return rc;
@@ -777,15 +860,15 @@ static int commit_download(struct fetch *f)
 	d->checked_at = f->next.fetched_at;
 	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
 	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
-		stale_tsv = swap_fd_locked(d, KIND_TSV, -1);
+		stale_tsv = swap_fd_locked(d, KIND_TSV, NULL);
 		d->extracted = false;
 	}
-	reextract = stale_tsv >= 0 && !d->extract;
+	reextract = stale_tsv && !d->extract;
 	pthread_mutex_unlock(&d->lock);
-	close_fd(keep);
-	close_fd(stale_tsv);
+	fdshare_put(keep);
+	fdshare_put(stale_tsv);
 	notify_change(file_of(t));
-	if (stale_tsv >= 0)
+	if (stale_tsv)
 		notify_change(catalog_file(d->index, KIND_TSV));
 	if (reextract) {
 		struct transfer *x = dataset_extract(d->index);
@@ -1217,7 +1300,7 @@ static int pick_source(struct extract *x)
 	if (!rc && !x->src_feed) {
 		if (!d->cached) {
 			rc = -ENOENT;
-		} else if ((x->src_fd = dup_fd(d->fd[KIND_GZ])) < 0) {
+		} else if ((x->src_fd = dup_fd(fdshare_fd(d->copy[KIND_GZ]))) < 0) {
 			rc = x->src_fd;
 			x->src_fd = -1;
 			snprintf(x->error, sizeof(x->error), "cannot open the download: %s",
@@ -1375,15 +1458,15 @@ static int commit_extract(struct extract *x)
 {
 	struct dataset *d = x->t->ds;
 	struct meta m = x->src;
-	int rc = 0, keep;
+	struct fdshare *keep;
+	int rc = 0;
 
 	m.size = (int64_t)x->out;
 	m.tsv_size = -1;
 	m.fetched_at = clock_wall();
-	if ((keep = dup_fd(x->fd)) < 0 ||
+	if (!(keep = share_dup(x->fd, &rc)) ||
 	    (rc = store->ops->commit(store, file_of(x->t), x->fd, &m))) {
-		rc = keep < 0 ? keep : rc;
-		close_fd(keep);
+		fdshare_put(keep);
 		snprintf(x->error, sizeof(x->error), "cannot store the decompression: %s",
 			 strerror(-rc));
 		return rc;
@@ -1392,7 +1475,7 @@ static int commit_extract(struct extract *x)
 	if (!meta_same_version(&m, &d->gz)) {
 		/* A download committed a newer .tsv.gz meanwhile: never pair it with this .tsv. */
 		pthread_mutex_unlock(&d->lock);
-		close_fd(keep);
+		fdshare_put(keep);
 		store->ops->evict(store, file_of(x->t));
 		snprintf(x->error, sizeof(x->error),
 			 "superseded: a newer download arrived meanwhile");
@@ -1402,7 +1485,7 @@ static int commit_extract(struct extract *x)
 	d->tsv = m;
 	d->extracted = true;
 	pthread_mutex_unlock(&d->lock);
-	close_fd(keep);
+	fdshare_put(keep);
 	notify_change(file_of(x->t));
 	upload_copy(file_of(x->t), &m); /* as the seed did; the mount never reads it back */
 	return 0;
@@ -1505,11 +1588,16 @@ static bool has_partial(int index)
 }
 
 /* Looks up a committed copy left by an earlier run and opens it; true when usable. */
-static bool open_cached(int index, enum file_kind kind, struct meta *m, int *fd)
+static bool open_cached(int index, enum file_kind kind, struct meta *m, struct fdshare **copy)
 {
 	const char *file = catalog_file(index, kind);
+	int fd;
 
-	return store->ops->lookup(store, file, m) == 0 && store->ops->open(store, file, fd) == 0;
+	if (store->ops->lookup(store, file, m) || store->ops->open(store, file, &fd))
+		return false;
+	if (!(*copy = fdshare_new(fd)))
+		close(fd);
+	return *copy != NULL;
 }
 
 static int init_dataset(struct dataset *d, int index)
@@ -1527,18 +1615,18 @@ static int init_dataset(struct dataset *d, int index)
 	pthread_condattr_destroy(&attr);
 	if (rc)
 		return -rc;
-	d->fd[KIND_GZ] = d->fd[KIND_TSV] = -1;
+	d->copy[KIND_GZ] = d->copy[KIND_TSV] = NULL;
 	for (int k = KIND_GZ; k <= KIND_TSV; k++)
 		for (int i = 0; i < RETIRED_KEPT; i++)
 			d->retired[k][i].gen = UINT64_MAX; /* none yet */
-	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->fd[KIND_GZ]);
-	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->fd[KIND_TSV]);
+	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->copy[KIND_GZ]);
+	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->copy[KIND_TSV]);
 	if (d->cached && d->extracted && !meta_same_version(&d->gz, &d->tsv)) {
 		log_info("%s: decompression of an older version; dropping it",
 			 catalog_file(index, KIND_TSV));
 		store->ops->evict(store, catalog_file(index, KIND_TSV));
-		close_fd(d->fd[KIND_TSV]);
-		d->fd[KIND_TSV] = -1;
+		fdshare_put(d->copy[KIND_TSV]);
+		d->copy[KIND_TSV] = NULL;
 		d->extracted = false;
 	}
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
@@ -1605,6 +1693,18 @@ void datasets_shutdown(void)
 		}
 	}
 	pthread_mutex_unlock(&threads_lock);
+	datasets_cancel_opens(); /* those of a transfer that did not stop in time */
+}
+
+void datasets_cancel_opens(void)
+{
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		struct park_entry *taken;
+		pthread_mutex_lock(&sets[i].lock);
+		taken = take_openers_locked(&sets[i], -EIO);
+		pthread_mutex_unlock(&sets[i].lock);
+		park_answer(taken);
+	}
 }
 
 uint64_t dataset_generation(int ds, enum file_kind kind)
@@ -1648,79 +1748,75 @@ static void revalidate_if_stale_locked(struct dataset *d)
 /* d->lock held. */
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind)
 {
-	r->fd = dup_fd(d->fd[kind]);
-	if (r->fd < 0) {
-		int rc = r->fd;
-		r->fd = -1;
-		return rc;
-	}
+	r->copy = fdshare_get(d->copy[kind]);
+	r->fd = fdshare_fd(r->copy);
 	metrics_add(M_CACHE_HITS, 1);
 	return 0;
 }
 
-/* Waits until t publishes a feed or ends; d->lock held. */
-static int wait_for_feed_locked(struct dataset *d, struct transfer *t, int (*interrupted)(void *),
-				void *ctx)
+void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
+			 void (*ready)(struct dataset_opener *o, int rc))
 {
-	struct timespec ts;
-
-	while (!t->feed && !t->done) {
-		if (interrupted && interrupted(ctx))
-			return -EINTR;
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	return 0;
+	memset(o, 0, sizeof(*o));
+	park_entry_init(&o->entry, opener_ready);
+	o->ds = ds;
+	o->kind = kind;
+	o->ready = ready;
 }
 
-int dataset_open(int ds, enum file_kind kind, struct dataset_reader *r, int (*interrupted)(void *),
-		 void *ctx)
+int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
 {
-	struct dataset *d = &sets[ds];
+	struct dataset *d = &sets[o->ds];
 	struct transfer *t;
-	int rc = -EIO;
+	int rc;
 
 	r->fd = -1;
+	r->copy = NULL;
 	r->feed = NULL;
+	o->r = r;
 	pthread_mutex_lock(&d->lock);
-	for (int tries = 0; tries < OPEN_TRIES; tries++) {
-		revalidate_if_stale_locked(d);
-		r->gen = d->gen[kind];
-		if (kind == KIND_GZ ? d->cached : d->extracted) {
-			rc = open_committed_locked(d, r, kind);
-			break;
-		}
-		t = kind == KIND_GZ ? d->download : d->extract;
-		if (!t)
-			t = start_locked(d, kind, false);
-		if (!t) {
-			rc = -EIO;
-			break;
-		}
+	revalidate_if_stale_locked(d);
+	r->gen = d->gen[o->kind];
+	if (o->kind == KIND_GZ ? d->cached : d->extracted) {
+		rc = open_committed_locked(d, r, o->kind);
+	} else if (!(t = o->kind == KIND_GZ ? d->download : d->extract) &&
+		   !(t = start_locked(d, o->kind, false))) {
+		rc = -EIO;
+	} else {
+		o->t = t;
 		t->refs++;
-		rc = wait_for_feed_locked(d, t, interrupted, ctx);
-		if (!rc && t->feed && !t->res.err) {
-			r->feed = t->feed;
-			feed_ref(r->feed);
-			metrics_add(M_CACHE_MISSES, 1);
-		} else if (!rc && t->done && t->res.err) {
-			rc = -EIO;
+		rc = opener_answer_locked(d, o);
+		if (rc == -EINPROGRESS && !park_add_locked(&d->openers[o->kind], &o->entry))
+			rc = -EINTR;
+		if (rc != -EINPROGRESS) {
+			put_locked(t);
+			o->t = NULL;
 		}
-		put_locked(t);
-		if (rc || r->feed)
-			break;
-		rc = -EIO; /* the copy came and went again (evicted in between): try again */
 	}
 	pthread_mutex_unlock(&d->lock);
 	return rc;
 }
 
+bool dataset_open_cancel(struct dataset_opener *o)
+{
+	struct dataset *d = &sets[o->ds];
+	bool mine;
+
+	pthread_mutex_lock(&d->lock);
+	if ((mine = park_cancel_locked(&d->openers[o->kind], &o->entry))) {
+		put_locked(o->t);
+		o->t = NULL;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return mine;
+}
+
 void dataset_close(struct dataset_reader *r)
 {
-	if (r->fd >= 0)
-		close(r->fd);
+	fdshare_put(r->copy);
 	feed_unref(r->feed);
 	r->fd = -1;
+	r->copy = NULL;
 	r->feed = NULL;
 }
 
@@ -1786,26 +1882,26 @@ int dataset_evict(int ds, enum file_kind kind)
 	struct dataset *d = &sets[ds];
 	int removed = 0;
 
-	int old[2] = {-1, -1};
+	struct fdshare *old[2] = {NULL, NULL};
 
 	pthread_mutex_lock(&d->lock);
 	if (kind == KIND_GZ) {
 		if (store->ops->evict(store, catalog_file(ds, KIND_GZ)) == 0)
 			removed |= 1 << KIND_GZ;
 		if (d->cached)
-			old[KIND_GZ] = swap_fd_locked(d, KIND_GZ, -1);
+			old[KIND_GZ] = swap_fd_locked(d, KIND_GZ, NULL);
 		d->cached = false;
 	}
 	if (store->ops->evict(store, catalog_file(ds, KIND_TSV)) == 0)
 		removed |= 1 << KIND_TSV;
 	if (d->extracted)
-		old[KIND_TSV] = swap_fd_locked(d, KIND_TSV, -1);
+		old[KIND_TSV] = swap_fd_locked(d, KIND_TSV, NULL);
 	d->extracted = false;
 	d->failed = false;
 	d->error[0] = '\0';
 	pthread_mutex_unlock(&d->lock);
-	close_fd(old[KIND_GZ]);
-	close_fd(old[KIND_TSV]);
+	fdshare_put(old[KIND_GZ]);
+	fdshare_put(old[KIND_TSV]);
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 		if (removed & (1 << k)) {
 			metrics_add(M_EVICTIONS, 1);

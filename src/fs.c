@@ -29,10 +29,47 @@
  * Generations belong to the dataset layer (dataset_generation()), which
  * moves them under its own lock together with the copy they stand for.
  *
+ * Parked requests: no request waits on a worker thread. A read past the
+ * bytes a feed has (read_data) becomes a struct parked on that feed
+ * (feed_park); an open of a file whose transfer has no feed yet (open_data)
+ * becomes a struct parked_open on its dataset (dataset_open_start). The
+ * worker returns to the kernel at once, so max_threads bounds requests being
+ * served, never requests waiting, and 1,000 waiting reads cost memory only.
+ *
+ *   - Who replies: exactly one party, whoever takes the request off the list
+ *     it is parked on. The transfer thread whose feed_grow()/feed_finish()
+ *     (or publish/end of the transfer, for opens) makes it answerable calls
+ *     its ready() with no lock held; the interrupt callback that libfuse runs
+ *     when the kernel sends FUSE_INTERRUPT (fuse_req_interrupt_func(), no
+ *     polling) replies EINTR only when feed_unpark()/dataset_open_cancel()
+ *     returns true; at the end of the session loop answer_all_parked() and
+ *     datasets_cancel_opens() reply EIO to whatever is left, before the
+ *     unmount, and destroy does it once more after the transfers stopped.
+ *   - Ordering: the interrupt callback is registered before the park, and an
+ *     interrupt that comes first only marks the request cancelled (the park
+ *     then returns -EINTR and the worker replies). Every party but the
+ *     interrupt callback first calls fuse_req_interrupt_func(req, NULL,
+ *     NULL), which waits out a callback running on that request and stops
+ *     new ones, and only then replies and frees: the callback never sees
+ *     freed memory.
+ *   - A release may come while a read is parked (its process was killed):
+ *     the parked read holds a handle reference, so the handle, its feed and
+ *     its descriptor stay until that read is answered.
+ *
  * Locking: gens_lock guards the list of open handles, their reference
- * counts and next_handle_id.
+ * counts and next_handle_id. A parked read is on its feed's list, guarded by
+ * that feed's lock (a leaf); a parked open is on its dataset's list, guarded
+ * by the dataset lock. Lock order: libfuse's per-request lock (held around
+ * the interrupt callback) before the feed or dataset lock; nothing replies
+ * or calls fuse_req_interrupt_func() holding a feed or dataset lock, and
+ * gens_lock is never held while answering (answering drops a handle
+ * reference, which takes it).
+ *
+ * Descriptors (fdshare.h): handles on a committed copy share its version's
+ * descriptor; at most fdshare_handle_bound() data handles exist at once
+ * (data_handles), an open beyond fails with EMFILE.
  */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include "fs.h"
 
 #include <errno.h>
@@ -52,9 +89,11 @@
 #include "config.h"
 #include "control.h"
 #include "dataset.h"
+#include "fdshare.h"
 #include "feed.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "schedule.h"
 
 #define INO_ROOT	 1
@@ -87,6 +126,7 @@ struct handle {
 	struct handle *next; /* guarded by gens_lock: open_handles */
 	char *text;	     /* NODE_CONTROL opened for reading */
 	size_t len;
+	bool counted; /* in data_handles */
 };
 
 /* Set before the mount; read-only afterwards, except session (set by fs_main around the loop). */
@@ -97,6 +137,9 @@ static _Atomic(struct fuse_session *) session;
 static pthread_mutex_t gens_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct handle *open_handles; /* guarded by gens_lock: every open handle */
 static uint64_t next_handle_id = 1; /* guarded by gens_lock */
+/* Data handles in memory, opens included, bounded by fdshare_handle_bound(). */
+static atomic_long data_handles;
+static atomic_long bound_logged_at; /* seconds of the monotonic clock */
 
 /*
  * Who may change the mount: evict (rm), truncate, or write a command. Under
@@ -240,6 +283,19 @@ static int lookup_name(fuse_ino_t parent, const char *name, fuse_ino_t *ino, str
 	return node_of_ino(*ino, n);
 }
 
+/* One line a minute at most: a program opening files in a loop must not flood the log. */
+static void log_throttled_bound(void)
+{
+	long now = (long)clock_mono(), last = atomic_load(&bound_logged_at);
+
+	if ((last && now - last < 60) ||
+	    !atomic_compare_exchange_strong(&bound_logged_at, &last, now))
+		return;
+	log_warn("open refused (EMFILE): %ld data handles are open, the bound under the descriptor "
+		 "limit (RLIMIT_NOFILE minus %d kept for transfers and the cache)",
+		 fdshare_handle_bound(), FDSHARE_RESERVE);
+}
+
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
@@ -260,6 +316,8 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void free_handle(struct handle *h)
 {
+	if (h->counted)
+		atomic_fetch_sub(&data_handles, 1);
 	dataset_close(&h->reader);
 	free(h->text);
 	free(h);
@@ -387,11 +445,6 @@ static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(d.buf);
 }
 
-static int req_interrupted(void *ctx)
-{
-	return fuse_req_interrupted((fuse_req_t)ctx);
-}
-
 static void track(struct handle *h)
 {
 	pthread_mutex_lock(&gens_lock);
@@ -430,6 +483,38 @@ static void free_all_handles(void)
 }
 
 /*
+ * Once the loop has ended (a signal, an unmount), the reads still parked get
+ * EIO: each holds a libfuse request that only a reply frees, and its caller
+ * waits. Destroy calls it once more after the transfers stopped, a last
+ * sweep (nothing can park by then). Answering drops handle references,
+ * which takes gens_lock: the feeds are collected first.
+ */
+static void answer_all_parked(void)
+{
+	struct feed **feeds = NULL;
+	size_t n = 0, cap = 0;
+	struct handle *h;
+
+	pthread_mutex_lock(&gens_lock);
+	for (h = open_handles; h; h = h->next)
+		cap += h->reader.feed != NULL;
+	if (cap && !(feeds = calloc(cap, sizeof(*feeds))))
+		log_warn("unmount: no memory to answer parked reads");
+	for (h = open_handles; feeds && h; h = h->next) {
+		if (h->reader.feed) {
+			feed_ref(h->reader.feed);
+			feeds[n++] = h->reader.feed;
+		}
+	}
+	pthread_mutex_unlock(&gens_lock);
+	for (size_t i = 0; i < n; i++) {
+		feed_unpark_all(feeds[i], -EIO);
+		feed_unref(feeds[i]);
+	}
+	free(feeds);
+}
+
+/*
  * An open through an inode whose version has gone (a name the kernel had not
  * looked up again yet, or /proc/PID/fd): like an unlinked file, it reads that
  * version while a handle still holds it. Else it keeps the current version
@@ -438,12 +523,13 @@ static void free_all_handles(void)
  */
 static void open_old_version(struct handle *h, struct fuse_file_info *fi)
 {
-	struct dataset_reader own = {.fd = -1, .feed = NULL, .gen = h->node.gen};
+	struct dataset_reader own = {.fd = -1, .copy = NULL, .feed = NULL, .gen = h->node.gen};
 	struct handle *o;
 
 	pthread_mutex_lock(&gens_lock);
-	if ((o = own_version_handle_locked(h->ino, true)) &&
-	    (own.fd = fcntl(o->reader.fd, F_DUPFD_CLOEXEC, 0)) >= 0) {
+	if ((o = own_version_handle_locked(h->ino, true))) {
+		own.copy = fdshare_get(o->reader.copy);
+		own.fd = o->reader.fd;
 		h->size = o->size;
 		h->mtime = o->mtime;
 	}
@@ -457,16 +543,11 @@ static void open_old_version(struct handle *h, struct fuse_file_info *fi)
 	fi->keep_cache = 1;
 }
 
-static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
+/* The rest of an open once dataset_open_start() has opened h->reader. */
+static int opened_data(struct handle *h, struct fuse_file_info *fi)
 {
 	struct stat sb;
-	int rc;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-		return -EACCES;
-	rc = dataset_open(h->node.ds, h->node.kind, &h->reader, req_interrupted, req);
-	if (rc)
-		return rc;
 	if (h->reader.gen != h->node.gen) {
 		open_old_version(h, fi);
 		return 0;
@@ -481,6 +562,86 @@ static int open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi
 	dataset_stat(h->node.ds, h->node.kind, h->node.gen, &(int64_t){0}, &h->mtime);
 	fi->keep_cache = 1;
 	return 0;
+}
+
+/* The one reply to an open: h is tracked and handed to the kernel, or freed (rc). */
+static void reply_open(fuse_req_t req, struct handle *h, struct fuse_file_info *fi, int rc)
+{
+	if (rc) {
+		free_handle(h);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	track(h);
+	fi->fh = h->id;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		untrack(h); /* the opener was interrupted: nobody will release it */
+}
+
+/* An open parked until its file's first bytes can be read (see the header). */
+struct parked_open {
+	struct dataset_opener o; /* ready() gets &p->o */
+	fuse_req_t req;
+	struct handle *h;
+	struct fuse_file_info fi; /* libfuse's lives on ll_open's caller's stack */
+};
+
+static void answer_open(struct parked_open *p, int rc)
+{
+	if (!rc)
+		rc = opened_data(p->h, &p->fi);
+	reply_open(p->req, p->h, &p->fi, rc);
+	free(p);
+}
+
+static void open_ready(struct dataset_opener *o, int rc)
+{
+	struct parked_open *p = (struct parked_open *)o;
+
+	fuse_req_interrupt_func(p->req, NULL, NULL); /* as parked_ready() */
+	answer_open(p, rc);
+}
+
+static void open_interrupted(fuse_req_t req, void *data)
+{
+	struct parked_open *p = data;
+
+	(void)req;
+	if (dataset_open_cancel(&p->o))
+		answer_open(p, -EINTR);
+}
+
+/* Opens a data file; replies now, or once the transfer can be read (parked). */
+static void open_data(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
+{
+	struct parked_open *p;
+	int rc;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		reply_open(req, h, fi, -EACCES);
+		return;
+	}
+	/* Counted from here: free_handle() gives the place back. */
+	h->counted = true;
+	if (atomic_fetch_add(&data_handles, 1) >= fdshare_handle_bound()) {
+		log_throttled_bound();
+		reply_open(req, h, fi, -EMFILE);
+		return;
+	}
+	if (!(p = malloc(sizeof(*p)))) {
+		reply_open(req, h, fi, -ENOMEM);
+		return;
+	}
+	dataset_opener_init(&p->o, h->node.ds, h->node.kind, open_ready);
+	p->req = req;
+	p->h = h;
+	p->fi = *fi;
+	fuse_req_interrupt_func(req, open_interrupted, p);
+	rc = dataset_open_start(&p->o, &h->reader);
+	if (rc == -EINPROGRESS)
+		return;
+	fuse_req_interrupt_func(req, NULL, NULL);
+	answer_open(p, rc);
 }
 
 static int open_control(fuse_req_t req, struct handle *h, struct fuse_file_info *fi)
@@ -507,21 +668,15 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->reader.fd = -1;
 	h->ino = ino;
 	rc = node_of_ino(ino, &h->node);
-	if (!rc && h->node.type == NODE_DATA)
-		rc = open_data(req, h, fi);
-	else if (!rc && h->node.type == NODE_CONTROL)
+	if (!rc && h->node.type == NODE_DATA) {
+		open_data(req, h, fi);
+		return;
+	}
+	if (!rc && h->node.type == NODE_CONTROL)
 		rc = open_control(req, h, fi);
 	else if (!rc)
 		rc = -EISDIR;
-	if (rc) {
-		free_handle(h);
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	track(h);
-	fi->fh = h->id;
-	if (fuse_reply_open(req, fi) == -ENOENT)
-		untrack(h); /* the opener was interrupted: nobody will release it */
+	reply_open(req, h, fi, rc);
 }
 
 static void read_control(fuse_req_t req, struct handle *h, size_t size, off_t off)
@@ -535,28 +690,92 @@ static void read_control(fuse_req_t req, struct handle *h, size_t size, off_t of
 	fuse_reply_buf(req, h->text + off, n < size ? n : size);
 }
 
-static void read_data(fuse_req_t req, struct handle *h, size_t size, off_t off)
+/* Replies with n bytes of fd at off, moving pages by splice where libfuse can. */
+static void reply_from_fd(fuse_req_t req, int fd, size_t n, off_t off)
 {
-	struct fuse_bufvec bv;
-	int fd = h->reader.fd;
-	int64_t n = (int64_t)size;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
 
-	if (fd < 0) {
-		n = feed_wait(h->reader.feed, (uint64_t)off, size, 1, req_interrupted, req);
-		if (n < 0) {
-			metrics_add(M_READ_ERRORS, 1);
-			fuse_reply_err(req, (int)-n);
-			return;
-		}
-		fd = feed_fd(h->reader.feed);
-	}
-	bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT((size_t)n);
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bv.buf[0].fd = fd;
 	bv.buf[0].pos = off;
 	metrics_add(M_READS, 1);
 	metrics_add(M_READ_BYTES, (uint64_t)n);
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+/* A read parked on its handle's feed until its bytes arrive (see the header). */
+struct parked {
+	struct feed_waiter w; /* ready() gets &p->w */
+	fuse_req_t req;
+	struct handle *h; /* a reference, dropped with the reply */
+	off_t off;
+};
+
+/* Sends the one reply of a parked (or never parked) read and frees it; n as feed_wait()'s. */
+static void answer_parked(struct parked *p, int64_t n)
+{
+	if (n < 0) {
+		metrics_add(M_READ_ERRORS, 1);
+		fuse_reply_err(p->req, (int)-n);
+	} else {
+		reply_from_fd(p->req, feed_fd(p->h->reader.feed), (size_t)n, p->off);
+	}
+	put_handle(p->h);
+	free(p);
+}
+
+/* A writer took the read off the feed: its bytes are there, or the feed ended. */
+static void parked_ready(struct feed_waiter *w, int64_t n)
+{
+	struct parked *p = (struct parked *)w;
+
+	/* Waits for an interrupt callback running on this request, and stops new ones. */
+	fuse_req_interrupt_func(p->req, NULL, NULL);
+	answer_parked(p, n);
+}
+
+/* libfuse calls this, holding the request's lock, when the kernel interrupts it. */
+static void parked_interrupted(fuse_req_t req, void *data)
+{
+	struct parked *p = data;
+
+	(void)req;
+	if (feed_unpark(p->h->reader.feed, &p->w))
+		answer_parked(p, -EINTR);
+}
+
+static void hold_handle(struct handle *h)
+{
+	pthread_mutex_lock(&gens_lock);
+	h->refs++;
+	pthread_mutex_unlock(&gens_lock);
+}
+
+static void read_data(fuse_req_t req, struct handle *h, size_t size, off_t off)
+{
+	struct parked *p;
+	int64_t n;
+
+	if (h->reader.fd >= 0) {
+		reply_from_fd(req, h->reader.fd, size, off);
+		return;
+	}
+	if (!(p = malloc(sizeof(*p)))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	feed_waiter_init(&p->w, (uint64_t)off, size, parked_ready);
+	p->req = req;
+	p->off = off;
+	p->h = h;
+	hold_handle(h);
+	/* Before parking, so that no interrupt is lost; until then it only marks p cancelled. */
+	fuse_req_interrupt_func(req, parked_interrupted, p);
+	n = feed_park(h->reader.feed, &p->w);
+	if (n == -EINPROGRESS)
+		return; /* the worker goes back to the kernel; a writer or an interrupt answers */
+	fuse_req_interrupt_func(req, NULL, NULL);
+	answer_parked(p, n);
 }
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -709,86 +928,6 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &st);
 }
 
-/*
- * Entry invalidations go through one thread of their own: the kernel takes
- * the root's lock for them, and whoever holds that lock (an unlink, an
- * O_CREAT open) may be waiting for a request that only progresses once the
- * thread that changed the file moves on. Requests are idempotent, so a set
- * of pending slots is the whole queue.
- */
-static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t notify_wake = PTHREAD_COND_INITIALIZER;
-static unsigned notify_pending; /* guarded by notify_lock: bit per slot */
-static bool notify_stop;	/* guarded by notify_lock */
-static bool notify_running;	/* written before the loop starts and after it ends */
-static pthread_t notify_thread;
-
-static void *notify_main(void *arg)
-{
-	struct fuse_session *se = arg;
-	unsigned pending;
-
-	pthread_mutex_lock(&notify_lock);
-	while (!notify_stop) {
-		if (!notify_pending) {
-			pthread_cond_wait(&notify_wake, &notify_lock);
-			continue;
-		}
-		pending = notify_pending;
-		notify_pending = 0;
-		pthread_mutex_unlock(&notify_lock);
-		for (int slot = 0; slot < 2 * CATALOG_COUNT; slot++) {
-			const char *file = catalog_file(slot / 2, (enum file_kind)(slot % 2));
-			int rc;
-			if (!(pending & (1u << slot)))
-				continue;
-			rc = fuse_lowlevel_notify_inval_entry(se, INO_ROOT, file, strlen(file));
-			if (rc && rc != -ENOENT)
-				log_debug("invalidate %s: %s", file, strerror(-rc));
-		}
-		pthread_mutex_lock(&notify_lock);
-	}
-	pthread_mutex_unlock(&notify_lock);
-	return NULL;
-}
-
-static void notify_start(struct fuse_session *se)
-{
-	int rc = pthread_create(&notify_thread, NULL, notify_main, se);
-
-	if (rc)
-		log_warn("no invalidation thread (%s): names follow new versions within %.0f s",
-			 strerror(rc), TIMEOUT_S);
-	notify_running = rc == 0;
-}
-
-static void notify_end(void)
-{
-	if (!notify_running)
-		return;
-	pthread_mutex_lock(&notify_lock);
-	notify_stop = true;
-	pthread_cond_signal(&notify_wake);
-	pthread_mutex_unlock(&notify_lock);
-	pthread_join(notify_thread, NULL);
-	notify_running = false;
-}
-
-/* Runs on a transfer or request thread whenever a committed file changes. */
-static void on_change(const char *file)
-{
-	enum file_kind kind;
-	int ds, slot;
-
-	if (catalog_lookup_file(file, &ds, &kind))
-		return;
-	slot = slot_of(ds, kind);
-	pthread_mutex_lock(&notify_lock);
-	notify_pending |= 1u << slot;
-	pthread_cond_signal(&notify_wake);
-	pthread_mutex_unlock(&notify_lock);
-}
-
 static void ll_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
@@ -809,6 +948,7 @@ static void ll_destroy(void *userdata)
 	datasets_shutdown();
 	jobs_shutdown();
 	notify_end();
+	answer_all_parked();
 	free_all_handles();
 	log_info("unmounted");
 }
@@ -865,8 +1005,9 @@ int fs_main(struct fuse_args *args, const struct config *cfg)
 	config = cfg;
 	mounted_at = clock_wall();
 	/*
-	 * A read waiting for bytes still downloading holds a worker thread:
-	 * allow many (an explicit -o max_threads, parsed later, still wins).
+	 * No request waiting for a download holds a worker (they park), so
+	 * this bounds requests being served at once, not waiting; libfuse's
+	 * default is 10 (an explicit -o max_threads, parsed later, still wins).
 	 */
 	if (fuse_opt_insert_arg(args, 1, "-omax_threads=" FS_MAX_THREADS) != 0)
 		return 1;
@@ -879,7 +1020,7 @@ int fs_main(struct fuse_args *args, const struct config *cfg)
 	se = fuse_session_new(args, &ops, sizeof(ops), NULL);
 	if (!se)
 		goto out;
-	datasets_on_change(on_change);
+	datasets_on_change(notify_file_changed);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_destroy;
 	if (fuse_session_mount(se, opts.mountpoint) != 0)
@@ -887,7 +1028,12 @@ int fs_main(struct fuse_args *args, const struct config *cfg)
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	atomic_store(&session, se);
-	rc = serve(se, &opts) ? 1 : 0;
+	rc = serve(se, &opts);
+	/* No worker is left to park more: answer those parked while the kernel still listens. */
+	answer_all_parked();
+	datasets_cancel_opens();
+	/* The loop returns the signal that stopped it (> 0): a requested stop, not a failure. */
+	rc = rc < 0 ? 1 : 0;
 out_unmount:
 	atomic_store(&session, NULL);
 	fuse_session_unmount(se);

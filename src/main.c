@@ -3,7 +3,7 @@
  * mount. Everything that can be wrong with the configuration is reported
  * here, in one line, before anything is mounted.
  */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
@@ -17,6 +17,7 @@
 #include "config.h"
 #include "control.h"
 #include "dataset.h"
+#include "fdshare.h"
 #include "fs.h"
 #include "gunzip.h"
 #include "http.h"
@@ -87,7 +88,8 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 {
 	struct store *store = NULL;
 	char err[512];
-	int rc;
+	long nofile;
+	int rc, raise_rc;
 
 	/*
 	 * A process holding a key must not be dumpable: no core file, and no
@@ -100,6 +102,8 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 			strerror(errno));
 		return 1;
 	}
+	/* Before any descriptor is opened: readers share descriptors, transfers need their own. */
+	raise_rc = fdshare_raise_limit(&nofile);
 	if (http_global_init()) {
 		fprintf(stderr, "imdbfs: cannot initialise libcurl\n");
 		return 1;
@@ -115,6 +119,10 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 		goto out;
 	}
 	log_init(cfg->log_level, !cfg->foreground);
+	if (raise_rc)
+		log_warn("cannot raise the open files limit: %s", strerror(-raise_rc));
+	log_info("open files limit %ld: at most %ld data handles open at once", nofile,
+		 fdshare_handle_bound());
 	if (gunzip_select(cfg->decoder)) { /* config_load() checked the name */
 		fprintf(stderr, "imdbfs: no decoder %s\n", cfg->decoder);
 		rc = 1;

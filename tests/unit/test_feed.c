@@ -414,6 +414,117 @@ static void test_feed_last_unref_closes_descriptor(void **state)
 	feed_unref(NULL); /* harmless */
 }
 
+/* A parked waiter that records the answers it got. */
+struct probe {
+	struct feed_waiter w;
+	int calls;
+	int64_t n;
+};
+
+static void probe_ready(struct feed_waiter *w, int64_t n)
+{
+	struct probe *p = (struct probe *)w;
+
+	p->calls++;
+	p->n = n;
+}
+
+static void test_feed_park_answers_at_once_when_readable(void **state)
+{
+	struct feed *f = temp_feed(-1);
+	struct probe p = {0};
+
+	(void)state;
+	fill(f, 0, 100, 'a');
+	feed_waiter_init(&p.w, 40, 200, probe_ready);
+	assert_int_equal(feed_park(f, &p.w), 60); /* partial: what is there at 40 */
+	assert_int_equal(p.calls, 0);
+	feed_unref(f);
+}
+
+static void test_feed_parked_waiter_is_answered_once_by_grow(void **state)
+{
+	struct feed *f = temp_feed(-1);
+	struct probe p = {0}, q = {0};
+
+	(void)state;
+	feed_waiter_init(&p.w, 100, 50, probe_ready);
+	feed_waiter_init(&q.w, 300, 50, probe_ready);
+	assert_int_equal(feed_park(f, &p.w), -EINPROGRESS);
+	assert_int_equal(feed_park(f, &q.w), -EINPROGRESS);
+	fill(f, 0, 100, 'a'); /* not yet a byte at 100 */
+	assert_int_equal(p.calls, 0);
+	fill(f, 100, 20, 'b');
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.n, 20);
+	assert_int_equal(q.calls, 0);
+	assert_false(feed_unpark(f, &p.w)); /* the writer took it: the caller must not answer */
+	fill(f, 120, 10, 'c');
+	assert_int_equal(p.calls, 1);	   /* never twice */
+	assert_true(feed_unpark(f, &q.w)); /* still parked: the caller answers it */
+	feed_finish(f, 0);
+	assert_int_equal(q.calls, 0);
+	feed_unref(f);
+}
+
+static void test_feed_finish_answers_parked_with_eof_or_error(void **state)
+{
+	struct feed *f = temp_feed(-1), *g = temp_feed(-1);
+	struct probe p = {0}, q = {0};
+
+	(void)state;
+	fill(f, 0, 10, 'a');
+	fill(g, 0, 10, 'a');
+	feed_waiter_init(&p.w, 10, 50, probe_ready);
+	feed_waiter_init(&q.w, 10, 50, probe_ready);
+	assert_int_equal(feed_park(f, &p.w), -EINPROGRESS);
+	assert_int_equal(feed_park(g, &q.w), -EINPROGRESS);
+	feed_finish(f, 0);
+	feed_finish(g, -EIO);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.n, 0);
+	assert_int_equal(q.calls, 1);
+	assert_int_equal(q.n, -EIO);
+	feed_unref(f);
+	feed_unref(g);
+}
+
+static void test_feed_unpark_before_park_cancels_it(void **state)
+{
+	struct feed *f = temp_feed(-1);
+	struct probe p = {0};
+
+	(void)state;
+	feed_waiter_init(&p.w, 0, 10, probe_ready);
+	assert_false(feed_unpark(f, &p.w)); /* an interrupt before the park */
+	assert_int_equal(feed_park(f, &p.w), -EINTR);
+	fill(f, 0, 10, 'a');
+	assert_int_equal(p.calls, 0);
+	feed_unref(f);
+}
+
+static void test_feed_unpark_all_answers_every_waiter(void **state)
+{
+	struct feed *f = temp_feed(-1);
+	struct probe p[3];
+
+	(void)state;
+	memset(p, 0, sizeof(p));
+	for (int i = 0; i < 3; i++) {
+		feed_waiter_init(&p[i].w, (uint64_t)i * 10, 10, probe_ready);
+		assert_int_equal(feed_park(f, &p[i].w), -EINPROGRESS);
+	}
+	assert_true(feed_unpark(f, &p[1].w)); /* from the middle of the list */
+	feed_unpark_all(f, -EIO);
+	assert_int_equal(p[0].calls, 1);
+	assert_int_equal(p[0].n, -EIO);
+	assert_int_equal(p[1].calls, 0);
+	assert_int_equal(p[2].calls, 1);
+	feed_unpark_all(f, -EIO); /* nothing left */
+	assert_int_equal(p[2].calls, 1);
+	feed_unref(f);
+}
+
 int test_feed_group(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -429,6 +540,11 @@ int test_feed_group(void)
 	    cmocka_unit_test(test_feed_writer_wakes_blocked_reader),
 	    cmocka_unit_test(test_feed_reader_follows_growing_writer_to_eof),
 	    cmocka_unit_test(test_feed_last_unref_closes_descriptor),
+	    cmocka_unit_test(test_feed_park_answers_at_once_when_readable),
+	    cmocka_unit_test(test_feed_parked_waiter_is_answered_once_by_grow),
+	    cmocka_unit_test(test_feed_finish_answers_parked_with_eof_or_error),
+	    cmocka_unit_test(test_feed_unpark_before_park_cancels_it),
+	    cmocka_unit_test(test_feed_unpark_all_answers_every_waiter),
 	};
 
 	return cmocka_run_group_tests_name("feed", tests, NULL, NULL);
