@@ -21,6 +21,7 @@ int main(void)
 	    {"gunzip", test_gunzip_group},
 	    {"json", test_json_group},
 	    {"http_header", test_http_header_group},
+	    {"http_engine", test_http_engine_group},
 	    {"meta", test_meta_group},
 	    {"schedule", test_schedule_group},
 	    {"segment", test_segment_group},
