@@ -992,7 +992,7 @@ static void upload_copy(const char *file, const struct meta *m)
 	double started = clock_mono();
 	rc = store_azure_upload(file, fd, m, err, sizeof(err));
 	close(fd);
-	if (rc == -EBUSY) /* another host is uploading it: its copy will do */
+	if (rc == -EBUSY || rc == -ECANCELED) /* another host's copy will do; or unmounting */
 		log_info("%s: not uploaded: %s", file, err);
 	else if (rc)
 		log_error("%s: upload to the container failed: %s", file, err);
@@ -1595,6 +1595,7 @@ void datasets_shutdown(void)
 			atomic_store(&d->extract->cancel, true);
 		pthread_mutex_unlock(&d->lock);
 	}
+	store_azure_stop(); /* an upload or a lease call under way ends too */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += SHUTDOWN_WAIT_S;
 	pthread_mutex_lock(&threads_lock);

@@ -41,6 +41,7 @@ static char location[128];
 static char
     our_origin[1024]; /* the origin URL (as shown: redacted) a copy's metadata must record */
 static bool enabled;
+static atomic_bool stopping; /* store_azure_stop: every request ends */
 
 static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
 static char problem[256]; /* guarded by problem_lock */
@@ -54,6 +55,12 @@ static int noted(int rc, const char *err)
 	snprintf(problem, sizeof(problem), "%s", rc ? err : "");
 	pthread_mutex_unlock(&problem_lock);
 	return rc;
+}
+
+static int is_stopping(void *ctx)
+{
+	(void)ctx;
+	return atomic_load(&stopping);
 }
 
 static int ignore_item(void *ctx, const struct azure_blob_item *it)
@@ -78,7 +85,8 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 	    (struct azure_blob_client){.cred = &cred,
 				       .cafile = cfg->cafile,
 				       .connect_seconds = cfg->timeout < 20 ? cfg->timeout : 20,
-				       .stall_seconds = cfg->timeout};
+				       .stall_seconds = cfg->timeout,
+				       .cancelled = is_stopping};
 	snprintf(container, sizeof(container), "%s", cfg->container);
 	snprintf(our_origin, sizeof(our_origin), "%s", cfg->origin_shown);
 	snprintf(location, sizeof(location), "Azure Blob Container: %s", container);
@@ -93,6 +101,11 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 	}
 	enabled = true;
 	return 0;
+}
+
+void store_azure_stop(void)
+{
+	atomic_store(&stopping, true);
 }
 
 void store_azure_close(void)
