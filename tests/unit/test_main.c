@@ -23,6 +23,7 @@ int main(void)
 	    {"http_header", test_http_header_group},
 	    {"http_engine", test_http_engine_group},
 	    {"meta", test_meta_group},
+	    {"retry", test_retry_group},
 	    {"schedule", test_schedule_group},
 	    {"segment", test_segment_group},
 	    {"spool", test_spool_group},

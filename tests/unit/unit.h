@@ -25,6 +25,7 @@ int test_control_json_group(void);
 int test_feed_group(void);
 int test_gunzip_group(void);
 int test_json_group(void);
+int test_retry_group(void);
 int test_http_header_group(void);
 int test_http_engine_group(void);
 int test_meta_group(void);
