@@ -8,12 +8,14 @@ timeout (a read has none: for ever).
 """
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+import util
 from azurite import DEV_ACCOUNT, DEV_KEY, Azurite, AzuriteError
 from faultproxy import FaultProxy
 from hostile_origin import HostileOrigin
@@ -91,4 +93,31 @@ def test_an_upload_under_way_does_not_hold_the_unmount(azurite, origin, mount, s
         assert "did not stop in time" not in m.stderr_text()
     finally:
         proxy.release(hold)
+        proxy.stop()
+
+
+@pytest.mark.timeout_s(120)
+def test_a_transient_put_block_failure_is_retried(azurite, origin, mount, sample_data):
+    """A 503 to one Put Block is retried with the retry policy (Put Block and Put Block List
+    are idempotent under the lease): the upload completes. Before, one transient answer
+    failed the whole upload (`upload to the container failed`) and the blob never came."""
+    name = "title.basics.tsv.gz"
+    proxy = FaultProxy(azurite.port).start()
+    try:
+        proxy.status(503, path="/" + name, query="comp=block")
+        cs = azurite.connection_string.replace(":%d/" % azurite.port, ":%d/" % proxy.port)
+        env = {"AZURE_STORAGE_CONNECTION_STRING": cs, "AZURE_CONTAINER_NAME": "engine-retry",
+               "USE_AZURE_BLOB": "true"}
+        m = mount(origin.url(), env=env, extra_opts=["retry_delay=0.1"])
+        m.command("download", "title.basics")
+        assert m.wait_job(timeout=60) == 0
+        util.wait_for(lambda: re.search(r"%s: (upload to the container failed|uploaded)"
+                                        % re.escape(name), m.stderr_text()),
+                      30, "the end of the upload")
+        log = m.stderr_text()
+        assert "%s: uploaded" % name in log, log[-3000:]
+        blocks = [r for r in proxy.requests() if r["path"].endswith("/" + name)
+                  and "comp=block&" in r["query"] + "&"]
+        assert [r["status"] for r in blocks][:2] == [503, 201], blocks
+    finally:
         proxy.stop()
