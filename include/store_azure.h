@@ -39,6 +39,12 @@
  * the container if needed and checks access. 0, or -errno and one line in err.
  */
 int store_azure_open(const struct config *cfg, config_env_fn env, char *err, size_t errlen);
+/*
+ * Ends every request to the container at once (-ECANCELED) and refuses new
+ * ones: an upload or lease call under way does not hold the unmount. Any
+ * thread; before store_azure_close.
+ */
+void store_azure_stop(void);
 void store_azure_close(void);
 /* Whether storage=azure is on (store_azure_open succeeded). */
 int store_azure_enabled(void);

@@ -20,6 +20,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "retry.h"
 #include "segment.h"
 #include "spool.h"
 #include "store.h"
@@ -198,20 +199,6 @@ static struct fdshare *swap_fd_locked(struct dataset *d, enum file_kind kind, st
 	d->copy[kind] = copy;
 	d->gen[kind]++;
 	return old;
-}
-
-/* Sleeps for seconds unless t is cancelled first; -ECANCELED then. */
-static int sleep_unless_cancelled(struct transfer *t, double seconds)
-{
-	double until = clock_mono() + seconds;
-	struct timespec ts = {0, POLL_NS};
-
-	while (clock_mono() < until) {
-		if (transfer_cancelled(t))
-			return -ECANCELED;
-		nanosleep(&ts, NULL);
-	}
-	return 0;
 }
 
 /* ---- transfer lifecycle --------------------------------------------------- */
@@ -963,12 +950,6 @@ static void note_retry(struct transfer *t, const char *error)
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* Exponential from retry_delay, capped, with +-25% jitter; at least what the origin asked. */
-static double backoff_seconds(const struct fetch *f, int attempt)
-{
-	return config_backoff(config, attempt, f->retry_after, (unsigned)f->t->ds->index);
-}
-
 static bool transient(int rc)
 {
 	return rc == -EAGAIN || rc == -EBADMSG;
@@ -977,7 +958,7 @@ static bool transient(int rc)
 static int fetch_with_retries(struct fetch *f, bool *unchanged)
 {
 	const char *file = file_of(f->t);
-	int attempts = (int)config->retries + 1;
+	struct retry_policy rp = retry_policy_of(config);
 	int rc;
 
 	for (int attempt = 1, restarts = 0;; attempt++) {
@@ -995,14 +976,15 @@ static int fetch_with_retries(struct fetch *f, bool *unchanged)
 			snprintf(f->error, sizeof(f->error), "the origin kept changing the file");
 			rc = -EAGAIN;
 		}
-		if (!transient(rc) || attempt >= attempts || f->segment_gave_up)
+		if (!transient(rc) || !retry_again(&rp, attempt) || f->segment_gave_up)
 			return rc;
-		double wait = backoff_seconds(f, attempt);
+		double wait =
+		    retry_backoff(&rp, attempt, f->retry_after, (unsigned)f->t->ds->index);
 		note_retry(f->t, f->error);
 		log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, f->error, wait,
-			 attempt + 1, attempts);
+			 attempt + 1, rp.attempts);
 		metrics_add(M_RETRIES, 1);
-		if (sleep_unless_cancelled(f->t, wait))
+		if (retry_sleep(wait, transfer_cancelled, f->t))
 			return -ECANCELED;
 	}
 }
@@ -1075,7 +1057,7 @@ static void upload_copy(const char *file, const struct meta *m)
 	double started = clock_mono();
 	rc = store_azure_upload(file, fd, m, err, sizeof(err));
 	close(fd);
-	if (rc == -EBUSY) /* another host is uploading it: its copy will do */
+	if (rc == -EBUSY || rc == -ECANCELED) /* another host's copy will do; or unmounting */
 		log_info("%s: not uploaded: %s", file, err);
 	else if (rc)
 		log_error("%s: upload to the container failed: %s", file, err);
@@ -1115,7 +1097,7 @@ static struct store_azure_lease *take_turn(struct fetch *f)
 		if (!said)
 			log_info("%s: another host is fetching it; waiting for the container",
 				 file);
-		if (sleep_unless_cancelled(f->t, 1.0))
+		if (retry_sleep(1.0, transfer_cancelled, f->t))
 			return NULL;
 	}
 }
@@ -1683,6 +1665,7 @@ void datasets_shutdown(void)
 			atomic_store(&d->extract->cancel, true);
 		pthread_mutex_unlock(&d->lock);
 	}
+	store_azure_stop(); /* an upload or a lease call under way ends too */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += SHUTDOWN_WAIT_S;
 	pthread_mutex_lock(&threads_lock);

@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "retry.h"
 
 #define BLOCK_BYTES    (4u << 20) /* a few MiB per Put Block */
 #define UPLOADERS      4	  /* blocks in flight; memory: UPLOADERS * BLOCK_BYTES */
@@ -41,6 +42,8 @@ static char location[128];
 static char
     our_origin[1024]; /* the origin URL (as shown: redacted) a copy's metadata must record */
 static bool enabled;
+static atomic_bool stopping;	   /* store_azure_stop: every request ends */
+static struct retry_policy policy; /* for the upload's idempotent writes */
 
 static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
 static char problem[256]; /* guarded by problem_lock */
@@ -54,6 +57,36 @@ static int noted(int rc, const char *err)
 	snprintf(problem, sizeof(problem), "%s", rc ? err : "");
 	pthread_mutex_unlock(&problem_lock);
 	return rc;
+}
+
+static int is_stopping(void *ctx)
+{
+	(void)ctx;
+	return atomic_load(&stopping);
+}
+
+/*
+ * After failed attempt n of a call that may be sent again as it is (Put
+ * Block, Put Block List: the same bytes under the same lease): 0 to send it
+ * again, having waited as the retry policy says; else the answer to keep,
+ * rc itself (only transient failures are retried) or -ECANCELED when the
+ * store was stopped meanwhile.
+ */
+static int send_again(int rc, int n, const char *file, char *err, size_t errlen, unsigned salt)
+{
+	double wait;
+
+	if (rc != -EAGAIN || !retry_again(&policy, n))
+		return rc;
+	wait = retry_backoff(&policy, n, 0, salt);
+	log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, err, wait, n + 1,
+		 policy.attempts);
+	metrics_add(M_RETRIES, 1);
+	if (retry_sleep(wait, is_stopping, NULL)) {
+		snprintf(err, errlen, "%s: cancelled", file);
+		return -ECANCELED;
+	}
+	return 0;
 }
 
 static int ignore_item(void *ctx, const struct azure_blob_item *it)
@@ -78,7 +111,9 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 	    (struct azure_blob_client){.cred = &cred,
 				       .cafile = cfg->cafile,
 				       .connect_seconds = cfg->timeout < 20 ? cfg->timeout : 20,
-				       .stall_seconds = cfg->timeout};
+				       .stall_seconds = cfg->timeout,
+				       .cancelled = is_stopping};
+	policy = retry_policy_of(cfg);
 	snprintf(container, sizeof(container), "%s", cfg->container);
 	snprintf(our_origin, sizeof(our_origin), "%s", cfg->origin_shown);
 	snprintf(location, sizeof(location), "Azure Blob Container: %s", container);
@@ -93,6 +128,11 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 	}
 	enabled = true;
 	return 0;
+}
+
+void store_azure_stop(void)
+{
+	atomic_store(&stopping, true);
 }
 
 void store_azure_close(void)
@@ -438,8 +478,12 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	}
 	if (azure_blob_block_id(u->upload_id, i, u->ids[i]))
 		return -EINVAL;
-	rc = azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len, u->lease->id,
-				  err, errlen);
+	for (int n = 1;; n++) {
+		rc = azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len,
+					  u->lease->id, err, errlen);
+		if (!rc || (rc = send_again(rc, n, u->file, err, errlen, i)))
+			break;
+	}
 	if (!rc)
 		metrics_add(M_UPLOADED_BYTES, len);
 	return rc;
@@ -508,8 +552,12 @@ static int upload_leased(struct upload *u, const struct azure_meta *am, char *er
 		for (unsigned i = 0; i < u->blocks; i++)
 			ids[i] = u->ids[i];
 		o.content_type = strstr(u->file, ".gz") ? CONTENT_GZIP : CONTENT_TSV;
-		rc = azure_blob_put_block_list(&client, container, u->file, ids, u->blocks, &o, err,
-					       errlen);
+		for (int n = 1;; n++) {
+			rc = azure_blob_put_block_list(&client, container, u->file, ids, u->blocks,
+						       &o, err, errlen);
+			if (!rc || (rc = send_again(rc, n, u->file, err, errlen, u->blocks)))
+				break;
+		}
 	}
 	free(ids);
 	return rc;

@@ -167,6 +167,27 @@ static void test_listing_limits(void **state)
 	assert_true(s.items[0].meta.overflow);
 }
 
+/*
+ * A page that ends in '<' inside an open element: the search for its end
+ * tag stops at the last byte. Found by fuzz_azure_blob (a heap-buffer-
+ * overflow of one byte under ASan: the page is not NUL-terminated).
+ */
+static void test_listing_ending_in_a_bracket(void **state)
+{
+	static const char text[] = "<EnumerationResults><Blobs><Blob><Name>a</Name><";
+	size_t len = sizeof(text) - 1;
+	char *page = malloc(len), marker[8];
+	struct seen s = {0};
+
+	(void)state;
+	assert_non_null(page);
+	memcpy(page, text, len); /* no NUL after it, as the fuzzer hands it over */
+	assert_int_equal(azure_blob_parse_listing(page, len, collect, &s, marker, sizeof(marker)),
+			 -EPROTO);
+	assert_int_equal(s.count, 0);
+	free(page);
+}
+
 static void test_block_ids_and_digests(void **state)
 {
 	char id[AZURE_BLOCK_ID_SIZE], md5[AZURE_MD5_BASE64_SIZE], uuid[AZURE_UUID_SIZE];
@@ -238,6 +259,7 @@ int test_azure_blob_group(void)
 	    cmocka_unit_test(test_listing_stops_on_request),
 	    cmocka_unit_test(test_listing_malformed),
 	    cmocka_unit_test(test_listing_limits),
+	    cmocka_unit_test(test_listing_ending_in_a_bracket),
 	    cmocka_unit_test(test_block_ids_and_digests),
 	    cmocka_unit_test(test_meta_rules),
 	};
