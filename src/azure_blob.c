@@ -390,7 +390,8 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
 	struct request *r = userdata;
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-	if (r->rd && r->rd->cancelled && r->rd->cancelled(r->rd->ctx)) {
+	if ((r->rd && r->rd->cancelled && r->rd->cancelled(r->rd->ctx)) ||
+	    (r->cl->cancelled && r->cl->cancelled(r->cl->cancel_ctx))) {
 		r->cancelled = true;
 		return 1;
 	}

@@ -22,6 +22,7 @@ int main(void)
 	    {"json", test_json_group},
 	    {"http_header", test_http_header_group},
 	    {"meta", test_meta_group},
+	    {"replicate", test_replicate_group},
 	    {"schedule", test_schedule_group},
 	    {"segment", test_segment_group},
 	    {"spool", test_spool_group},
