@@ -52,6 +52,7 @@ def test_a_cold_read_ends_at_the_local_commit_not_after_the_upload(
         reader.join(10)
         assert not reader.is_alive(), "the read's EOF waited for the upload's commit"
         assert got["bytes"] == want
+        print("cold read of %s: %.2f s, its upload held meanwhile" % (name, got["s"]))
         # The dataset is cached; its upload is its own state, still running (held).
         assert upload_of(a, "title.ratings") == ("cached", "uploading", None)
         # A second upload waits behind it in the queue.
@@ -84,6 +85,7 @@ def test_unmount_during_a_held_upload_is_prompt_and_clean(
         took = time.monotonic() - t0
     finally:
         proxy.release(hold)
+    print("unmount with an upload in flight: %.2f s" % took)
     assert took < 5, "unmount took %.1f s with an upload in flight" % took
     assert not a.killed
     assert re.search(r"%s: upload cancelled" % re.escape(name), a.stderr_text()), (
@@ -119,3 +121,28 @@ def test_newest_wins_two_refreshes_queued_behind_an_upload_commit_only_the_last(
     assert (tmp_path / "blob").read_bytes() == newest
     proxy.settle()
     assert len(commits(proxy, name)) == 1, [e["query"] for e in commits(proxy, name)]
+
+
+@pytest.mark.timeout_s(90)
+def test_a_delete_during_an_upload_leaves_the_container_without_the_file(
+        azurite, proxy, container, origin, sample_data, mount):  # noqa: F811
+    name = "title.ratings.tsv.gz"
+    hold = proxy.hold(path="/" + name, query=BLOCKLIST, timeout=60)
+    a = mount(origin.url(), env=env_through(azurite, proxy, container))
+    try:
+        a.command("download", "title.ratings")
+        assert hold.params["held"].wait(30), a.stderr_text()[-2000:]
+        assert a.wait_job(timeout=10) == 0
+        a.command("delete", "title.ratings")
+        assert a.wait_job(timeout=10) == 0
+        assert a.control("delete")["deleted_files"] == [name]
+        assert upload_of(a, "title.ratings")[1:] == ("dropped", "deleted before its upload ended")
+        # The upload was cancelled before the delete was sent, and nothing of it came after.
+        log = [(e["method"], e["query"]) for e in proxy.requests() if e["path"].endswith("/" + name)]
+        assert log[-1] == ("DELETE", ""), log
+        time.sleep(1)
+        names = [f["name"] for f in a.control("files")["files"]]
+        assert name not in names, names
+        assert len([e for e in proxy.requests() if e["path"].endswith("/" + name)]) == len(log)
+    finally:
+        proxy.release(hold)
