@@ -111,24 +111,19 @@ int replicate_enqueue(const char *file, const struct meta *m, struct store_azure
 	} else if (!(r = find_locked(file)) && !(r = claim_locked())) {
 		rc = -ENOSPC;
 	} else {
-		if (strcmp(r->file, file) != 0) {
-			old = r->lease; /* a finished record reused: it holds none, but be sure */
-			r->lease = NULL;
-		} else if (r->state == REPL_QUEUED) {
+		if (strcmp(r->file, file) != 0)
+			assert(!r->lease); /* a finished request's lease was released */
+		else if (r->state == REPL_QUEUED)
 			metrics_add(M_UPLOADS_DROPPED, 1); /* newest wins: never uploaded */
-		}
-		if (r == current)
-			atomic_store(&cancel_current,
-				     true); /* its bytes are no longer the newest */
+		if (r == current) /* its bytes are no longer the newest: cancel it */
+			atomic_store(&cancel_current, true);
 		snprintf(r->file, sizeof(r->file), "%s", file);
 		r->m = *m;
 		r->seq = next_seq++;
 		r->state = REPL_QUEUED;
 		r->error[0] = '\0';
 		if (lease) {
-			if (r->lease)
-				old = r->lease; /* cannot be set above as well: r->lease was cleared
-						 */
+			old = r->lease; /* an earlier request's, lost or expired: ours is newer */
 			r->lease = lease;
 		}
 		pthread_cond_signal(&wake);
