@@ -146,3 +146,37 @@ def test_a_delete_during_an_upload_leaves_the_container_without_the_file(
         assert len([e for e in proxy.requests() if e["path"].endswith("/" + name)]) == len(log)
     finally:
         proxy.release(hold)
+
+
+@pytest.mark.timeout_s(120)
+def test_newest_wins_a_newer_copy_cancels_the_upload_in_flight(
+        azurite, proxy, container, origin_factory, private_data, mount, tmp_path):  # noqa: F811
+    o = origin_factory(private_data.path)
+    name = "title.ratings.tsv.gz"
+    # The commits of the first two versions wait in the proxy; the third's goes through.
+    hold = proxy.hold(path="/" + name, query=BLOCKLIST, times=2, timeout=60)
+    a = mount(o.url(), env=env_through(azurite, proxy, container))
+    try:
+        for version in ("1", "2", "3"):
+            if version != "1":
+                v = tmp_path / ("v" + version)
+                util.gen_sample_data(v, "--version", version)
+                os.replace(v / name, private_data.path / name)
+            mark = proxy.mark()
+            a.command("download", "title.ratings")
+            assert a.wait_job(timeout=20) == 0, version
+            if version != "3":
+                wait_for(lambda: any(e["held"] for e in proxy.requests(since=mark)), 20,
+                         "version %s's commit to be held" % version)
+        newest = util.origin_gz(private_data.path, "title.ratings")
+        wait_for(lambda: upload_of(a, "title.ratings")[1] == "done", 30, "the upload to end")
+        assert len(re.findall(r"%s: upload cancelled: a newer copy is queued" % re.escape(name),
+                              a.stderr_text())) == 2, a.stderr_text()[-3000:]
+        assert len(commits(proxy, name)) == 1
+    finally:
+        proxy.release(hold)  # the cancelled uploads' commits arrive late: refused (fencing)
+    proxy.settle()
+    probe(azurite, "get", container, name, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == newest
+    assert len(commits(proxy, name)) == 1, [e["upstream_status"] for e in proxy.requests()
+                                            if BLOCKLIST in e["query"]]
