@@ -47,7 +47,8 @@ struct azure_blob_client {
 	long connect_seconds;	       /* 0: 20 */
 	long stall_seconds;	       /* abort under 1 KiB/s for this long; 0: 60 */
 	long timeout_seconds;	       /* whole request except streamed reads; 0: 300 */
-	/* Polled during every request, uploads included; may be NULL. Thread-safe. */
+	/* Polled during every request, uploads included (may be NULL): when true, the call
+	 * ends with -ECANCELED. Thread-safe. */
 	int (*cancelled)(void *ctx);
 	void *cancel_ctx;
 };

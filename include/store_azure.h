@@ -81,9 +81,12 @@ int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 /*
  * Uploads the committed copy read through fd, with m as its metadata, under
  * a lease on the blob. -EBUSY: another host is uploading it (nothing done);
- * -ESTALE: the lease was lost on the way and nothing was committed.
+ * -ESTALE: the lease was lost on the way and nothing was committed;
+ * -ECANCELED: cancelled (may be NULL) said so, before the commit or during
+ * any request, and nothing was committed.
  */
-int store_azure_upload(const char *file, int fd, const struct meta *m, char *err, size_t errlen);
+int store_azure_upload(const char *file, int fd, const struct meta *m, int (*cancelled)(void *),
+		       void *cancel_ctx, char *err, size_t errlen);
 
 /* Deletes file from the container; -ENOENT when it was not there. */
 int store_azure_delete(const char *file, char *err, size_t errlen);

@@ -20,6 +20,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "replicate.h"
 #include "retry.h"
 #include "segment.h"
 #include "spool.h"
@@ -1046,26 +1047,6 @@ static bool blob_known(const struct fetch *f)
 	return f->blob.etag[0] || f->blob.last_modified[0];
 }
 
-/* Puts the committed copy of file into the container; a failure only degrades health. */
-static void upload_copy(const char *file, const struct meta *m)
-{
-	char err[256];
-	int fd, rc;
-
-	if (!store_azure_enabled() || store->ops->open(store, file, &fd))
-		return;
-	double started = clock_mono();
-	rc = store_azure_upload(file, fd, m, err, sizeof(err));
-	close(fd);
-	if (rc == -EBUSY || rc == -ECANCELED) /* another host's copy will do; or unmounting */
-		log_info("%s: not uploaded: %s", file, err);
-	else if (rc)
-		log_error("%s: upload to the container failed: %s", file, err);
-	else
-		log_info("%s: uploaded %lld bytes to the container in %.1f s", file,
-			 (long long)m->size, clock_mono() - started);
-}
-
 /*
  * Single flight across hosts: whoever holds the dataset's lease fetches from
  * the origin; the others wait for the version it puts in the container and
@@ -1145,7 +1126,9 @@ static void *download_main(void *arg)
 	if (rc == 0) {
 		set_phase(t, DS_DOWNLOADING);
 		consult_blob(&f);
-		if (store_azure_enabled() && !f.from_blob)
+		/* Our own upload of file may hold the lease: take it back, newest wins. */
+		if (store_azure_enabled() && !f.from_blob &&
+		    !(lease = replicate_take_lease(file_of(t))))
 			lease = take_turn(&f);
 		resume_partial(&f);
 		log_debug("%s: GET %s%s", file_of(t), f.from_blob ? "(container)" : f.shown,
@@ -1177,15 +1160,19 @@ static void *download_main(void *arg)
 		pthread_mutex_unlock(&d->lock);
 		log_info("%s: unchanged (304) in %.1f s", file_of(t), clock_mono() - started);
 		if (store_azure_enabled() &&
-		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob)))
-			upload_copy(file_of(t), &f.old); /* the container lags behind */
+		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob))) {
+			replicate_enqueue(file_of(t), &f.old, lease); /* the container lags */
+			lease = NULL; /* handed over: released once the container has it */
+		}
 	} else {
 		metrics_add(M_DOWNLOADS_OK, 1);
 		log_info("%s: downloaded %llu bytes from the %s in %.1f s", file_of(t),
 			 (unsigned long long)f.written, f.from_blob ? "container" : "origin",
 			 clock_mono() - started);
-		if (!f.from_blob)
-			upload_copy(file_of(t), &f.next);
+		if (!f.from_blob) {
+			replicate_enqueue(file_of(t), &f.next, lease);
+			lease = NULL;
+		}
 	}
 	store_azure_unlock(lease);
 	gunzip_free(f.gz);
@@ -1469,7 +1456,7 @@ static int commit_extract(struct extract *x)
 	pthread_mutex_unlock(&d->lock);
 	fdshare_put(keep);
 	notify_change(file_of(x->t));
-	upload_copy(file_of(x->t), &m); /* as the seed did; the mount never reads it back */
+	replicate_enqueue(file_of(x->t), &m, NULL); /* as the seed did; never read back */
 	return 0;
 }
 

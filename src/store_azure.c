@@ -444,6 +444,7 @@ static void lease_drop(struct store_azure_lease *l)
 }
 
 struct upload {
+	struct azure_blob_client cl; /* the tier's client, with the upload's cancel check */
 	const char *file;
 	int fd;
 	uint64_t size;
@@ -479,7 +480,7 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	if (azure_blob_block_id(u->upload_id, i, u->ids[i]))
 		return -EINVAL;
 	for (int n = 1;; n++) {
-		rc = azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len,
+		rc = azure_blob_put_block(&u->cl, container, u->file, u->ids[i], buf, len,
 					  u->lease->id, err, errlen);
 		if (!rc || (rc = send_again(rc, n, u->file, err, errlen, i)))
 			break;
@@ -553,7 +554,7 @@ static int upload_leased(struct upload *u, const struct azure_meta *am, char *er
 			ids[i] = u->ids[i];
 		o.content_type = strstr(u->file, ".gz") ? CONTENT_GZIP : CONTENT_TSV;
 		for (int n = 1;; n++) {
-			rc = azure_blob_put_block_list(&client, container, u->file, ids, u->blocks,
+			rc = azure_blob_put_block_list(&u->cl, container, u->file, ids, u->blocks,
 						       &o, err, errlen);
 			if (!rc || (rc = send_again(rc, n, u->file, err, errlen, u->blocks)))
 				break;
@@ -563,9 +564,10 @@ static int upload_leased(struct upload *u, const struct azure_meta *am, char *er
 	return rc;
 }
 
-int store_azure_upload(const char *file, int fd, const struct meta *m, char *err, size_t errlen)
+int store_azure_upload(const char *file, int fd, const struct meta *m, int (*cancelled)(void *),
+		       void *cancel_ctx, char *err, size_t errlen)
 {
-	struct upload u = {.file = file, .fd = fd, .size = (uint64_t)m->size};
+	struct upload u = {.cl = client, .file = file, .fd = fd, .size = (uint64_t)m->size};
 	struct azure_meta am;
 	char why[256];
 	int rc;
@@ -587,9 +589,13 @@ int store_azure_upload(const char *file, int fd, const struct meta *m, char *err
 		free(u.ids);
 		return rc;
 	}
+	u.cl.cancelled = cancelled;
+	u.cl.cancel_ctx = cancel_ctx;
 	pthread_mutex_init(&u.lock, NULL);
 	rc = upload_leased(&u, &am, why, sizeof(why));
-	if (rc == -ESTALE || rc == -EBUSY || (rc && atomic_load(&u.lease->lost))) {
+	if (rc == -ECANCELED) {
+		snprintf(err, errlen, "cancelled; nothing committed");
+	} else if (rc == -ESTALE || rc == -EBUSY || (rc && atomic_load(&u.lease->lost))) {
 		/* 412/409: the blob's lease is no longer ours, and the service refused the write.
 		 */
 		snprintf(err, errlen,

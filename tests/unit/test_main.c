@@ -25,6 +25,7 @@ int main(void)
 	    {"http_engine", test_http_engine_group},
 	    {"meta", test_meta_group},
 	    {"retry", test_retry_group},
+	    {"replicate", test_replicate_group},
 	    {"schedule", test_schedule_group},
 	    {"segment", test_segment_group},
 	    {"spool", test_spool_group},

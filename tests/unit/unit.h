@@ -30,6 +30,7 @@ int test_retry_group(void);
 int test_http_header_group(void);
 int test_http_engine_group(void);
 int test_meta_group(void);
+int test_replicate_group(void);
 int test_schedule_group(void);
 int test_segment_group(void);
 int test_spool_group(void);
