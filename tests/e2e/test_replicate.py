@@ -14,7 +14,7 @@ import time
 import pytest
 
 import util
-from test_azure_security import azurite, container, env_through, probe, proxy  # noqa: F401
+from test_azure_security import container, env_through, probe, proxy  # noqa: F401
 from util import sha256_file, wait_for
 
 BLOCKLIST = "comp=blocklist"
