@@ -978,7 +978,7 @@ static int xml_find(const char *p, const char *end, const char *tag, struct xml_
 		if (gt[-1] == '/')
 			return 0;
 		for (close = gt + 1; close < end; close++)
-			if (close[0] == '<' && close[1] == '/' && (size_t)(end - close) >= n + 3 &&
+			if ((size_t)(end - close) >= n + 3 && close[0] == '<' && close[1] == '/' &&
 			    memcmp(close + 2, tag, n) == 0 && close[n + 2] == '>')
 				break;
 		if (close >= end)
