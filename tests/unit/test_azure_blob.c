@@ -123,6 +123,14 @@ static const char *const malformed[] = {
     PAGE(BLOB("", "<Content-Length>1</Content-Length>", ""), ""), /* no name */
     PAGE(BLOB("<Name>x</Name>", "<Content-Length>1</Content-Length>", "<Metadata><k>v</Metadata>"),
 	 ""),
+    /* Names not UTF-8: raw, percent-encoded, a surrogate (found by fuzz_azure_blob). */
+    PAGE(BLOB("<Name>a\xff"
+	      "b</Name>",
+	      "<Content-Length>1</Content-Length>", ""),
+	 ""),
+    PAGE(BLOB("<Name Encoded=\"true\">it%9Et</Name>", "<Content-Length>1</Content-Length>", ""),
+	 ""),
+    PAGE(BLOB("<Name>a&#xD800;b</Name>", "<Content-Length>1</Content-Length>", ""), ""),
 };
 
 static void test_listing_malformed(void **state)
