@@ -88,7 +88,7 @@ check-clang: deps
 
 # libFuzzer targets (tests/fuzz/fuzz_NAME.c) against the library objects built
 # with clang for the fuzzer, ASan and UBSan in build-fuzz/; `make fuzz` runs each
-# for FUZZ_S seconds on a copy of its seed corpus (tests/fuzz/README.md).
+# for FUZZ_S seconds on a copy of its seed corpus (README.md, "Fuzzing").
 FUZZ_S     ?= 60
 FUZZ_BUILD := build-fuzz
 FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
