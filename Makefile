@@ -149,7 +149,7 @@ deb: all
 	packaging/debian/build-deb $(BUILD)
 
 format:
-	clang-format -i src/*.c include/*.h tests/unit/*.c
+	clang-format -i src/*.c include/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h
 
 clean:
 	rm -rf build build-asan build-clang build-fuzz

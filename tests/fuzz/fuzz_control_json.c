@@ -74,7 +74,7 @@ static void take_info(struct input *in, struct dataset_info *d)
 	d->retrying = flags & 32;
 	take_meta(in, &d->gz);
 	take_meta(in, &d->tsv);
-	d->bytes_done = take(in, 7); /* what could have arrived: under 2^56 */
+	d->bytes_done = take(in, 7);			  /* what could have arrived: under 2^56 */
 	d->bytes_total = (int64_t)(take(in, 8) >> 1) - 1; /* -1 unknown, else a Content-Length */
 	/* As dataset.c computes it: bytes done over the transfer's seconds (> 0.05). */
 	secs = 0.05 + (double)take(in, 5) / 1000.0;
