@@ -943,7 +943,7 @@ static unsigned long xml_entity(const char *s, const char *end, size_t *used)
 	if (*s != '#')
 		return 0;
 	cp = s[1] == 'x' ? strtoul(s + 2, &stop, 16) : strtoul(s + 1, &stop, 10);
-	if (stop != semi || cp == 0 || cp > 0x10ffff)
+	if (stop != semi || cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
 	*used = (size_t)(semi - s) + 1;
 	return cp;
@@ -1003,6 +1003,42 @@ static int decode_name(const struct xml_el *el, char *name, size_t cap)
 	return len < cap ? 0 : -EPROTO;
 }
 
+/* The length of the UTF-8 sequence that c starts, 0 if it starts none. */
+static unsigned utf8_length(unsigned char c)
+{
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		return 2;
+	if (c >= 0xe0 && c <= 0xef)
+		return 3;
+	return c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+}
+
+/* Well-formed UTF-8 (RFC 3629), as every blob name is: no overlong forms, no surrogates. */
+static bool valid_utf8(const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	while (*s) {
+		unsigned len = utf8_length(*s);
+		uint32_t cp = len == 1 ? *s : *s & (0x7fu >> len);
+
+		if (!len)
+			return false;
+		for (unsigned k = 1; k < len; k++) {
+			if ((s[k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[k] & 0x3f);
+		}
+		if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		s += len;
+	}
+	return true;
+}
+
 static int parse_metadata(const char *p, const char *end, struct azure_meta *m)
 {
 	char tag[AZURE_META_NAME], value[AZURE_META_VALUE];
@@ -1035,6 +1071,8 @@ static int parse_blob(const char *p, const char *end, struct azure_blob_item *it
 		return -EPROTO;
 	if ((rc = decode_name(&el, it->name, sizeof(it->name))))
 		return rc;
+	if (!valid_utf8(it->name))
+		return -EPROTO;
 	if (xml_find(p, end, "Properties", &el) ||
 	    xml_field(el.in, el.in_end, "Content-Length", size, sizeof(size)) ||
 	    xml_field(el.in, el.in_end, "Etag", it->etag, sizeof(it->etag)) ||

@@ -142,9 +142,13 @@ static const char *pick(const struct raw_opts *raw, int key, config_env_fn env)
 	return NULL;
 }
 
+/* The value is quoted as given, but the reason stays one line: control characters show as '?'. */
 static int fail(char *err, size_t errlen, const char *fmt, const char *name, const char *value)
 {
 	snprintf(err, errlen, fmt, name, value);
+	for (char *p = err; errlen && *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	return -EINVAL;
 }
 

@@ -281,10 +281,11 @@ static cJSON *dataset_status_json(const struct dataset_info *in)
 		cJSON_AddNumberToObject(o, "bytes_total", (double)in->bytes_total);
 	else
 		cJSON_AddNullToObject(o, "bytes_total");
-	cJSON_AddNumberToObject(o, "rate_bps", (double)(long long)in->rate_bps);
+	/* Whole numbers by trunc(), not a cast: a hostile length makes them exceed a long long. */
+	cJSON_AddNumberToObject(o, "rate_bps", trunc(in->rate_bps));
 	left = (double)in->bytes_total - (double)in->bytes_done;
 	if (in->rate_bps > 0 && in->bytes_total >= 0)
-		cJSON_AddNumberToObject(o, "eta_s", (double)(long long)(left / in->rate_bps + 0.5));
+		cJSON_AddNumberToObject(o, "eta_s", trunc(left / in->rate_bps + 0.5));
 	else
 		cJSON_AddNullToObject(o, "eta_s");
 	add_string_or_null(o, "error", in->error);

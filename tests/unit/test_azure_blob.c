@@ -123,6 +123,14 @@ static const char *const malformed[] = {
     PAGE(BLOB("", "<Content-Length>1</Content-Length>", ""), ""), /* no name */
     PAGE(BLOB("<Name>x</Name>", "<Content-Length>1</Content-Length>", "<Metadata><k>v</Metadata>"),
 	 ""),
+    /* Names not UTF-8: raw, percent-encoded, a surrogate (found by fuzz_azure_blob). */
+    PAGE(BLOB("<Name>a\xff"
+	      "b</Name>",
+	      "<Content-Length>1</Content-Length>", ""),
+	 ""),
+    PAGE(BLOB("<Name Encoded=\"true\">it%9Et</Name>", "<Content-Length>1</Content-Length>", ""),
+	 ""),
+    PAGE(BLOB("<Name>a&#xD800;b</Name>", "<Content-Length>1</Content-Length>", ""), ""),
 };
 
 static void test_listing_malformed(void **state)
@@ -137,6 +145,32 @@ static void test_listing_malformed(void **state)
 
 		if (rc != -EPROTO)
 			fail_msg("page %zu: %d, wanted -EPROTO: %s", i, rc, malformed[i]);
+	}
+}
+
+/*
+ * The parser reads only the len bytes it is given: a page cut right after a
+ * '<' is malformed, and the byte after it is not looked at (an exact-size
+ * heap copy, so that check-asan sees any read past it). Found by
+ * fuzz_azure_blob (a heap-buffer-overflow in xml_find).
+ */
+static void test_listing_reads_within_len(void **state)
+{
+	static const char *const cut[] = {"<EnumerationResults><", "<EnumerationResults><Blobs><",
+					  "<EnumerationResults>x<"};
+	char marker[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+		size_t n = strlen(cut[i]);
+		char *page = malloc(n);
+		struct seen s = {0};
+
+		assert_non_null(page);
+		memcpy(page, cut[i], n);
+		assert_int_equal(azure_blob_parse_listing(page, n, collect, &s, marker, 64),
+				 -EPROTO);
+		free(page);
 	}
 }
 
@@ -258,6 +292,7 @@ int test_azure_blob_group(void)
 	    cmocka_unit_test(test_listing_last_and_empty_pages),
 	    cmocka_unit_test(test_listing_stops_on_request),
 	    cmocka_unit_test(test_listing_malformed),
+	    cmocka_unit_test(test_listing_reads_within_len),
 	    cmocka_unit_test(test_listing_limits),
 	    cmocka_unit_test(test_listing_ending_in_a_bracket),
 	    cmocka_unit_test(test_block_ids_and_digests),
