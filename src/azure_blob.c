@@ -257,7 +257,8 @@ static void parse_header(struct request *r, const char *line, size_t n)
 	long long a, b, total;
 
 	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
-		s = memchr(line, ' ', n);
+		copy_value(v, sizeof(v), line, n); /* curl does not NUL-terminate it */
+		s = strchr(v, ' ');
 		reset_response(r, s ? strtol(s + 1, NULL, 10) : 0);
 		return;
 	}
@@ -292,8 +293,10 @@ static void parse_header(struct request *r, const char *line, size_t n)
 	} else if (IS("x-ms-lease-id")) {
 		copy_value(r->lease_id, sizeof(r->lease_id), s, vlen);
 	} else if (IS("x-ms-lease-time")) {
-		r->lease_time = (int)strtol(v, NULL, 10);
-		r->has_lease_time = true;
+		int64_t t = parse_int64(v);
+		/* A lease lasts 60 s at most: anything else is no answer. */
+		r->has_lease_time = t >= 0 && t <= 60;
+		r->lease_time = r->has_lease_time ? (int)t : 0;
 	} else if (IS("x-ms-error-code")) {
 		copy_value(r->error_code, sizeof(r->error_code), s, vlen);
 	}
