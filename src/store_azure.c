@@ -203,7 +203,7 @@ int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const
 	expected_url(origin, file, want, sizeof(want));
 	if (strcmp(url, want) != 0)
 		return BAD("it is a copy of another origin's file");
-	if (!etag && !modified)
+	if ((!etag || !*etag) && (!modified || !*modified))
 		return BAD("it has neither the origin's ETag nor its Last-Modified");
 	if (strict_int(azure_blob_meta_get(am, META_SIZE), 0, STORE_AZURE_SIZE_MAX, &size) ||
 	    size != blob_size)
