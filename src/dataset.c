@@ -14,6 +14,8 @@
 #include "budget.h"
 #include "clock.h"
 #include "config.h"
+#include "dataset_engine.h"
+#include "extract.h"
 #include "fdshare.h"
 #include "feed.h"
 #include "gunzip.h"
@@ -21,7 +23,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "segment.h"
-#include "spool.h"
 #include "store.h"
 #include "store_azure.h"
 
@@ -36,20 +37,6 @@
 #define SEGMENT0_DONE (-EALREADY)
 
 struct dataset;
-
-struct transfer {
-	struct dataset *ds;
-	enum file_kind kind;  /* KIND_GZ: a download; KIND_TSV: a decompression */
-	bool force;	      /* constant */
-	struct transfer *src; /* a decompression's download, followed; constant */
-	_Atomic bool cancel;
-	int refs;		   /* guarded by ds->lock */
-	bool done;		   /* guarded by ds->lock */
-	enum ds_state phase;	   /* guarded by ds->lock */
-	struct feed *feed;	   /* guarded by ds->lock; holds a reference */
-	double body_started;	   /* guarded by ds->lock; monotonic */
-	struct dataset_result res; /* guarded by ds->lock; final once done */
-};
 
 /* What a generation that had a committed copy looked like. */
 struct version_attr {
@@ -111,18 +98,6 @@ const char *dataset_state_name(enum ds_state st)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static int transfer_cancelled(void *ctx)
-{
-	struct transfer *t = ctx;
-
-	return atomic_load(&t->cancel);
-}
-
-static const char *file_of(const struct transfer *t)
-{
-	return catalog_file(t->ds->index, t->kind);
-}
-
 static void notify_change(const char *file)
 {
 	if (change_hook)
@@ -164,8 +139,7 @@ static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, i
 	}
 }
 
-/* A shared descriptor on fd's file, to commit as a copy; NULL and *rc on failure. */
-static struct fdshare *share_dup(int fd, int *rc)
+struct fdshare *dataset_share_dup(int fd, int *rc)
 {
 	struct fdshare *s;
 	int copy = dup_fd(fd);
@@ -271,7 +245,7 @@ static void put(struct transfer *t)
 }
 
 static void *download_main(void *arg);
-static void *extract_main(void *arg);
+static void *extract_thread(void *arg);
 
 /*
  * Starts a transfer of kind for d; called with d->lock held. The dataset and
@@ -285,6 +259,7 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 	if (!t)
 		return NULL;
 	t->ds = d;
+	t->index = d->index;
 	t->kind = kind;
 	t->force = force;
 	t->refs = 2;
@@ -297,7 +272,7 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 		}
 		t->src->refs++;
 	}
-	if (spawn(kind == KIND_GZ ? download_main : extract_main, t)) {
+	if (spawn(kind == KIND_GZ ? download_main : extract_thread, t)) {
 		if (t->src)
 			put_locked(t->src);
 		free(t);
@@ -371,8 +346,7 @@ static void opener_ready(struct park_entry *e, int64_t answer)
 	o->ready(o, (int)answer);
 }
 
-/* Publishes the feed readers should follow (or none); called without the lock. */
-static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase)
+void dataset_publish_feed(struct transfer *t, struct feed *f, enum ds_state phase)
 {
 	struct dataset *d = t->ds;
 	struct park_entry *taken;
@@ -390,7 +364,7 @@ static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase
 	feed_unref(old);
 }
 
-static void set_phase(struct transfer *t, enum ds_state phase)
+void dataset_set_phase(struct transfer *t, enum ds_state phase)
 {
 	pthread_mutex_lock(&t->ds->lock);
 	t->phase = phase;
@@ -427,6 +401,150 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 	pthread_mutex_unlock(&d->lock);
 	park_answer(taken); /* before thread_done(): shutdown waits for the answers */
 	thread_done();
+}
+
+static void *extract_thread(void *arg)
+{
+	struct transfer *t = arg;
+	char error[256];
+	bool changed = false;
+	int rc = extract_run(t, &changed, error, sizeof(error));
+
+	finish_transfer(t, rc, changed, error);
+	return NULL;
+}
+
+/* ---- what the extraction engine asks of the dataset ------------------------- */
+
+/* Waits for the followed download to publish its feed or end; d->lock held. */
+static int follow_locked(struct transfer *t, struct feed **feed, char *err, size_t errlen)
+{
+	struct transfer *src = t->src;
+	struct timespec ts;
+
+	while (!src->feed && !src->done) {
+		if (transfer_cancelled(t))
+			return -ECANCELED;
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+		pthread_cond_timedwait(&t->ds->changed, &t->ds->lock, &ts);
+	}
+	if (src->done && src->res.err) {
+		snprintf(err, errlen, "download failed: %.200s", src->res.error);
+		return -EIO;
+	}
+	if (src->feed && !src->done) {
+		*feed = src->feed;
+		feed_ref(*feed);
+	}
+	return 0;
+}
+
+int dataset_source_open(struct transfer *t, struct feed **feed, int *fd, struct meta *m, char *err,
+			size_t errlen)
+{
+	struct dataset *d = t->ds;
+	int rc = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (t->src)
+		rc = follow_locked(t, feed, err, errlen);
+	if (!rc && !*feed) {
+		if (!d->cached) {
+			rc = -ENOENT;
+		} else if ((*fd = dup_fd(fdshare_fd(d->copy[KIND_GZ]))) < 0) {
+			rc = *fd;
+			*fd = -1;
+			snprintf(err, errlen, "cannot open the download: %s", strerror(-rc));
+		} else {
+			*m = d->gz;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (rc == -ENOENT)
+		snprintf(err, errlen, "not downloaded");
+	return rc;
+}
+
+int dataset_source_settle(struct transfer *t, uint64_t in, struct meta *m)
+{
+	struct transfer *src = t->src;
+	struct dataset *d = t->ds;
+	struct timespec ts;
+	int rc = 0;
+
+	pthread_mutex_lock(&d->lock);
+	while (!src->done) {
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	if (src->res.err || !d->cached || d->gz.size != (int64_t)in)
+		rc = -EIO;
+	else
+		*m = d->gz;
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+bool dataset_source_next_feed(struct transfer *t, struct feed **feed)
+{
+	struct transfer *src = t->src;
+	struct dataset *d = t->ds;
+	struct timespec ts;
+	bool found = false;
+
+	if (!src || !*feed)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	while (!src->done && (!src->feed || src->feed == *feed) && !transfer_cancelled(t)) {
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	if (src->feed && src->feed != *feed && !src->res.err) {
+		feed_unref(*feed);
+		*feed = src->feed;
+		feed_ref(*feed);
+		found = true;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return found;
+}
+
+void dataset_source_error(struct transfer *t, char *err, size_t errlen)
+{
+	struct transfer *src = t->src;
+	struct dataset *d = t->ds;
+	struct timespec ts;
+
+	if (!src) {
+		snprintf(err, errlen, "cannot read the download");
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	while (!src->done && !transfer_cancelled(t)) {
+		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
+		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
+	}
+	snprintf(err, errlen, "download failed: %.200s", src->done ? src->res.error : "cancelled");
+	pthread_mutex_unlock(&d->lock);
+}
+
+int dataset_commit_tsv(struct transfer *t, struct fdshare *copy, const struct meta *m)
+{
+	struct dataset *d = t->ds;
+
+	pthread_mutex_lock(&d->lock);
+	if (!meta_same_version(m, &d->gz)) {
+		pthread_mutex_unlock(&d->lock);
+		fdshare_put(copy);
+		return -ESTALE;
+	}
+	copy = swap_fd_locked(d, KIND_TSV, copy);
+	d->tsv = *m;
+	d->extracted = true;
+	pthread_mutex_unlock(&d->lock);
+	fdshare_put(copy);
+	notify_change(transfer_file(t));
+	return 0;
 }
 
 /* ---- downloads -------------------------------------------------------------- */
@@ -479,11 +597,11 @@ static void abandon_feed(struct fetch *f)
 		return;
 	feed_finish(f->feed, -EIO);
 	if (f->published)
-		publish_feed(f->t, NULL, DS_DOWNLOADING);
+		dataset_publish_feed(f->t, NULL, DS_DOWNLOADING);
 	else
 		feed_unref(f->feed);
 	f->published = false;
-	store->ops->discard_temp(store, file_of(f->t));
+	store->ops->discard_temp(store, transfer_file(f->t));
 	f->feed = NULL;
 	gunzip_free(f->gz);
 	f->gz = NULL;
@@ -497,11 +615,12 @@ static void checkpoint(struct fetch *f)
 				 .total = f->total,
 				 .durable = (int64_t)f->written,
 				 .sparse = f->sparse};
-	int rc = store->ops->checkpoint(store, file_of(f->t), f->fd, &p);
+	int rc = store->ops->checkpoint(store, transfer_file(f->t), f->fd, &p);
 
 	f->checkpointed_at = clock_mono();
 	if (rc)
-		log_warn("%s: cannot checkpoint the download: %s", file_of(f->t), strerror(-rc));
+		log_warn("%s: cannot checkpoint the download: %s", transfer_file(f->t),
+			 strerror(-rc));
 	else
 		f->durable = f->written;
 }
@@ -552,7 +671,7 @@ static int reverify(int fd, uint64_t len, struct gunzip **out)
  */
 static void resume_partial(struct fetch *f)
 {
-	const char *file = file_of(f->t);
+	const char *file = transfer_file(f->t);
 	struct meta_partial p;
 	uint64_t present, keep;
 	int fd;
@@ -600,7 +719,7 @@ static void publish(struct fetch *f)
 	if (f->published)
 		return;
 	f->published = true;
-	publish_feed(f->t, f->feed, DS_DOWNLOADING);
+	dataset_publish_feed(f->t, f->feed, DS_DOWNLOADING);
 }
 
 static int begin_body(struct fetch *f, const struct http_response *rs)
@@ -608,7 +727,7 @@ static int begin_body(struct fetch *f, const struct http_response *rs)
 	struct feed *feed;
 	int fd, rc;
 
-	rc = store->ops->create_temp(store, file_of(f->t), &fd);
+	rc = store->ops->create_temp(store, transfer_file(f->t), &fd);
 	if (rc) {
 		snprintf(f->error, sizeof(f->error), "cannot create a temporary: %s",
 			 strerror(-rc));
@@ -655,7 +774,7 @@ static int continue_body(struct fetch *f, const struct http_response *rs)
 		publish(f);
 		return f->gz ? 0 : -ENOMEM;
 	}
-	log_info("%s: the origin has a new version; starting over", file_of(f->t));
+	log_info("%s: the origin has a new version; starting over", transfer_file(f->t));
 	abandon_feed(f);
 	return begin_body(f, rs);
 }
@@ -680,7 +799,7 @@ static bool splittable(const struct fetch *f, const struct http_response *rs)
 static void plan_segments(struct fetch *f, const struct http_response *rs)
 {
 	struct segments_spec sp = {
-	    .file = file_of(f->t),
+	    .file = transfer_file(f->t),
 	    .url = f->url,
 	    .etag = f->next.etag,
 	    .last_modified = f->next.last_modified,
@@ -804,7 +923,7 @@ static int follow_segments(struct fetch *f)
 	int64_t n;
 	int rc = buf ? 0 : -ENOMEM;
 
-	log_debug("%s: piece 0 complete; verifying the others in order", file_of(f->t));
+	log_debug("%s: piece 0 complete; verifying the others in order", transfer_file(f->t));
 	segments_release(f->segs); /* this connection is done: another one may start */
 	while (!rc && f->written < (uint64_t)f->total) {
 		n = segments_wait(f->segs, f->written);
@@ -817,7 +936,7 @@ static int follow_segments(struct fetch *f)
 		}
 	}
 	if (!rc)
-		log_debug("%s: every piece verified", file_of(f->t));
+		log_debug("%s: every piece verified", transfer_file(f->t));
 	if (rc == -ENOMEM && !buf)
 		snprintf(f->error, sizeof(f->error), "out of memory");
 	free(buf);
@@ -842,12 +961,12 @@ static int commit_download(struct fetch *f)
 		snprintf(f->error, sizeof(f->error), "corrupt gzip data: the stream is truncated");
 		return -EBADMSG;
 	}
-	set_phase(t, DS_VERIFYING);
+	dataset_set_phase(t, DS_VERIFYING);
 	f->next.size = (int64_t)f->written;
 	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
 	f->next.fetched_at = clock_wall();
-	if (!(keep = share_dup(f->fd, &rc)) ||
-	    (rc = store->ops->commit(store, file_of(t), f->fd, &f->next))) {
+	if (!(keep = dataset_share_dup(f->fd, &rc)) ||
+	    (rc = store->ops->commit(store, transfer_file(t), f->fd, &f->next))) {
 		fdshare_put(keep);
 		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
 			 strerror(-rc));
@@ -867,7 +986,7 @@ static int commit_download(struct fetch *f)
 	pthread_mutex_unlock(&d->lock);
 	fdshare_put(keep);
 	fdshare_put(stale_tsv);
-	notify_change(file_of(t));
+	notify_change(transfer_file(t));
 	if (stale_tsv)
 		notify_change(catalog_file(d->index, KIND_TSV));
 	if (reextract) {
@@ -920,7 +1039,7 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 	}
 	f->error[0] = '\0';
 	if (f->from_blob) {
-		rc = store_azure_get(file_of(f->t), &f->blob, f->feed ? f->written : 0, &sink,
+		rc = store_azure_get(transfer_file(f->t), &f->blob, f->feed ? f->written : 0, &sink,
 				     transfer_cancelled, f->t, err, sizeof(err));
 		f->retry_after = 0;
 		if (rc && !f->error[0])
@@ -976,7 +1095,7 @@ static bool transient(int rc)
 
 static int fetch_with_retries(struct fetch *f, bool *unchanged)
 {
-	const char *file = file_of(f->t);
+	const char *file = transfer_file(f->t);
 	int attempts = (int)config->retries + 1;
 	int rc;
 
@@ -1046,7 +1165,7 @@ static void consult_blob(struct fetch *f)
 
 	if (!store_azure_enabled() || f->t->force)
 		return;
-	if (store_azure_lookup(file_of(f->t), &f->blob, err, sizeof(err))) {
+	if (store_azure_lookup(transfer_file(f->t), &f->blob, err, sizeof(err))) {
 		f->blob.etag[0] = f->blob.last_modified[0] = '\0';
 		return;
 	}
@@ -1065,7 +1184,7 @@ static bool blob_known(const struct fetch *f)
 }
 
 /* Puts the committed copy of file into the container; a failure only degrades health. */
-static void upload_copy(const char *file, const struct meta *m)
+void upload_copy(const char *file, const struct meta *m)
 {
 	char err[256];
 	int fd, rc;
@@ -1091,7 +1210,7 @@ static void upload_copy(const char *file, const struct meta *m)
  */
 static struct store_azure_lease *take_turn(struct fetch *f)
 {
-	const char *file = file_of(f->t);
+	const char *file = transfer_file(f->t);
 	struct store_azure_lease *l = NULL;
 	struct meta now;
 	char err[256];
@@ -1133,8 +1252,8 @@ static int fetch_tiered(struct fetch *f, bool *unchanged)
 		rc = fetch_with_retries(f, unchanged);
 	}
 	if (rc && rc != -ECANCELED && f->from_blob) {
-		log_warn("%s: the container failed (%s); reading from the origin", file_of(f->t),
-			 f->error);
+		log_warn("%s: the container failed (%s); reading from the origin",
+			 transfer_file(f->t), f->error);
 		f->from_blob = false;
 		rc = fetch_with_retries(f, unchanged);
 	}
@@ -1161,12 +1280,12 @@ static void *download_main(void *arg)
 	pthread_mutex_unlock(&d->lock);
 	rc = slot_acquire(t);
 	if (rc == 0) {
-		set_phase(t, DS_DOWNLOADING);
+		dataset_set_phase(t, DS_DOWNLOADING);
 		consult_blob(&f);
 		if (store_azure_enabled() && !f.from_blob)
 			lease = take_turn(&f);
 		resume_partial(&f);
-		log_debug("%s: GET %s%s", file_of(t), f.from_blob ? "(container)" : f.shown,
+		log_debug("%s: GET %s%s", transfer_file(t), f.from_blob ? "(container)" : f.shown,
 			  f.conditional ? " (conditional)" : "");
 		rc = fetch_tiered(&f, &unchanged);
 		slot_release();
@@ -1179,397 +1298,37 @@ static void *download_main(void *arg)
 		    (f.next.etag[0] || f.next.last_modified[0]))
 			checkpoint(&f); /* the next attempt, or the next mount, resumes */
 		else if (f.feed)
-			store->ops->discard_temp(store, file_of(t));
+			store->ops->discard_temp(store, transfer_file(t));
 		if (f.feed && !f.published)
 			feed_unref(f.feed); /* a resumed feed nobody saw */
 		metrics_add(M_DOWNLOADS_FAILED, 1);
 		if (rc != -ECANCELED)
-			log_error("%s: download failed after %llu bytes in %.1f s: %s", file_of(t),
-				  (unsigned long long)f.written, clock_mono() - started, f.error);
+			log_error("%s: download failed after %llu bytes in %.1f s: %s",
+				  transfer_file(t), (unsigned long long)f.written,
+				  clock_mono() - started, f.error);
 		else
-			log_info("%s: download cancelled after %llu bytes in %.1f s", file_of(t),
-				 (unsigned long long)f.written, clock_mono() - started);
+			log_info("%s: download cancelled after %llu bytes in %.1f s",
+				 transfer_file(t), (unsigned long long)f.written,
+				 clock_mono() - started);
 	} else if (unchanged) {
 		pthread_mutex_lock(&d->lock);
 		d->checked_at = clock_wall();
 		pthread_mutex_unlock(&d->lock);
-		log_info("%s: unchanged (304) in %.1f s", file_of(t), clock_mono() - started);
+		log_info("%s: unchanged (304) in %.1f s", transfer_file(t), clock_mono() - started);
 		if (store_azure_enabled() &&
 		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob)))
-			upload_copy(file_of(t), &f.old); /* the container lags behind */
+			upload_copy(transfer_file(t), &f.old); /* the container lags behind */
 	} else {
 		metrics_add(M_DOWNLOADS_OK, 1);
-		log_info("%s: downloaded %llu bytes from the %s in %.1f s", file_of(t),
+		log_info("%s: downloaded %llu bytes from the %s in %.1f s", transfer_file(t),
 			 (unsigned long long)f.written, f.from_blob ? "container" : "origin",
 			 clock_mono() - started);
 		if (!f.from_blob)
-			upload_copy(file_of(t), &f.next);
+			upload_copy(transfer_file(t), &f.next);
 	}
 	store_azure_unlock(lease);
 	gunzip_free(f.gz);
 	finish_transfer(t, rc, rc == 0 && !unchanged, f.error);
-	return NULL;
-}
-
-/* ---- decompression ------------------------------------------------------------ */
-
-struct extract {
-	struct transfer *t;
-	int src_fd;	       /* the committed .tsv.gz, or -1 when following a download */
-	struct feed *src_feed; /* the download's feed when following; a reference */
-	struct meta src;       /* version of the source, once known */
-	int fd;		       /* the temporary .tsv; owned by feed */
-	struct feed *feed;     /* owned by t->feed */
-	struct spool *spool;   /* writes the .tsv behind the decoder */
-	uint64_t in, out;      /* bytes of .tsv.gz read, bytes of .tsv handed to the spool */
-	struct budget budget;  /* what the .tsv may grow to: a gzip bomb stops here */
-	char error[256];
-};
-
-/* On the spool's thread: the bytes [0, end) of the .tsv are in its temporary. */
-static void landed(void *ctx, uint64_t end)
-{
-	struct extract *x = ctx;
-
-	feed_grow(x->feed, end);
-}
-
-_Static_assert(SPOOL_SLOT_BYTES >= GUNZIP_CHUNK, "the decoder decodes into the spool's slots");
-
-/* The decoder decodes straight into the spool's next free slot. */
-static int out_buffer(void *ctx, void **buf)
-{
-	struct extract *x = ctx;
-	int rc = spool_buffer(x->spool, buf);
-
-	if (rc)
-		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-	return rc;
-}
-
-static int write_out(void *ctx, const void *buf, size_t len)
-{
-	struct extract *x = ctx;
-	int rc = budget_grow(&x->budget, x->out + len, x->error, sizeof(x->error));
-
-	if (rc)
-		return rc;
-	if ((rc = spool_put(x->spool, buf, len))) {
-		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	x->out += len;
-	metrics_add(M_INFLATED_BYTES, len);
-	return 0;
-}
-
-/* Waits for the followed download to publish its feed or end; d->lock held. */
-static int follow_locked(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-
-	while (!src->feed && !src->done) {
-		if (transfer_cancelled(x->t))
-			return -ECANCELED;
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	if (src->done && src->res.err) {
-		snprintf(x->error, sizeof(x->error), "download failed: %.200s", src->res.error);
-		return -EIO;
-	}
-	if (src->feed && !src->done) {
-		x->src_feed = src->feed;
-		feed_ref(x->src_feed);
-	}
-	return 0;
-}
-
-static int pick_source(struct extract *x)
-{
-	struct dataset *d = x->t->ds;
-	int rc = 0;
-
-	pthread_mutex_lock(&d->lock);
-	if (x->t->src)
-		rc = follow_locked(x);
-	if (!rc && !x->src_feed) {
-		if (!d->cached) {
-			rc = -ENOENT;
-		} else if ((x->src_fd = dup_fd(fdshare_fd(d->copy[KIND_GZ]))) < 0) {
-			rc = x->src_fd;
-			x->src_fd = -1;
-			snprintf(x->error, sizeof(x->error), "cannot open the download: %s",
-				 strerror(-rc));
-		} else {
-			x->src = d->gz;
-		}
-	}
-	pthread_mutex_unlock(&d->lock);
-	if (rc == -ENOENT)
-		snprintf(x->error, sizeof(x->error), "not downloaded");
-	return rc;
-}
-
-static ssize_t read_source(struct extract *x, void *buf)
-{
-	int64_t n;
-
-	if (x->src_fd >= 0) {
-		ssize_t r = pread(x->src_fd, buf, CHUNK, (off_t)x->in);
-		return r < 0 ? -errno : r;
-	}
-	n = feed_wait(x->src_feed, x->in, CHUNK, 1, transfer_cancelled, x->t);
-	if (n <= 0)
-		return n;
-	n = pread(feed_fd(x->src_feed), buf, (size_t)n, (off_t)x->in);
-	return n < 0 ? -errno : n;
-}
-
-/* After following a download: the version it committed must be what we read. */
-static int settle_source(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-	int rc = 0;
-
-	if (!x->src_feed)
-		return 0;
-	pthread_mutex_lock(&d->lock);
-	while (!src->done) {
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	if (src->res.err || !d->cached || d->gz.size != (int64_t)x->in)
-		rc = -EIO;
-	else
-		x->src = d->gz;
-	pthread_mutex_unlock(&d->lock);
-	if (rc)
-		snprintf(x->error, sizeof(x->error), "the download did not complete");
-	return rc;
-}
-
-/*
- * The followed download abandoned its feed for a new version of the file
- * (see abandon_feed): follow the new one. True when there is one.
- */
-static bool follow_new_feed(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-	bool found = false;
-
-	if (!src || !x->src_feed)
-		return false;
-	pthread_mutex_lock(&d->lock);
-	while (!src->done && (!src->feed || src->feed == x->src_feed) &&
-	       !transfer_cancelled(x->t)) {
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	if (src->feed && src->feed != x->src_feed && !src->res.err) {
-		feed_unref(x->src_feed);
-		x->src_feed = src->feed;
-		feed_ref(x->src_feed);
-		found = true;
-	}
-	pthread_mutex_unlock(&d->lock);
-	return found;
-}
-
-/* The followed download failed: say why, in its own words. */
-static void describe_source_failure(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-
-	if (!src) {
-		snprintf(x->error, sizeof(x->error), "cannot read the download");
-		return;
-	}
-	pthread_mutex_lock(&d->lock);
-	while (!src->done && !transfer_cancelled(x->t)) {
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	snprintf(x->error, sizeof(x->error), "download failed: %.200s",
-		 src->done ? src->res.error : "cancelled");
-	pthread_mutex_unlock(&d->lock);
-}
-
-static int decompress(struct extract *x)
-{
-	struct gunzip *gz = gunzip_new(write_out, x);
-	char *buf = malloc(CHUNK);
-	ssize_t n;
-	int rc = -ENOMEM;
-
-	x->spool = spool_new(x->fd, landed, x);
-	if (!gz || !buf || !x->spool) {
-		snprintf(x->error, sizeof(x->error), "out of memory");
-		goto out;
-	}
-	gunzip_output(gz, out_buffer);
-	while ((n = read_source(x, buf)) > 0) {
-		if ((rc = gunzip_write(gz, buf, (size_t)n))) {
-			if (rc == -EBADMSG)
-				snprintf(x->error, sizeof(x->error),
-					 "corrupt gzip data near byte %llu",
-					 (unsigned long long)x->in);
-			goto out;
-		}
-		x->in += (uint64_t)n;
-	}
-	if (n < 0) {
-		rc = (int)n;
-		if (rc == -ECANCELED || rc == -EINTR)
-			rc = -ECANCELED;
-		else if (follow_new_feed(x))
-			rc = -ESTALE;
-		else
-			describe_source_failure(x);
-		goto out;
-	}
-	rc = gunzip_finish(gz);
-	if (rc)
-		snprintf(x->error, sizeof(x->error), "corrupt gzip data: the stream is truncated");
-	else if ((rc = spool_finish(x->spool)))
-		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-out:
-	if (transfer_cancelled(x->t))
-		rc = -ECANCELED;
-	spool_free(x->spool);
-	x->spool = NULL;
-	free(buf);
-	gunzip_free(gz);
-	return rc;
-}
-
-static int commit_extract(struct extract *x)
-{
-	struct dataset *d = x->t->ds;
-	struct meta m = x->src;
-	struct fdshare *keep;
-	int rc = 0;
-
-	m.size = (int64_t)x->out;
-	m.tsv_size = -1;
-	m.fetched_at = clock_wall();
-	if (!(keep = share_dup(x->fd, &rc)) ||
-	    (rc = store->ops->commit(store, file_of(x->t), x->fd, &m))) {
-		fdshare_put(keep);
-		snprintf(x->error, sizeof(x->error), "cannot store the decompression: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	pthread_mutex_lock(&d->lock);
-	if (!meta_same_version(&m, &d->gz)) {
-		/* A download committed a newer .tsv.gz meanwhile: never pair it with this .tsv. */
-		pthread_mutex_unlock(&d->lock);
-		fdshare_put(keep);
-		store->ops->evict(store, file_of(x->t));
-		snprintf(x->error, sizeof(x->error),
-			 "superseded: a newer download arrived meanwhile");
-		return -ESTALE;
-	}
-	keep = swap_fd_locked(d, KIND_TSV, keep);
-	d->tsv = m;
-	d->extracted = true;
-	pthread_mutex_unlock(&d->lock);
-	fdshare_put(keep);
-	notify_change(file_of(x->t));
-	upload_copy(file_of(x->t), &m); /* as the seed did; the mount never reads it back */
-	return 0;
-}
-
-static int begin_output(struct extract *x)
-{
-	/* The size is known from the verified .tsv.gz, unless following its download. */
-	int rc = budget_expect(&x->budget, x->src_feed ? -1 : x->src.tsv_size, 0, x->error,
-			       sizeof(x->error));
-
-	if (rc)
-		return rc;
-	if ((rc = store->ops->create_temp(store, file_of(x->t), &x->fd))) {
-		snprintf(x->error, sizeof(x->error), "cannot create a temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	x->feed = feed_new(x->fd, x->src_feed ? -1 : x->src.tsv_size);
-	if (!x->feed) {
-		close(x->fd);
-		snprintf(x->error, sizeof(x->error), "out of memory");
-		return -ENOMEM;
-	}
-	x->in = x->out = 0;
-	publish_feed(x->t, x->feed, DS_EXTRACTING);
-	return 0;
-}
-
-#define MAX_SOURCE_SWITCHES 3
-
-static int run_extract(struct extract *x)
-{
-	int rc;
-
-	if ((rc = pick_source(x)))
-		return rc;
-	for (int switches = 0;; switches++) {
-		if ((rc = begin_output(x)))
-			return rc;
-		rc = decompress(x);
-		if (rc != -ESTALE || switches == MAX_SOURCE_SWITCHES)
-			break;
-		log_info(
-		    "%s: the download started over on a new version; so does the decompression",
-		    file_of(x->t));
-		feed_finish(x->feed, -EIO);
-		publish_feed(x->t, NULL, DS_EXTRACTING);
-		x->feed = NULL;
-	}
-	if (rc == -ESTALE)
-		snprintf(x->error, sizeof(x->error), "the origin kept changing the file");
-	if (rc || (rc = settle_source(x)))
-		return rc;
-	return commit_extract(x);
-}
-
-static void *extract_main(void *arg)
-{
-	struct transfer *t = arg;
-	struct extract x = {.t = t, .src_fd = -1, .fd = -1};
-	double started = clock_mono();
-	int rc;
-
-	budget_init(&x.budget, config->cache_dir, "decompression", config->max_size);
-	rc = run_extract(&x);
-
-	if (x.src_fd >= 0)
-		close(x.src_fd);
-	feed_unref(x.src_feed);
-	if (rc) {
-		if (x.feed)
-			store->ops->discard_temp(store, file_of(t));
-		metrics_add(M_EXTRACTIONS_FAILED, 1);
-		if (rc != -ECANCELED)
-			log_error("%s: decompression failed after %llu bytes in %.1f s: %s",
-				  file_of(t), (unsigned long long)x.out, clock_mono() - started,
-				  x.error);
-	} else {
-		metrics_add(M_EXTRACTIONS_OK, 1);
-		log_info("%s: decompressed %llu bytes in %.1f s", file_of(t),
-			 (unsigned long long)x.out, clock_mono() - started);
-	}
-	finish_transfer(t, rc, rc == 0, x.error);
 	return NULL;
 }
 
@@ -1640,6 +1399,7 @@ int datasets_init(const struct config *cfg, struct store *st)
 
 	config = cfg;
 	store = st;
+	extract_init(cfg, st);
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		if ((rc = init_dataset(&sets[i], i)))
 			return rc;
@@ -1841,6 +1601,7 @@ static struct transfer *already_done(struct dataset *d)
 	if (!t)
 		return NULL;
 	t->ds = d;
+	t->index = d->index;
 	t->kind = KIND_TSV;
 	t->refs = 1;
 	t->done = true;
