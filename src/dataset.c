@@ -11,30 +11,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "budget.h"
 #include "clock.h"
 #include "config.h"
 #include "dataset_engine.h"
+#include "download.h"
 #include "extract.h"
 #include "fdshare.h"
 #include "feed.h"
-#include "gunzip.h"
-#include "http.h"
 #include "log.h"
 #include "metrics.h"
-#include "segment.h"
 #include "store.h"
-#include "store_azure.h"
 
-#define CHUNK		 (256 * 1024)
-#define CHECKPOINT_BYTES (8u << 20)
-#define CHECKPOINT_S	 1.0
-#define POLL_NS		 (50 * 1000 * 1000)
-#define SHUTDOWN_WAIT_S	 10
-#define RETIRED_KEPT	 8 /* replaced copies whose attributes are remembered, per kind */
-#define MAX_RESTARTS	 3 /* new versions seen by segments before a download counts a fault */
-/* on_body's own code: segment 0 is complete, the first connection stops there. */
-#define SEGMENT0_DONE (-EALREADY)
+#define POLL_NS		(50 * 1000 * 1000)
+#define SHUTDOWN_WAIT_S 10
+#define RETIRED_KEPT	8 /* replaced copies whose attributes are remembered, per kind */
 
 struct dataset;
 
@@ -79,11 +69,6 @@ static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t threads_gone = PTHREAD_COND_INITIALIZER;
 static int threads_live;   /* guarded by threads_lock */
 static bool shutting_down; /* guarded by threads_lock */
-
-/* Download slots: at most config->concurrency downloads talk to the origin. */
-static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t slots_free = PTHREAD_COND_INITIALIZER;
-static unsigned slots_used; /* guarded by slots_lock */
 
 static const char *const state_names[] = {
     [DS_ABSENT] = "absent",	  [DS_QUEUED] = "queued", [DS_DOWNLOADING] = "downloading",
@@ -174,20 +159,6 @@ static struct fdshare *swap_fd_locked(struct dataset *d, enum file_kind kind, st
 	return old;
 }
 
-/* Sleeps for seconds unless t is cancelled first; -ECANCELED then. */
-static int sleep_unless_cancelled(struct transfer *t, double seconds)
-{
-	double until = clock_mono() + seconds;
-	struct timespec ts = {0, POLL_NS};
-
-	while (clock_mono() < until) {
-		if (transfer_cancelled(t))
-			return -ECANCELED;
-		nanosleep(&ts, NULL);
-	}
-	return 0;
-}
-
 /* ---- transfer lifecycle --------------------------------------------------- */
 
 static void thread_done(void)
@@ -244,7 +215,7 @@ static void put(struct transfer *t)
 	pthread_mutex_unlock(&d->lock);
 }
 
-static void *download_main(void *arg);
+static void *download_thread(void *arg);
 static void *extract_thread(void *arg);
 
 /*
@@ -272,7 +243,7 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 		}
 		t->src->refs++;
 	}
-	if (spawn(kind == KIND_GZ ? download_main : extract_thread, t)) {
+	if (spawn(kind == KIND_GZ ? download_thread : extract_thread, t)) {
 		if (t->src)
 			put_locked(t->src);
 		free(t);
@@ -403,6 +374,17 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 	thread_done();
 }
 
+static void *download_thread(void *arg)
+{
+	struct transfer *t = arg;
+	char error[256];
+	bool changed = false;
+	int rc = download_run(t, &changed, error, sizeof(error));
+
+	finish_transfer(t, rc, changed, error);
+	return NULL;
+}
+
 static void *extract_thread(void *arg)
 {
 	struct transfer *t = arg;
@@ -412,6 +394,67 @@ static void *extract_thread(void *arg)
 
 	finish_transfer(t, rc, changed, error);
 	return NULL;
+}
+
+/* ---- what the download engine asks of the dataset ------------------------- */
+
+void dataset_download_basis(struct transfer *t, bool *conditional, struct meta *old)
+{
+	struct dataset *d = t->ds;
+
+	pthread_mutex_lock(&d->lock);
+	*conditional = d->cached && !t->force;
+	*old = d->gz;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void dataset_note_retry(struct transfer *t, const char *error)
+{
+	struct dataset *d = t->ds;
+
+	pthread_mutex_lock(&d->lock);
+	d->retrying = true;
+	snprintf(d->error, sizeof(d->error), "%.200s (retrying)", error);
+	pthread_mutex_unlock(&d->lock);
+}
+
+void dataset_mark_checked(struct transfer *t)
+{
+	struct dataset *d = t->ds;
+
+	pthread_mutex_lock(&d->lock);
+	d->checked_at = clock_wall();
+	pthread_mutex_unlock(&d->lock);
+}
+
+void dataset_commit_gz(struct transfer *t, struct fdshare *copy, const struct meta *m)
+{
+	struct dataset *d = t->ds;
+	struct fdshare *stale_tsv = NULL;
+	bool reextract;
+
+	pthread_mutex_lock(&d->lock);
+	copy = swap_fd_locked(d, KIND_GZ, copy);
+	d->gz = *m;
+	d->cached = true;
+	d->checked_at = m->fetched_at;
+	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
+	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
+		stale_tsv = swap_fd_locked(d, KIND_TSV, NULL);
+		d->extracted = false;
+	}
+	reextract = stale_tsv && !d->extract;
+	pthread_mutex_unlock(&d->lock);
+	fdshare_put(copy);
+	fdshare_put(stale_tsv);
+	notify_change(transfer_file(t));
+	if (stale_tsv)
+		notify_change(catalog_file(d->index, KIND_TSV));
+	if (reextract) {
+		struct transfer *x = dataset_extract(d->index);
+		if (x)
+			put(x);
+	}
 }
 
 /* ---- what the extraction engine asks of the dataset ------------------------- */
@@ -547,791 +590,6 @@ int dataset_commit_tsv(struct transfer *t, struct fdshare *copy, const struct me
 	return 0;
 }
 
-/* ---- downloads -------------------------------------------------------------- */
-
-struct fetch {
-	struct transfer *t;
-	bool conditional; /* old is a committed copy to revalidate */
-	struct meta old;
-	struct meta next;  /* the version being received */
-	int64_t total;	   /* its size, -1 unknown */
-	int fd;		   /* the temporary; owned by feed */
-	struct feed *feed; /* owned by t->feed once published */
-	bool published;	   /* readers can see feed: its version is confirmed */
-	struct gunzip *gz; /* verifies the stream as it arrives */
-	uint64_t written;  /* bytes of next in the temporary */
-	uint64_t durable;  /* bytes covered by the last checkpoint */
-	uint64_t flushed;  /* bytes whose writeback was started (feed_flush_hint) */
-	double checkpointed_at;
-	double retry_after;    /* the origin asked to wait this long (429/503) */
-	bool from_blob;	       /* read the shared tier's copy (blob) instead of the origin */
-	bool old_is_blob;      /* old is the container's copy, newer than the local one */
-	struct meta blob;      /* the shared tier's version, when it has one */
-	struct segments *segs; /* the other connections of a segmented download, or NULL */
-	bool sparse;	       /* the temporary may hold bytes past `written` (segments) */
-	bool segment_gave_up;  /* a segment used up its retries: the download fails */
-	struct budget budget;  /* what the temporary may grow to */
-	char url[1024];	       /* what is requested: may hold the origin's password */
-	char shown[1024];      /* url as logged and stored (config->origin_shown) */
-	char error[256];
-};
-
-static bool same_version(const struct meta *m, const struct http_response *rs)
-{
-	return meta_validators_match(m->etag, m->last_modified, rs->etag, rs->last_modified);
-}
-
-/* Ends the segment threads, if any: nothing writes the temporary afterwards. */
-static void stop_segments(struct fetch *f)
-{
-	segments_stop(f->segs);
-	f->segs = NULL;
-}
-
-/* Readers of an abandoned feed get EIO past what they could already read. */
-static void abandon_feed(struct fetch *f)
-{
-	stop_segments(f);
-	f->sparse = false;
-	if (!f->feed)
-		return;
-	feed_finish(f->feed, -EIO);
-	if (f->published)
-		dataset_publish_feed(f->t, NULL, DS_DOWNLOADING);
-	else
-		feed_unref(f->feed);
-	f->published = false;
-	store->ops->discard_temp(store, transfer_file(f->t));
-	f->feed = NULL;
-	gunzip_free(f->gz);
-	f->gz = NULL;
-	f->written = f->durable = f->flushed = 0;
-}
-
-/* Saves how far the download got, so that it resumes after a restart. */
-static void checkpoint(struct fetch *f)
-{
-	struct meta_partial p = {.version = f->next,
-				 .total = f->total,
-				 .durable = (int64_t)f->written,
-				 .sparse = f->sparse};
-	int rc = store->ops->checkpoint(store, transfer_file(f->t), f->fd, &p);
-
-	f->checkpointed_at = clock_mono();
-	if (rc)
-		log_warn("%s: cannot checkpoint the download: %s", transfer_file(f->t),
-			 strerror(-rc));
-	else
-		f->durable = f->written;
-}
-
-/*
- * Every CHECKPOINT_BYTES, at most once a CHECKPOINT_S; a segmented download
- * every CHECKPOINT_S, since its partial resumes only from the checkpoint.
- */
-static void maybe_checkpoint(struct fetch *f)
-{
-	uint64_t ahead = f->written - f->durable;
-
-	if ((ahead >= CHECKPOINT_BYTES || (f->sparse && ahead > 0)) &&
-	    clock_mono() - f->checkpointed_at >= CHECKPOINT_S)
-		checkpoint(f);
-}
-
-/* Feeds bytes [0, len) of fd to a fresh verifier; 0 when they are a valid gzip prefix. */
-static int reverify(int fd, uint64_t len, struct gunzip **out)
-{
-	struct gunzip *gz = gunzip_new(NULL, NULL);
-	char *buf = malloc(CHUNK);
-	uint64_t off = 0;
-	int rc = gz && buf ? 0 : -ENOMEM;
-
-	while (!rc && off < len) {
-		size_t want = len - off < CHUNK ? (size_t)(len - off) : CHUNK;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-		if (n <= 0)
-			rc = n < 0 ? -errno : -EIO;
-		else if (!(rc = gunzip_write(gz, buf, (size_t)n)))
-			off += (uint64_t)n;
-	}
-	free(buf);
-	if (rc) {
-		gunzip_free(gz);
-		return rc;
-	}
-	*out = gz;
-	return 0;
-}
-
-/*
- * Picks up a download that an earlier attempt or run left in the store. The
- * bytes written after the last checkpoint are kept when they still verify
- * (a killed daemon loses nothing); else the download restarts from the
- * checkpoint, and from scratch when even that does not verify.
- */
-static void resume_partial(struct fetch *f)
-{
-	const char *file = transfer_file(f->t);
-	struct meta_partial p;
-	uint64_t present, keep;
-	int fd;
-
-	if (store->ops->resume(store, file, &fd, &p, &present))
-		return;
-	/* Past the verified prefix, a segmented download's temporary has holes. */
-	keep = p.sparse ? (uint64_t)p.durable : present;
-	if (p.sparse && ftruncate(fd, (off_t)keep) < 0)
-		goto discard;
-	if (strcmp(p.version.url, f->shown) != 0 ||
-	    !(p.version.etag[0] || p.version.last_modified[0]))
-		goto discard;
-	if (reverify(fd, keep, &f->gz)) {
-		keep = (uint64_t)p.durable;
-		if (ftruncate(fd, (off_t)keep) < 0 || reverify(fd, keep, &f->gz))
-			goto discard;
-	}
-	if (keep == 0) {
-		gunzip_free(f->gz);
-		f->gz = NULL;
-		goto discard;
-	}
-	f->feed = feed_new(fd, p.total);
-	if (!f->feed) {
-		gunzip_free(f->gz);
-		f->gz = NULL;
-		goto discard;
-	}
-	f->fd = fd;
-	f->next = p.version;
-	f->total = p.total;
-	f->written = f->durable = f->flushed = keep;
-	feed_grow(f->feed, keep);
-	/* Readers see it once the origin confirms the version (see on_response). */
-	log_info("%s: resuming a partial download at byte %llu", file, (unsigned long long)keep);
-	return;
-discard:
-	close(fd);
-	store->ops->discard_temp(store, file);
-}
-
-static void publish(struct fetch *f)
-{
-	if (f->published)
-		return;
-	f->published = true;
-	dataset_publish_feed(f->t, f->feed, DS_DOWNLOADING);
-}
-
-static int begin_body(struct fetch *f, const struct http_response *rs)
-{
-	struct feed *feed;
-	int fd, rc;
-
-	rc = store->ops->create_temp(store, transfer_file(f->t), &fd);
-	if (rc) {
-		snprintf(f->error, sizeof(f->error), "cannot create a temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	feed = feed_new(fd, rs->total);
-	f->gz = gunzip_new(NULL, NULL);
-	if (!feed || !f->gz) {
-		if (feed)
-			feed_unref(feed);
-		else
-			close(fd);
-		snprintf(f->error, sizeof(f->error), "out of memory");
-		return -ENOMEM;
-	}
-	memset(&f->next, 0, sizeof(f->next));
-	snprintf(f->next.url, sizeof(f->next.url), "%s", f->shown);
-	snprintf(f->next.etag, sizeof(f->next.etag), "%s", rs->etag);
-	snprintf(f->next.last_modified, sizeof(f->next.last_modified), "%s", rs->last_modified);
-	f->next.mtime = rs->mtime;
-	f->total = rs->total;
-	f->fd = fd;
-	f->feed = feed;
-	f->written = f->durable = f->flushed = 0;
-	publish(f);
-	if (f->next.etag[0] || f->next.last_modified[0])
-		checkpoint(f); /* resumable from the first byte on */
-	return 0;
-}
-
-/* A response to a download already under way: continue it, or start over on a new version. */
-static int continue_body(struct fetch *f, const struct http_response *rs)
-{
-	if (rs->status == 206 && rs->range_start == (int64_t)f->written &&
-	    same_version(&f->next, rs)) {
-		publish(f);
-		return 0;
-	}
-	if (rs->status == 200 && same_version(&f->next, rs)) {
-		/* The same bytes again from the start: rewrite them under the readers. */
-		gunzip_free(f->gz);
-		f->gz = gunzip_new(NULL, NULL);
-		f->written = 0;
-		publish(f);
-		return f->gz ? 0 : -ENOMEM;
-	}
-	log_info("%s: the origin has a new version; starting over", transfer_file(f->t));
-	abandon_feed(f);
-	return begin_body(f, rs);
-}
-
-/*
- * Only a response that runs to the end of a file of known size and known
- * version, from an origin that takes ranges, is split: the others could not
- * tie their ranges to it (If-Range) or could not ask for one at all.
- */
-static bool splittable(const struct fetch *f, const struct http_response *rs)
-{
-	if (f->segs || f->from_blob || f->total <= 0 ||
-	    !(f->next.etag[0] || f->next.last_modified[0]))
-		return false;
-	if (rs->status == 200)
-		return rs->accept_ranges && f->written == 0;
-	return rs->status == 206 && rs->range_start == (int64_t)f->written &&
-	       rs->length == f->total - rs->range_start;
-}
-
-/* Starts the other connections of a large download; without them it goes on alone. */
-static void plan_segments(struct fetch *f, const struct http_response *rs)
-{
-	struct segments_spec sp = {
-	    .file = transfer_file(f->t),
-	    .url = f->url,
-	    .etag = f->next.etag,
-	    .last_modified = f->next.last_modified,
-	    .fd = f->fd,
-	    .from = f->written,
-	    .total = (uint64_t)f->total,
-	    .count = config_segments_for(config, (uint64_t)f->total),
-	    .cfg = config,
-	    .cancelled = transfer_cancelled,
-	    .cancel_ctx = f->t,
-	};
-	int rc;
-
-	if (sp.count < 2 || !splittable(f, rs))
-		return;
-	rc = segments_start(&sp, &f->segs);
-	if (rc == -ERANGE)
-		return;
-	if (rc) {
-		log_warn("%s: cannot start segments (%s); one connection", sp.file, strerror(-rc));
-		return;
-	}
-	f->sparse = true;
-	log_info("%s: %u segments from byte %llu, pieces of %llu bytes; this connection ends "
-		 "at %llu",
-		 sp.file, segments_count(f->segs), (unsigned long long)sp.from,
-		 (unsigned long long)segments_piece_bytes(f->segs),
-		 (unsigned long long)segments_first_end(f->segs));
-}
-
-static int on_response(void *ctx, const struct http_response *rs)
-{
-	struct fetch *f = ctx;
-	/* The whole file's announced size (a 200's Content-Length, a 206's Content-Range). */
-	int rc =
-	    budget_expect(&f->budget, rs->total, rs->status == 206 ? (uint64_t)rs->range_start : 0,
-			  f->error, sizeof(f->error));
-
-	if (!rc)
-		rc = f->feed ? continue_body(f, rs) : begin_body(f, rs);
-	if (!rc)
-		plan_segments(f, rs);
-	return rc;
-}
-
-/* A segment failed or saw a new version: this connection stops too. */
-static int segments_failed(struct fetch *f)
-{
-	int rc = f->segs ? segments_check(f->segs) : 0;
-
-	if (rc) {
-		segments_error(f->segs, f->error, sizeof(f->error));
-		f->segment_gave_up = rc != -ESTALE && rc != -ECANCELED;
-	}
-	return rc;
-}
-
-static int on_body(void *ctx, const void *buf, size_t len)
-{
-	struct fetch *f = ctx;
-	uint64_t end = f->segs ? segments_first_end(f->segs) : UINT64_MAX;
-	int rc;
-
-	if ((rc = segments_failed(f)))
-		return rc;
-	if (len > end - f->written)
-		len = (size_t)(end - f->written); /* the rest is another segment's */
-	if ((rc = budget_grow(&f->budget, f->written + len, f->error, sizeof(f->error))))
-		return rc;
-	rc = feed_pwrite_all(f->fd, buf, len, f->written);
-	if (rc) {
-		snprintf(f->error, sizeof(f->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	rc = gunzip_write(f->gz, buf, len);
-	if (rc) {
-		snprintf(f->error, sizeof(f->error), "corrupt gzip data at byte %llu",
-			 (unsigned long long)f->written);
-		return rc;
-	}
-	f->written += len;
-	feed_grow(f->feed, f->written);
-	metrics_add(f->from_blob ? M_CONTAINER_BYTES : M_ORIGIN_BYTES, len);
-	feed_flush_hint(f->fd, &f->flushed, f->written);
-	maybe_checkpoint(f);
-	return f->written == end ? SEGMENT0_DONE : 0;
-}
-
-/* Verifies and publishes bytes [f->written, f->written + n) that the segments put in place. */
-static int take_contiguous(struct fetch *f, char *buf, size_t n)
-{
-	ssize_t got = pread(f->fd, buf, n, (off_t)f->written);
-	int rc;
-
-	if (got <= 0) {
-		rc = got < 0 ? -errno : -EIO;
-		snprintf(f->error, sizeof(f->error), "cannot read the temporary back: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	if ((rc = gunzip_write(f->gz, buf, (size_t)got))) {
-		snprintf(f->error, sizeof(f->error), "corrupt gzip data near byte %llu",
-			 (unsigned long long)f->written);
-		return rc;
-	}
-	f->written += (uint64_t)got;
-	feed_grow(f->feed, f->written);
-	feed_flush_hint(f->fd, &f->flushed, f->written);
-	maybe_checkpoint(f);
-	return 0;
-}
-
-/*
- * Segment 0 is in: follows the other segments in order, verifying each byte
- * once everything before it arrived. The segments end here, whatever happens.
- */
-static int follow_segments(struct fetch *f)
-{
-	char *buf = malloc(CHUNK);
-	int64_t n;
-	int rc = buf ? 0 : -ENOMEM;
-
-	log_debug("%s: piece 0 complete; verifying the others in order", transfer_file(f->t));
-	segments_release(f->segs); /* this connection is done: another one may start */
-	while (!rc && f->written < (uint64_t)f->total) {
-		n = segments_wait(f->segs, f->written);
-		if (n < 0) {
-			rc = (int)n;
-			segments_error(f->segs, f->error, sizeof(f->error));
-			f->segment_gave_up = rc != -ESTALE && rc != -ECANCELED;
-		} else {
-			rc = take_contiguous(f, buf, (size_t)(n < CHUNK ? n : CHUNK));
-		}
-	}
-	if (!rc)
-		log_debug("%s: every piece verified", transfer_file(f->t));
-	if (rc == -ENOMEM && !buf)
-		snprintf(f->error, sizeof(f->error), "out of memory");
-	free(buf);
-	stop_segments(f);
-	return rc;
-}
-
-static int commit_download(struct fetch *f)
-{
-	struct transfer *t = f->t;
-	struct dataset *d = t->ds;
-	bool reextract;
-	struct fdshare *keep, *stale_tsv = NULL;
-	int rc = 0;
-
-	if (f->total >= 0 && f->written != (uint64_t)f->total) {
-		snprintf(f->error, sizeof(f->error), "short body: %llu of %lld bytes",
-			 (unsigned long long)f->written, (long long)f->total);
-		return -EAGAIN;
-	}
-	if (gunzip_finish(f->gz)) {
-		snprintf(f->error, sizeof(f->error), "corrupt gzip data: the stream is truncated");
-		return -EBADMSG;
-	}
-	dataset_set_phase(t, DS_VERIFYING);
-	f->next.size = (int64_t)f->written;
-	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
-	f->next.fetched_at = clock_wall();
-	if (!(keep = dataset_share_dup(f->fd, &rc)) ||
-	    (rc = store->ops->commit(store, transfer_file(t), f->fd, &f->next))) {
-		fdshare_put(keep);
-		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	pthread_mutex_lock(&d->lock);
-	keep = swap_fd_locked(d, KIND_GZ, keep);
-	d->gz = f->next;
-	d->cached = true;
-	d->checked_at = f->next.fetched_at;
-	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
-	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
-		stale_tsv = swap_fd_locked(d, KIND_TSV, NULL);
-		d->extracted = false;
-	}
-	reextract = stale_tsv && !d->extract;
-	pthread_mutex_unlock(&d->lock);
-	fdshare_put(keep);
-	fdshare_put(stale_tsv);
-	notify_change(transfer_file(t));
-	if (stale_tsv)
-		notify_change(catalog_file(d->index, KIND_TSV));
-	if (reextract) {
-		struct transfer *x = dataset_extract(d->index);
-		if (x)
-			put(x);
-	}
-	return 0;
-}
-
-static void build_request(struct fetch *f, struct http_request *rq)
-{
-	memset(rq, 0, sizeof(*rq));
-	rq->url = f->url;
-	rq->cafile = config->cafile;
-	rq->stall_seconds = config->timeout;
-	rq->connect_seconds = config->timeout < 20 ? config->timeout : 20;
-	rq->cancelled = transfer_cancelled;
-	rq->cancel_ctx = f->t;
-	if (f->feed && f->written > 0) {
-		/* Continue where the last attempt stopped, tied to the same version. */
-		rq->range_from = f->written;
-		if (f->segs) /* up to where the next segment starts */
-			rq->range_to = segments_first_end(f->segs) - 1;
-		rq->if_range = f->next.etag[0] ? f->next.etag : f->next.last_modified;
-		if (!*rq->if_range)
-			rq->range_from = rq->range_to = 0;
-	} else if (f->conditional && !f->feed) {
-		rq->if_none_match = f->old.etag;
-		rq->if_modified_since = f->old.last_modified;
-	}
-}
-
-/* One request; 0 with *unchanged set for a 304, or -errno with f->error. */
-static int fetch_once(struct fetch *f, bool *unchanged)
-{
-	struct http_sink sink = {on_response, on_body, f};
-	struct http_request rq;
-	struct http_response rs;
-	char err[256];
-	int rc;
-
-	if (f->segs && f->written == segments_first_end(f->segs)) {
-		rc = follow_segments(f); /* segment 0 arrived before the fault */
-		return rc ? rc : commit_download(f);
-	}
-	if (f->feed && f->total >= 0 && f->written == (uint64_t)f->total) {
-		publish(f);
-		return commit_download(f); /* every byte arrived before the fault */
-	}
-	f->error[0] = '\0';
-	if (f->from_blob) {
-		rc = store_azure_get(transfer_file(f->t), &f->blob, f->feed ? f->written : 0, &sink,
-				     transfer_cancelled, f->t, err, sizeof(err));
-		f->retry_after = 0;
-		if (rc && !f->error[0])
-			snprintf(f->error, sizeof(f->error), "%s", err);
-		return rc ? rc : commit_download(f);
-	}
-	build_request(f, &rq);
-	metrics_add(M_ORIGIN_REQUESTS, 1);
-	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
-	f->retry_after = rs.retry_after;
-	if (rc == SEGMENT0_DONE) {
-		rc = follow_segments(f);
-		return rc ? rc : commit_download(f);
-	}
-	if (rc) {
-		if (!f->error[0])
-			snprintf(f->error, sizeof(f->error), "%s", err);
-		return rc;
-	}
-	if (rs.status == 304) {
-		if (f->conditional && !f->feed) {
-			metrics_add(M_ORIGIN_NOT_MODIFIED, 1);
-			*unchanged = true;
-			return 0;
-		}
-		snprintf(f->error, sizeof(f->error), "unexpected 304 Not Modified");
-		return -EPROTO;
-	}
-	return commit_download(f);
-}
-
-/* A fault being retried shows in status and health before the download gives up. */
-static void note_retry(struct transfer *t, const char *error)
-{
-	struct dataset *d = t->ds;
-
-	pthread_mutex_lock(&d->lock);
-	d->retrying = true;
-	snprintf(d->error, sizeof(d->error), "%.200s (retrying)", error);
-	pthread_mutex_unlock(&d->lock);
-}
-
-/* Exponential from retry_delay, capped, with +-25% jitter; at least what the origin asked. */
-static double backoff_seconds(const struct fetch *f, int attempt)
-{
-	return config_backoff(config, attempt, f->retry_after, (unsigned)f->t->ds->index);
-}
-
-static bool transient(int rc)
-{
-	return rc == -EAGAIN || rc == -EBADMSG;
-}
-
-static int fetch_with_retries(struct fetch *f, bool *unchanged)
-{
-	const char *file = transfer_file(f->t);
-	int attempts = (int)config->retries + 1;
-	int rc;
-
-	for (int attempt = 1, restarts = 0;; attempt++) {
-		rc = fetch_once(f, unchanged);
-		if (rc == 0 || rc == -ECANCELED)
-			return rc;
-		if (rc == -EBADMSG || rc == -ESTALE)
-			abandon_feed(f); /* corrupt, or a new version: start from scratch */
-		if (rc == -ESTALE && restarts++ < MAX_RESTARTS) {
-			log_info("%s: %s; starting over", file, f->error);
-			attempt--; /* as when the first connection sees the new version */
-			continue;
-		}
-		if (rc == -ESTALE) {
-			snprintf(f->error, sizeof(f->error), "the origin kept changing the file");
-			rc = -EAGAIN;
-		}
-		if (!transient(rc) || attempt >= attempts || f->segment_gave_up)
-			return rc;
-		double wait = backoff_seconds(f, attempt);
-		note_retry(f->t, f->error);
-		log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, f->error, wait,
-			 attempt + 1, attempts);
-		metrics_add(M_RETRIES, 1);
-		if (sleep_unless_cancelled(f->t, wait))
-			return -ECANCELED;
-	}
-}
-
-static int slot_acquire(struct transfer *t)
-{
-	struct timespec ts;
-	int rc = 0;
-
-	pthread_mutex_lock(&slots_lock);
-	while (slots_used >= config->concurrency) {
-		if (transfer_cancelled(t)) {
-			rc = -ECANCELED;
-			break;
-		}
-		clock_deadline(CLOCK_REALTIME, &ts, POLL_NS);
-		pthread_cond_timedwait(&slots_free, &slots_lock, &ts);
-	}
-	if (!rc)
-		slots_used++;
-	pthread_mutex_unlock(&slots_lock);
-	return rc;
-}
-
-static void slot_release(void)
-{
-	pthread_mutex_lock(&slots_lock);
-	slots_used--;
-	pthread_cond_signal(&slots_free);
-	pthread_mutex_unlock(&slots_lock);
-}
-
-/*
- * With the shared tier: the newer of the local copy and the container's is
- * the version to revalidate; a cold file is read from the container without
- * asking the origin at all.
- */
-static void consult_blob(struct fetch *f)
-{
-	char err[256];
-
-	if (!store_azure_enabled() || f->t->force)
-		return;
-	if (store_azure_lookup(transfer_file(f->t), &f->blob, err, sizeof(err))) {
-		f->blob.etag[0] = f->blob.last_modified[0] = '\0';
-		return;
-	}
-	if (!f->conditional) {
-		f->from_blob = true;
-	} else if (!meta_same_version(&f->old, &f->blob) &&
-		   f->blob.fetched_at > f->old.fetched_at) {
-		f->old = f->blob;
-		f->old_is_blob = true;
-	}
-}
-
-static bool blob_known(const struct fetch *f)
-{
-	return f->blob.etag[0] || f->blob.last_modified[0];
-}
-
-/* Puts the committed copy of file into the container; a failure only degrades health. */
-void upload_copy(const char *file, const struct meta *m)
-{
-	char err[256];
-	int fd, rc;
-
-	if (!store_azure_enabled() || store->ops->open(store, file, &fd))
-		return;
-	double started = clock_mono();
-	rc = store_azure_upload(file, fd, m, err, sizeof(err));
-	close(fd);
-	if (rc == -EBUSY) /* another host is uploading it: its copy will do */
-		log_info("%s: not uploaded: %s", file, err);
-	else if (rc)
-		log_error("%s: upload to the container failed: %s", file, err);
-	else
-		log_info("%s: uploaded %lld bytes to the container in %.1f s", file,
-			 (long long)m->size, clock_mono() - started);
-}
-
-/*
- * Single flight across hosts: whoever holds the dataset's lease fetches from
- * the origin; the others wait for the version it puts in the container and
- * read it from there. Without a lease (the container failing) each goes alone.
- */
-static struct store_azure_lease *take_turn(struct fetch *f)
-{
-	const char *file = transfer_file(f->t);
-	struct store_azure_lease *l = NULL;
-	struct meta now;
-	char err[256];
-
-	for (bool said = false;; said = true) {
-		int rc = store_azure_lock(file, &l, err, sizeof(err));
-		if (rc != -EBUSY && rc != 0)
-			return NULL;
-		/* Also once locked: the last holder may have just put a new version in. */
-		if (store_azure_lookup(file, &now, err, sizeof(err)) == 0 &&
-		    (!blob_known(f) || !meta_same_version(&now, &f->blob))) {
-			store_azure_unlock(l);
-			f->blob = now;
-			f->from_blob = true;
-			f->conditional = false;
-			f->old_is_blob = false;
-			return NULL;
-		}
-		if (rc == 0)
-			return l;
-		if (!said)
-			log_info("%s: another host is fetching it; waiting for the container",
-				 file);
-		if (sleep_unless_cancelled(f->t, 1.0))
-			return NULL;
-	}
-}
-
-/* Runs the fetch, from the container when it has the version, else the origin. */
-static int fetch_tiered(struct fetch *f, bool *unchanged)
-{
-	int rc = fetch_with_retries(f, unchanged);
-
-	if (rc == 0 && *unchanged && f->old_is_blob) {
-		/* The origin still has the container's version: read it from there. */
-		*unchanged = false;
-		f->conditional = false;
-		f->from_blob = true;
-		rc = fetch_with_retries(f, unchanged);
-	}
-	if (rc && rc != -ECANCELED && f->from_blob) {
-		log_warn("%s: the container failed (%s); reading from the origin",
-			 transfer_file(f->t), f->error);
-		f->from_blob = false;
-		rc = fetch_with_retries(f, unchanged);
-	}
-	return rc;
-}
-
-static void *download_main(void *arg)
-{
-	struct transfer *t = arg;
-	struct dataset *d = t->ds;
-	struct fetch f = {.t = t, .fd = -1, .total = -1};
-	struct store_azure_lease *lease = NULL;
-	bool unchanged = false;
-	double started = clock_mono();
-	int rc;
-
-	snprintf(f.url, sizeof(f.url), "%s%s", config->origin, catalog_file(d->index, KIND_GZ));
-	snprintf(f.shown, sizeof(f.shown), "%s%s", config->origin_shown,
-		 catalog_file(d->index, KIND_GZ));
-	budget_init(&f.budget, config->cache_dir, "download", config->max_size);
-	pthread_mutex_lock(&d->lock);
-	f.conditional = d->cached && !t->force;
-	f.old = d->gz;
-	pthread_mutex_unlock(&d->lock);
-	rc = slot_acquire(t);
-	if (rc == 0) {
-		dataset_set_phase(t, DS_DOWNLOADING);
-		consult_blob(&f);
-		if (store_azure_enabled() && !f.from_blob)
-			lease = take_turn(&f);
-		resume_partial(&f);
-		log_debug("%s: GET %s%s", transfer_file(t), f.from_blob ? "(container)" : f.shown,
-			  f.conditional ? " (conditional)" : "");
-		rc = fetch_tiered(&f, &unchanged);
-		slot_release();
-	} else {
-		snprintf(f.error, sizeof(f.error), "cancelled");
-	}
-	stop_segments(&f); /* before the temporary is checkpointed or dropped */
-	if (rc) {
-		if (f.feed && (rc == -EAGAIN || rc == -ECANCELED) && f.written > 0 &&
-		    (f.next.etag[0] || f.next.last_modified[0]))
-			checkpoint(&f); /* the next attempt, or the next mount, resumes */
-		else if (f.feed)
-			store->ops->discard_temp(store, transfer_file(t));
-		if (f.feed && !f.published)
-			feed_unref(f.feed); /* a resumed feed nobody saw */
-		metrics_add(M_DOWNLOADS_FAILED, 1);
-		if (rc != -ECANCELED)
-			log_error("%s: download failed after %llu bytes in %.1f s: %s",
-				  transfer_file(t), (unsigned long long)f.written,
-				  clock_mono() - started, f.error);
-		else
-			log_info("%s: download cancelled after %llu bytes in %.1f s",
-				 transfer_file(t), (unsigned long long)f.written,
-				 clock_mono() - started);
-	} else if (unchanged) {
-		pthread_mutex_lock(&d->lock);
-		d->checked_at = clock_wall();
-		pthread_mutex_unlock(&d->lock);
-		log_info("%s: unchanged (304) in %.1f s", transfer_file(t), clock_mono() - started);
-		if (store_azure_enabled() &&
-		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob)))
-			upload_copy(transfer_file(t), &f.old); /* the container lags behind */
-	} else {
-		metrics_add(M_DOWNLOADS_OK, 1);
-		log_info("%s: downloaded %llu bytes from the %s in %.1f s", transfer_file(t),
-			 (unsigned long long)f.written, f.from_blob ? "container" : "origin",
-			 clock_mono() - started);
-		if (!f.from_blob)
-			upload_copy(transfer_file(t), &f.next);
-	}
-	store_azure_unlock(lease);
-	gunzip_free(f.gz);
-	finish_transfer(t, rc, rc == 0 && !unchanged, f.error);
-	return NULL;
-}
-
 /* ---- the public interface -------------------------------------------------------- */
 
 static bool has_partial(int index)
@@ -1399,6 +657,7 @@ int datasets_init(const struct config *cfg, struct store *st)
 
 	config = cfg;
 	store = st;
+	download_init(cfg, st);
 	extract_init(cfg, st);
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		if ((rc = init_dataset(&sets[i], i)))
