@@ -113,11 +113,4 @@ void dataset_source_error(struct transfer *t, char *err, size_t errlen);
  */
 int dataset_commit_tsv(struct transfer *t, struct fdshare *copy, const struct meta *m);
 
-/*
- * Puts the committed copy of file into the container (a failure only
- * degrades health). Kept by this name and signature: the replication queue
- * replaces its calls.
- */
-void upload_copy(const char *file, const struct meta *m);
-
 #endif

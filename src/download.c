@@ -22,6 +22,7 @@
 #include "segment.h"
 #include "store.h"
 #include "store_azure.h"
+#include "tier.h"
 
 #define CHUNK		 (256 * 1024)
 #define CHECKPOINT_BYTES (8u << 20)
@@ -44,38 +45,23 @@ void download_init(const struct config *cfg, struct store *st)
 {
 	config = cfg;
 	store = st;
-}
-
-/* Sleeps for seconds unless t is cancelled first; -ECANCELED then. */
-static int sleep_unless_cancelled(struct transfer *t, double seconds)
-{
-	double until = clock_mono() + seconds;
-	struct timespec ts = {0, POLL_NS};
-
-	while (clock_mono() < until) {
-		if (transfer_cancelled(t))
-			return -ECANCELED;
-		nanosleep(&ts, NULL);
-	}
-	return 0;
+	tier_init(cfg, st);
 }
 
 struct fetch {
 	struct transfer *t;
-	bool conditional; /* old is a committed copy to revalidate */
-	struct meta old;
-	struct meta next;  /* the version being received */
-	int64_t total;	   /* its size, -1 unknown */
-	int fd;		   /* the temporary; owned by feed */
-	struct feed *feed; /* owned by t->feed once published */
-	bool published;	   /* readers can see feed: its version is confirmed */
-	struct gunzip *gz; /* verifies the stream as it arrives */
-	uint64_t written;  /* bytes of next in the temporary */
-	uint64_t durable;  /* bytes covered by the last checkpoint */
-	uint64_t flushed;  /* bytes whose writeback was started (feed_flush_hint) */
+	struct tier_plan plan; /* the tier read, the version revalidated */
+	struct meta next;      /* the version being received */
+	int64_t total;	       /* its size, -1 unknown */
+	int fd;		       /* the temporary; owned by feed */
+	struct feed *feed;     /* owned by t->feed once published */
+	bool published;	       /* readers can see feed: its version is confirmed */
+	struct gunzip *gz;     /* verifies the stream as it arrives */
+	uint64_t written;      /* bytes of next in the temporary */
+	uint64_t durable;      /* bytes covered by the last checkpoint */
+	uint64_t flushed;      /* bytes whose writeback was started (feed_flush_hint) */
 	double checkpointed_at;
 	double retry_after;    /* the origin asked to wait this long (429/503) */
-	bool from_blob;	       /* read the shared tier's copy (blob) instead of the origin */
 	bool old_is_blob;      /* old is the container's copy, newer than the local one */
 	struct meta blob;      /* the shared tier's version, when it has one */
 	struct segments *segs; /* the other connections of a segmented download, or NULL */
@@ -297,7 +283,7 @@ static int continue_body(struct fetch *f, const struct http_response *rs)
  */
 static bool splittable(const struct fetch *f, const struct http_response *rs)
 {
-	if (f->segs || f->from_blob || f->total <= 0 ||
+	if (f->segs || !f->plan.tier->splits || f->total <= 0 ||
 	    !(f->next.etag[0] || f->next.last_modified[0]))
 		return false;
 	if (rs->status == 200)
@@ -394,7 +380,7 @@ static int on_body(void *ctx, const void *buf, size_t len)
 	}
 	f->written += len;
 	feed_grow(f->feed, f->written);
-	metrics_add(f->from_blob ? M_CONTAINER_BYTES : M_ORIGIN_BYTES, len);
+	metrics_add(f->plan.tier->bytes, len);
 	feed_flush_hint(f->fd, &f->flushed, f->written);
 	maybe_checkpoint(f);
 	return f->written == end ? SEGMENT0_DONE : 0;
@@ -485,26 +471,23 @@ static int commit_download(struct fetch *f)
 	return 0;
 }
 
-static void build_request(struct fetch *f, struct http_request *rq)
+/* The next GET of f: where the last attempt stopped, tied to its version, or conditional. */
+static void build_get(struct fetch *f, struct tier_get *g)
 {
-	memset(rq, 0, sizeof(*rq));
-	rq->url = f->url;
-	rq->cafile = config->cafile;
-	rq->stall_seconds = config->timeout;
-	rq->connect_seconds = config->timeout < 20 ? config->timeout : 20;
-	rq->cancelled = transfer_cancelled;
-	rq->cancel_ctx = f->t;
+	memset(g, 0, sizeof(*g));
+	g->file = transfer_file(f->t);
+	g->url = f->url;
+	g->version = &f->plan.blob;
+	g->cancelled = transfer_cancelled;
+	g->cancel_ctx = f->t;
 	if (f->feed && f->written > 0) {
-		/* Continue where the last attempt stopped, tied to the same version. */
-		rq->range_from = f->written;
+		g->from = f->written;
 		if (f->segs) /* up to where the next segment starts */
-			rq->range_to = segments_first_end(f->segs) - 1;
-		rq->if_range = f->next.etag[0] ? f->next.etag : f->next.last_modified;
-		if (!*rq->if_range)
-			rq->range_from = rq->range_to = 0;
-	} else if (f->conditional && !f->feed) {
-		rq->if_none_match = f->old.etag;
-		rq->if_modified_since = f->old.last_modified;
+			g->to = segments_first_end(f->segs) - 1;
+		g->if_range = f->next.etag[0] ? f->next.etag : f->next.last_modified;
+	} else if (f->plan.conditional && !f->feed) {
+		g->if_none_match = f->plan.old.etag;
+		g->if_modified_since = f->plan.old.last_modified;
 	}
 }
 
@@ -512,9 +495,9 @@ static void build_request(struct fetch *f, struct http_request *rq)
 static int fetch_once(struct fetch *f, bool *unchanged)
 {
 	struct http_sink sink = {on_response, on_body, f};
-	struct http_request rq;
-	struct http_response rs;
+	struct tier_get g;
 	char err[256];
+	long status;
 	int rc;
 
 	if (f->segs && f->written == segments_first_end(f->segs)) {
@@ -526,18 +509,8 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 		return commit_download(f); /* every byte arrived before the fault */
 	}
 	f->error[0] = '\0';
-	if (f->from_blob) {
-		rc = store_azure_get(transfer_file(f->t), &f->blob, f->feed ? f->written : 0, &sink,
-				     transfer_cancelled, f->t, err, sizeof(err));
-		f->retry_after = 0;
-		if (rc && !f->error[0])
-			snprintf(f->error, sizeof(f->error), "%s", err);
-		return rc ? rc : commit_download(f);
-	}
-	build_request(f, &rq);
-	metrics_add(M_ORIGIN_REQUESTS, 1);
-	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
-	f->retry_after = rs.retry_after;
+	build_get(f, &g);
+	rc = f->plan.tier->get(&g, &sink, &status, &f->retry_after, err, sizeof(err));
 	if (rc == SEGMENT0_DONE) {
 		rc = follow_segments(f);
 		return rc ? rc : commit_download(f);
@@ -547,8 +520,8 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 			snprintf(f->error, sizeof(f->error), "%s", err);
 		return rc;
 	}
-	if (rs.status == 304) {
-		if (f->conditional && !f->feed) {
+	if (status == 304) {
+		if (f->plan.conditional && !f->feed) {
 			metrics_add(M_ORIGIN_NOT_MODIFIED, 1);
 			*unchanged = true;
 			return 0;
@@ -598,7 +571,7 @@ static int fetch_with_retries(struct fetch *f, bool *unchanged)
 		log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, f->error, wait,
 			 attempt + 1, attempts);
 		metrics_add(M_RETRIES, 1);
-		if (sleep_unless_cancelled(f->t, wait))
+		if (clock_sleep(wait, transfer_cancelled, f->t))
 			return -ECANCELED;
 	}
 }
@@ -631,107 +604,22 @@ static void slot_release(void)
 	pthread_mutex_unlock(&slots_lock);
 }
 
-/*
- * With the shared tier: the newer of the local copy and the container's is
- * the version to revalidate; a cold file is read from the container without
- * asking the origin at all.
- */
-static void consult_blob(struct fetch *f)
-{
-	char err[256];
-
-	if (!store_azure_enabled() || f->t->force)
-		return;
-	if (store_azure_lookup(transfer_file(f->t), &f->blob, err, sizeof(err))) {
-		f->blob.etag[0] = f->blob.last_modified[0] = '\0';
-		return;
-	}
-	if (!f->conditional) {
-		f->from_blob = true;
-	} else if (!meta_same_version(&f->old, &f->blob) &&
-		   f->blob.fetched_at > f->old.fetched_at) {
-		f->old = f->blob;
-		f->old_is_blob = true;
-	}
-}
-
-static bool blob_known(const struct fetch *f)
-{
-	return f->blob.etag[0] || f->blob.last_modified[0];
-}
-
-/* Puts the committed copy of file into the container; a failure only degrades health. */
-void upload_copy(const char *file, const struct meta *m)
-{
-	char err[256];
-	int fd, rc;
-
-	if (!store_azure_enabled() || store->ops->open(store, file, &fd))
-		return;
-	double started = clock_mono();
-	rc = store_azure_upload(file, fd, m, err, sizeof(err));
-	close(fd);
-	if (rc == -EBUSY) /* another host is uploading it: its copy will do */
-		log_info("%s: not uploaded: %s", file, err);
-	else if (rc)
-		log_error("%s: upload to the container failed: %s", file, err);
-	else
-		log_info("%s: uploaded %lld bytes to the container in %.1f s", file,
-			 (long long)m->size, clock_mono() - started);
-}
-
-/*
- * Single flight across hosts: whoever holds the dataset's lease fetches from
- * the origin; the others wait for the version it puts in the container and
- * read it from there. Without a lease (the container failing) each goes alone.
- */
-static struct store_azure_lease *take_turn(struct fetch *f)
-{
-	const char *file = transfer_file(f->t);
-	struct store_azure_lease *l = NULL;
-	struct meta now;
-	char err[256];
-
-	for (bool said = false;; said = true) {
-		int rc = store_azure_lock(file, &l, err, sizeof(err));
-		if (rc != -EBUSY && rc != 0)
-			return NULL;
-		/* Also once locked: the last holder may have just put a new version in. */
-		if (store_azure_lookup(file, &now, err, sizeof(err)) == 0 &&
-		    (!blob_known(f) || !meta_same_version(&now, &f->blob))) {
-			store_azure_unlock(l);
-			f->blob = now;
-			f->from_blob = true;
-			f->conditional = false;
-			f->old_is_blob = false;
-			return NULL;
-		}
-		if (rc == 0)
-			return l;
-		if (!said)
-			log_info("%s: another host is fetching it; waiting for the container",
-				 file);
-		if (sleep_unless_cancelled(f->t, 1.0))
-			return NULL;
-	}
-}
-
 /* Runs the fetch, from the container when it has the version, else the origin. */
 static int fetch_tiered(struct fetch *f, bool *unchanged)
 {
 	int rc = fetch_with_retries(f, unchanged);
 
-	if (rc == 0 && *unchanged && f->old_is_blob) {
+	if (rc == 0 && *unchanged && f->plan.old_is_blob) {
 		/* The origin still has the container's version: read it from there. */
 		*unchanged = false;
-		f->conditional = false;
-		f->from_blob = true;
+		f->plan.conditional = false;
+		f->plan.tier = &tier_container;
 		rc = fetch_with_retries(f, unchanged);
 	}
-	if (rc && rc != -ECANCELED && f->from_blob) {
+	if (rc && rc != -ECANCELED && f->plan.tier == &tier_container) {
 		log_warn("%s: the container failed (%s); reading from the origin",
 			 transfer_file(f->t), f->error);
-		f->from_blob = false;
+		f->plan.tier = &tier_origin;
 		rc = fetch_with_retries(f, unchanged);
 	}
 	return rc;
@@ -739,7 +627,7 @@ static int fetch_tiered(struct fetch *f, bool *unchanged)
 
 int download_run(struct transfer *t, bool *changed, char *error, size_t errlen)
 {
-	struct fetch f = {.t = t, .fd = -1, .total = -1};
+	struct fetch f = {.t = t, .fd = -1, .total = -1, .plan = {.tier = &tier_origin}};
 	struct store_azure_lease *lease = NULL;
 	bool unchanged = false;
 	double started = clock_mono();
@@ -748,16 +636,18 @@ int download_run(struct transfer *t, bool *changed, char *error, size_t errlen)
 	snprintf(f.url, sizeof(f.url), "%s%s", config->origin, transfer_file(t));
 	snprintf(f.shown, sizeof(f.shown), "%s%s", config->origin_shown, transfer_file(t));
 	budget_init(&f.budget, config->cache_dir, "download", config->max_size);
-	dataset_download_basis(t, &f.conditional, &f.old);
+	dataset_download_basis(t, &f.plan.conditional, &f.plan.old);
 	rc = slot_acquire(t);
 	if (rc == 0) {
 		dataset_set_phase(t, DS_DOWNLOADING);
-		consult_blob(&f);
-		if (store_azure_enabled() && !f.from_blob)
-			lease = take_turn(&f);
+		tier_plan_consult(&f.plan, transfer_file(t), t->force);
+		if (store_azure_enabled() && f.plan.tier == &tier_origin)
+			lease =
+			    tier_plan_take_turn(&f.plan, transfer_file(t), transfer_cancelled, t);
 		resume_partial(&f);
-		log_debug("%s: GET %s%s", transfer_file(t), f.from_blob ? "(container)" : f.shown,
-			  f.conditional ? " (conditional)" : "");
+		log_debug("%s: GET %s%s", transfer_file(t),
+			  f.plan.tier == &tier_container ? "(container)" : f.shown,
+			  f.plan.conditional ? " (conditional)" : "");
 		rc = fetch_tiered(&f, &unchanged);
 		slot_release();
 	} else {
@@ -784,15 +674,14 @@ int download_run(struct transfer *t, bool *changed, char *error, size_t errlen)
 	} else if (unchanged) {
 		dataset_mark_checked(t);
 		log_info("%s: unchanged (304) in %.1f s", transfer_file(t), clock_mono() - started);
-		if (store_azure_enabled() &&
-		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob)))
-			upload_copy(transfer_file(t), &f.old); /* the container lags behind */
+		if (store_azure_enabled() && (!tier_plan_blob_known(&f.plan) ||
+					      !meta_same_version(&f.plan.old, &f.plan.blob)))
+			upload_copy(transfer_file(t), &f.plan.old); /* the container lags behind */
 	} else {
 		metrics_add(M_DOWNLOADS_OK, 1);
 		log_info("%s: downloaded %llu bytes from the %s in %.1f s", transfer_file(t),
-			 (unsigned long long)f.written, f.from_blob ? "container" : "origin",
-			 clock_mono() - started);
-		if (!f.from_blob)
+			 (unsigned long long)f.written, f.plan.tier->name, clock_mono() - started);
+		if (f.plan.tier->replicated)
 			upload_copy(transfer_file(t), &f.next);
 	}
 	store_azure_unlock(lease);

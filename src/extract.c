@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "spool.h"
 #include "store.h"
+#include "tier.h"
 
 #define CHUNK		    (256 * 1024)
 #define MAX_SOURCE_SWITCHES 3
