@@ -1,6 +1,7 @@
 /* dataset.c - see dataset.h */
 #include "dataset.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -36,8 +37,9 @@ struct version_attr {
 };
 
 struct dataset {
-	int index; /* constant */
-	pthread_mutex_t lock;
+	int index;		   /* constant */
+	pthread_mutex_t lock;	   /* error-checking: see held() */
+	enum ds_state state;	   /* guarded by lock; written only by set_state_locked() */
 	pthread_cond_t changed;	   /* a transfer published a feed or ended */
 	bool cached;		   /* guarded by lock */
 	bool extracted;		   /* guarded by lock */
@@ -81,6 +83,74 @@ const char *dataset_state_name(enum ds_state st)
 	return state_names[st];
 }
 
+#ifndef NDEBUG
+/*
+ * True when the calling thread holds d->lock: an error-checking mutex
+ * refuses to be locked twice by its owner (EDEADLK). For assert() only.
+ */
+static bool held(struct dataset *d)
+{
+	int rc = pthread_mutex_lock(&d->lock);
+
+	if (rc == 0)
+		pthread_mutex_unlock(&d->lock);
+	return rc == EDEADLK;
+}
+
+#define S(st) (1u << (st))
+/* Where a download's end leads: the committed copies' state, or the extraction it left running. */
+#define DOWNLOAD_ENDED                                                                             \
+	(S(DS_ABSENT) | S(DS_CACHED) | S(DS_EXTRACTED) | S(DS_FAILED) | S(DS_EXTRACTING))
+
+/*
+ * The edges of the diagram in dataset.h, per state: where it may go next.
+ * A download may start in any state without one (-> queued), and a failed
+ * commit is retried (verifying -> downloading); an eviction takes a copy
+ * away (cached -> absent, extracted -> cached or absent).
+ */
+static const unsigned next_states[] = {
+    [DS_ABSENT] = S(DS_QUEUED),
+    [DS_QUEUED] = S(DS_DOWNLOADING) | DOWNLOAD_ENDED,
+    [DS_DOWNLOADING] = S(DS_VERIFYING) | DOWNLOAD_ENDED,
+    [DS_VERIFYING] = S(DS_DOWNLOADING) | DOWNLOAD_ENDED,
+    [DS_CACHED] = S(DS_QUEUED) | S(DS_EXTRACTING) | S(DS_ABSENT),
+    [DS_EXTRACTING] = S(DS_QUEUED) | S(DS_EXTRACTED) | S(DS_CACHED) | S(DS_ABSENT) | S(DS_FAILED),
+    [DS_EXTRACTED] = S(DS_QUEUED) | S(DS_EXTRACTING) | S(DS_CACHED) | S(DS_ABSENT),
+    [DS_FAILED] = S(DS_QUEUED) | S(DS_EXTRACTING) | S(DS_CACHED) | S(DS_ABSENT),
+};
+
+#endif
+
+/*
+ * The state the diagram gives d's fields: the phase of the transfer in
+ * flight (the download's first), else what is committed; d->lock held.
+ */
+static enum ds_state state_of_locked(struct dataset *d)
+{
+	struct transfer *t = d->download ? d->download : d->extract;
+
+	assert(held(d));
+	if (t)
+		return t->phase;
+	return d->failed      ? DS_FAILED
+	       : d->extracted ? DS_EXTRACTED
+	       : d->cached    ? DS_CACHED
+			      : DS_ABSENT;
+}
+
+/*
+ * The one writer of d->state, called by every change of the fields it is
+ * made of before the lock is released; asserts that the move is an edge of
+ * the diagram. d->lock held.
+ */
+static void set_state_locked(struct dataset *d)
+{
+	enum ds_state next = state_of_locked(d);
+
+	assert(next == d->state || (next_states[d->state] & S(next)));
+	d->state = next;
+}
+
 /* ---- helpers ------------------------------------------------------------ */
 
 static void notify_change(const char *file)
@@ -108,6 +178,7 @@ static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, i
 	uint64_t filled;
 	int ended, err;
 
+	assert(held(d));
 	*size = 0;
 	*mtime = d->cached ? d->gz.mtime : 0;
 	if (kind == KIND_GZ && d->cached) {
@@ -149,6 +220,7 @@ static struct fdshare *swap_fd_locked(struct dataset *d, enum file_kind kind, st
 {
 	struct fdshare *old = d->copy[kind];
 
+	assert(held(d));
 	if (old) {
 		struct version_attr *v = &d->retired[kind][d->gen[kind] % RETIRED_KEPT];
 		v->gen = d->gen[kind];
@@ -198,6 +270,8 @@ static int spawn(void *(*fn)(void *), void *arg)
 /* Drops one reference; called with t->ds->lock held. */
 static void put_locked(struct transfer *t)
 {
+	assert(held(t->ds));
+	assert(t->refs > 0);
 	if (--t->refs > 0)
 		return;
 	if (t->src)
@@ -227,6 +301,7 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 	struct transfer *t = calloc(1, sizeof(*t));
 	struct transfer **slot = kind == KIND_GZ ? &d->download : &d->extract;
 
+	assert(held(d));
 	if (!t)
 		return NULL;
 	t->ds = d;
@@ -250,6 +325,7 @@ static struct transfer *start_locked(struct dataset *d, enum file_kind kind, boo
 		return NULL;
 	}
 	*slot = t;
+	set_state_locked(d);
 	return t;
 }
 
@@ -262,6 +338,7 @@ static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
 {
 	struct transfer *t = o->t;
 
+	assert(held(d));
 	o->r->gen = d->gen[o->kind];
 	if (o->kind == KIND_GZ ? d->cached : d->extracted)
 		return open_committed_locked(d, o->r, o->kind);
@@ -299,6 +376,7 @@ static struct park_entry *take_openers_locked(struct dataset *d, int rc)
 	struct opener_take c = {d, rc};
 	struct park_entry *taken = NULL, *more, *last;
 
+	assert(held(d));
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 		if (!(more = park_take_locked(&d->openers[k], opener_take, &c)))
 			continue;
@@ -328,6 +406,7 @@ void dataset_publish_feed(struct transfer *t, struct feed *f, enum ds_state phas
 	t->feed = f;
 	t->phase = phase;
 	t->body_started = clock_mono();
+	set_state_locked(d);
 	pthread_cond_broadcast(&d->changed);
 	taken = take_openers_locked(d, 0);
 	pthread_mutex_unlock(&d->lock);
@@ -339,6 +418,7 @@ void dataset_set_phase(struct transfer *t, enum ds_state phase)
 {
 	pthread_mutex_lock(&t->ds->lock);
 	t->phase = phase;
+	set_state_locked(t->ds);
 	pthread_mutex_unlock(&t->ds->lock);
 }
 
@@ -366,6 +446,7 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 		d->failed = err != 0;
 		snprintf(d->error, sizeof(d->error), "%s", err ? error : "");
 	}
+	set_state_locked(d);
 	pthread_cond_broadcast(&d->changed);
 	taken = take_openers_locked(d, 0);
 	put_locked(t);
@@ -444,6 +525,7 @@ void dataset_commit_gz(struct transfer *t, struct fdshare *copy, const struct me
 		d->extracted = false;
 	}
 	reextract = stale_tsv && !d->extract;
+	set_state_locked(d);
 	pthread_mutex_unlock(&d->lock);
 	fdshare_put(copy);
 	fdshare_put(stale_tsv);
@@ -465,6 +547,7 @@ static int follow_locked(struct transfer *t, struct feed **feed, char *err, size
 	struct transfer *src = t->src;
 	struct timespec ts;
 
+	assert(held(t->ds));
 	while (!src->feed && !src->done) {
 		if (transfer_cancelled(t))
 			return -ECANCELED;
@@ -584,6 +667,7 @@ int dataset_commit_tsv(struct transfer *t, struct fdshare *copy, const struct me
 	copy = swap_fd_locked(d, KIND_TSV, copy);
 	d->tsv = *m;
 	d->extracted = true;
+	set_state_locked(d);
 	pthread_mutex_unlock(&d->lock);
 	fdshare_put(copy);
 	notify_change(transfer_file(t));
@@ -619,11 +703,18 @@ static bool open_cached(int index, enum file_kind kind, struct meta *m, struct f
 
 static int init_dataset(struct dataset *d, int index)
 {
+	pthread_mutexattr_t mattr;
 	pthread_condattr_t attr;
 	int rc;
 
 	d->index = index;
-	if ((rc = pthread_mutex_init(&d->lock, NULL)))
+	if ((rc = pthread_mutexattr_init(&mattr)))
+		return -rc;
+	rc = pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ERRORCHECK);
+	if (!rc)
+		rc = pthread_mutex_init(&d->lock, &mattr);
+	pthread_mutexattr_destroy(&mattr);
+	if (rc)
 		return -rc;
 	if ((rc = pthread_condattr_init(&attr)))
 		return -rc;
@@ -647,6 +738,7 @@ static int init_dataset(struct dataset *d, int index)
 		d->extracted = false;
 	}
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
+	d->state = d->extracted ? DS_EXTRACTED : d->cached ? DS_CACHED : DS_ABSENT;
 	d->resume_pending = has_partial(index);
 	return 0;
 }
@@ -758,6 +850,7 @@ bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int6
 /* A stale copy is served at once while a conditional refresh runs behind it. */
 static void revalidate_if_stale_locked(struct dataset *d)
 {
+	assert(held(d));
 	if (d->cached && !d->download && clock_wall() - d->checked_at > (double)config->max_age) {
 		log_info("%s: older than max_age; revalidating", catalog_file(d->index, KIND_GZ));
 		start_locked(d, KIND_GZ, false);
@@ -767,6 +860,7 @@ static void revalidate_if_stale_locked(struct dataset *d)
 /* d->lock held. */
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind)
 {
+	assert(held(d));
 	r->copy = fdshare_get(d->copy[kind]);
 	r->fd = fdshare_fd(r->copy);
 	metrics_add(M_CACHE_HITS, 1);
@@ -919,6 +1013,7 @@ int dataset_evict(int ds, enum file_kind kind)
 	d->extracted = false;
 	d->failed = false;
 	d->error[0] = '\0';
+	set_state_locked(d);
 	pthread_mutex_unlock(&d->lock);
 	fdshare_put(old[KIND_GZ]);
 	fdshare_put(old[KIND_TSV]);
@@ -945,9 +1040,10 @@ void dataset_info(int ds, struct dataset_info *info)
 	info->gz = d->gz;
 	info->tsv = d->tsv;
 	snprintf(info->error, sizeof(info->error), "%s", d->error);
+	assert(d->state == state_of_locked(d)); /* no change went past set_state_locked() */
+	info->state = d->state;
 	t = d->download ? d->download : d->extract;
 	if (t) {
-		info->state = t->phase;
 		info->bytes_total = -1;
 		if (t->feed) {
 			feed_progress(t->feed, &info->bytes_done, &info->bytes_total, &ended, &err);
@@ -955,10 +1051,6 @@ void dataset_info(int ds, struct dataset_info *info)
 			info->rate_bps = secs > 0.05 ? (double)info->bytes_done / secs : 0;
 		}
 	} else {
-		info->state = d->failed	     ? DS_FAILED
-			      : d->extracted ? DS_EXTRACTED
-			      : d->cached    ? DS_CACHED
-					     : DS_ABSENT;
 		info->bytes_total = d->cached ? d->gz.size : 0;
 		info->bytes_done = (uint64_t)info->bytes_total;
 	}
