@@ -90,7 +90,7 @@ check-clang: deps
 
 # libFuzzer targets (tests/fuzz/fuzz_NAME.c) against the library objects built
 # with clang for the fuzzer, ASan and UBSan in build-fuzz/; `make fuzz` runs each
-# for FUZZ_S seconds on a copy of its seed corpus (tests/fuzz/README.md).
+# for FUZZ_S seconds on a copy of its seed corpus (README.md, "Fuzzing").
 FUZZ_S     ?= 60
 FUZZ_BUILD := build-fuzz
 FUZZ_SRCS  := $(wildcard tests/fuzz/fuzz_*.c)
@@ -151,7 +151,7 @@ deb: all
 	packaging/debian/build-deb $(BUILD)
 
 format:
-	clang-format -i src/*.c include/*.h tests/unit/*.c
+	clang-format -i src/*.c include/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h
 
 clean:
 	rm -rf build build-asan build-clang build-fuzz

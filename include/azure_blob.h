@@ -1,5 +1,5 @@
 /*
- * azure_blob.h - a small Azure Blob Storage REST client on libcurl.
+ * azure_blob.h - a small Azure Blob Storage REST client on http.c's engine.
  *
  * Just the operations a shared cache needs: create a container, read a
  * blob's properties, stream a range of it, upload it (Put Blob, or Put Block
@@ -8,9 +8,13 @@
  * with azure_auth (SharedKey) or carry its SAS.
  *
  * Every call is one synchronous request (List Blobs: one per page) on its
- * own curl handle, with connect, stall and overall timeouts; a client is
+ * own connection, with connect, stall and overall timeouts; a client is
  * read-only, so any thread may use it at once without a lock. http_global_init()
  * must have run first. Nothing is retried here: the caller owns the backoff.
+ *
+ * An error response's body is read for at most a few KiB (HTTP_ERROR_BODY_MAX):
+ * its status and code are the answer, and one that never ends cannot hold
+ * the call.
  *
  * Results, each with one line in err that names the operation, the blob and
  * the Azure error code (x-ms-error-code), never a key, SAS or signature:
@@ -25,7 +29,7 @@
  *   -EAGAIN   408, 429, 5xx, connection errors, timeouts, stalls (retry later)
  *   -EPROTO   anything else (400 ...), or a malformed response
  *   -EINVAL   a bad argument (metadata name, lease duration ...), nothing sent
- *   -ECANCELED the read's cancel check fired
+ *   -ECANCELED the read's or the client's cancel check fired
  *   other     the read sink's own error, passed through
  */
 #ifndef IMDBFS_AZURE_BLOB_H
@@ -43,6 +47,10 @@ struct azure_blob_client {
 	long connect_seconds;	       /* 0: 20 */
 	long stall_seconds;	       /* abort under 1 KiB/s for this long; 0: 60 */
 	long timeout_seconds;	       /* whole request except streamed reads; 0: 300 */
+	/* Polled during every request, uploads included (may be NULL): when true, the call
+	 * ends with -ECANCELED. Thread-safe. */
+	int (*cancelled)(void *ctx);
+	void *cancel_ctx;
 };
 
 /*

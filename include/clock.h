@@ -17,12 +17,6 @@ double clock_mono(void);
 /* Fills *ts with the time ns nanoseconds from now on clock id, for timed waits. */
 void clock_deadline(int id, struct timespec *ts, long ns);
 
-/*
- * Sleeps for seconds, checking cancelled(ctx) every few tens of milliseconds:
- * 0, or -ECANCELED as soon as it returns non-zero.
- */
-int clock_sleep(double seconds, int (*cancelled)(void *), void *ctx);
-
 /* Writes t (epoch seconds) as ISO-8601 UTC with milliseconds; buf needs 32 bytes. */
 void clock_iso8601(double t, char *buf, size_t len);
 

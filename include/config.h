@@ -45,7 +45,6 @@ struct config {
 /* segments=0 (the default): one more segment per this many bytes, at most ..._AUTO_MAX. */
 #define CONFIG_SEGMENT_AUTO_BYTES (64ull << 20)
 #define CONFIG_SEGMENTS_AUTO_MAX  4u
-#define CONFIG_BACKOFF_CAP	  60.0 /* the longest backoff, as a multiple of retry_delay */
 /* Four times the largest real file (title.principals.tsv, ~4 GB); more is refused as hostile. */
 #define CONFIG_DEFAULT_MAX_SIZE (16ull << 30)
 #define CONFIG_MAX_SIZE_LIMIT	(1ull << 60)
@@ -77,14 +76,6 @@ void config_hide_argv(int argc, char *argv[]);
  * 64 MiB, at most 4. The caller may use fewer (very small segments).
  */
 unsigned config_segments_for(const struct config *cfg, uint64_t size);
-
-/*
- * The retry policy's wait before attempt + 1 (attempt >= 1): retry_delay
- * doubled each attempt, capped at CONFIG_BACKOFF_CAP times, +-25% jitter
- * (salt decorrelates threads), and at least what the origin asked for
- * (retry_after, also capped).
- */
-double config_backoff(const struct config *cfg, int attempt, double retry_after, unsigned salt);
 
 const char *config_storage_name(enum storage_kind kind);
 

@@ -1,7 +1,15 @@
 /*
- * http.h - GET over HTTP(S), the only module that sees libcurl.
+ * http.h - HTTP(S) requests, the only module that sees libcurl.
  *
- * One call is one request: conditional (If-None-Match, If-Modified-Since),
+ * http_perform() is the engine: one request of any verb, with extra headers,
+ * an optional body source, a sink for the body, connect, stall and total
+ * timeouts, a cancel check, one stall detector and one classification of
+ * transport errors. An error or redirect page is read for at most
+ * HTTP_ERROR_BODY_MAX bytes, kept for the caller; one that never ends
+ * cannot hold the request. The origin's GET (http_get) and the Azure client
+ * (azure_blob.c) are built on it.
+ *
+ * http_get() is one GET of the origin: conditional (If-None-Match, If-Modified-Since),
  * optionally ranged and tied to a version (Range + If-Range), with bounded
  * connect and stall timeouts and verified TLS. The body streams to a sink.
  * An error or redirect page is read for at most a few KiB (one that never
@@ -76,6 +84,68 @@ void http_conn_free(struct http_conn *c); /* NULL ok */
 /* Performs rq; fills rs (always); see the header comment for the result. */
 int http_get(const struct http_request *rq, struct http_response *rs, const struct http_sink *sink,
 	     char *err, size_t errlen);
+
+/* What an error page is read and kept for; past this its status is the answer. */
+#define HTTP_ERROR_BODY_MAX (4 * 1024)
+
+struct http_header {
+	const char *name;
+	const char *value;
+};
+
+/* One request for http_perform(). */
+struct http_call {
+	const char *verb; /* GET, HEAD, PUT, DELETE ... */
+	const char *url;
+	const struct http_header *headers; /* sent as given (curl adds Host, Content-Length) */
+	size_t nheaders;
+	/* >= 0: a request body of this many bytes, from body_read; -1: none. */
+	int64_t body_len;
+	/* Copies the next bytes of the body into buf (at most cap); 0 once all are given. */
+	size_t (*body_read)(void *ctx, char *buf, size_t cap);
+	bool follow;	      /* follow redirects: at most 5, from https only to https */
+	const char *cafile;   /* NULL: system CAs */
+	long connect_seconds; /* 0: 20 */
+	long stall_seconds;   /* abort when under 1 KiB/s (either way) for this long; 0: 60 */
+	long total_seconds;   /* the whole request; 0: no limit */
+	int (*cancelled)(void *ctx); /* polled during the transfer, uploads too; may be NULL */
+	void *cancel_ctx;
+	struct http_conn *conn; /* a kept-alive connection to reuse; NULL: a fresh one */
+	/* Every response header line, status lines included (n bytes, no NUL); may be NULL. */
+	void (*on_header)(void *ctx, const char *line, size_t n);
+	/* A 2xx, headers complete, before any of its body (or at its end when it has none). */
+	int (*on_response)(void *ctx, long status);
+	/* The pieces of a 2xx body in order; may be NULL (discarded). */
+	int (*on_body)(void *ctx, const void *buf, size_t len);
+	void *ctx;
+};
+
+struct http_result {
+	long status;	  /* of the final response; 0 when none arrived */
+	bool error_cut;	  /* a non-2xx body was longer than HTTP_ERROR_BODY_MAX: cut there */
+	size_t error_len; /* bytes of the non-2xx body kept in error_body */
+	char error_body[HTTP_ERROR_BODY_MAX + 1]; /* NUL-terminated */
+};
+
+/*
+ * Performs c. 0 when a response arrived (any status: res->status; classify
+ * it with http_status_errno() or the caller's own rules), else the failure
+ * with one line in err: -ECANCELED (the cancel check fired), -EAGAIN (a
+ * stall, timeout, refused or reset connection, truncated body), -EACCES (TLS
+ * verification), -EPROTO (a refused or endless redirect, too many redirects,
+ * a malformed URL), -ENOMEM, or a callback's own non-zero return.
+ */
+int http_perform(const struct http_call *c, struct http_result *res, char *err, size_t errlen);
+
+/* The class of a final status: 0 for 2xx and 304, else as in the table above. */
+int http_status_errno(long status);
+
+/* s[0..n) percent-encoded for a URL path or query (all but A-Za-z0-9-._~). free(); NULL: ENOMEM. */
+char *http_escape(const char *s, size_t n);
+/* The percent-decoding of s; *len its length. free(); NULL: ENOMEM. */
+char *http_unescape(const char *s, size_t *len);
+/* An HTTP date (RFC 7231, or the obsolete forms) as epoch seconds; 0 when not a date. */
+int64_t http_parse_date(const char *s);
 
 /* What a redacted credential is shown as. */
 #define HTTP_REDACTED "***"

@@ -31,6 +31,10 @@ enum metric {
 	M_READ_BYTES,
 	M_READ_ERRORS,
 	M_EVICTIONS,
+	M_UPLOADS_OK, /* uploads to the container committed (replicate.h) */
+	M_UPLOADS_FAILED,
+	M_UPLOADS_CANCELLED, /* a newer copy was queued, or shutting down */
+	M_UPLOADS_DROPPED,   /* replaced in the queue, copy gone, or another host uploading */
 	M_COUNT
 };
 

@@ -39,6 +39,12 @@
  * the container if needed and checks access. 0, or -errno and one line in err.
  */
 int store_azure_open(const struct config *cfg, config_env_fn env, char *err, size_t errlen);
+/*
+ * Ends every request to the container at once (-ECANCELED) and refuses new
+ * ones: an upload or lease call under way does not hold the unmount. Any
+ * thread; before store_azure_close.
+ */
+void store_azure_stop(void);
 void store_azure_close(void);
 /* Whether storage=azure is on (store_azure_open succeeded). */
 int store_azure_enabled(void);
@@ -75,9 +81,12 @@ int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 /*
  * Uploads the committed copy read through fd, with m as its metadata, under
  * a lease on the blob. -EBUSY: another host is uploading it (nothing done);
- * -ESTALE: the lease was lost on the way and nothing was committed.
+ * -ESTALE: the lease was lost on the way and nothing was committed;
+ * -ECANCELED: cancelled (may be NULL) said so, before the commit or during
+ * any request, and nothing was committed.
  */
-int store_azure_upload(const char *file, int fd, const struct meta *m, char *err, size_t errlen);
+int store_azure_upload(const char *file, int fd, const struct meta *m, int (*cancelled)(void *),
+		       void *cancel_ctx, char *err, size_t errlen);
 
 /* Deletes file from the container; -ENOENT when it was not there. */
 int store_azure_delete(const char *file, char *err, size_t errlen);

@@ -12,9 +12,10 @@
  * here too: with storage=azure the newer of the local copy and the
  * container's is the version revalidated, a cold file is read from the
  * container, one host at a time fetches from the origin (the dataset's
- * lease), and what one host fetched from the origin is uploaded
- * (upload_copy). The tiers hold no state of their own; the container's
- * client (store_azure.h) keeps its connection and its health.
+ * lease), and what one host fetched from the origin is to be uploaded
+ * (the download queues it: replicate.h). The tiers hold no state of their
+ * own; the container's client (store_azure.h) keeps its connection and its
+ * health.
  */
 #ifndef IMDBFS_TIER_H
 #define IMDBFS_TIER_H
@@ -27,7 +28,6 @@
 
 struct config;
 struct http_sink;
-struct store;
 struct store_azure_lease;
 
 /* One GET, as the download engine asks for it. */
@@ -60,8 +60,8 @@ struct tier {
 extern const struct tier tier_origin;
 extern const struct tier tier_container;
 
-/* Sets the config (CA file, timeouts) and the cache the tiers use; both must outlive them. */
-void tier_init(const struct config *cfg, struct store *st);
+/* Sets the config (CA file, timeouts) the tiers use; it must outlive them. */
+void tier_init(const struct config *cfg);
 
 /* Which tier one download reads, and which version it revalidates. Owned by the download. */
 struct tier_plan {
@@ -90,12 +90,5 @@ bool tier_plan_blob_known(const struct tier_plan *p);
  */
 struct store_azure_lease *tier_plan_take_turn(struct tier_plan *p, const char *file,
 					      int (*cancelled)(void *), void *ctx);
-
-/*
- * Puts the committed copy of file into the container (a failure only
- * degrades health). Kept by this name and signature: the replication queue
- * replaces its calls.
- */
-void upload_copy(const char *file, const struct meta *m);
 
 #endif

@@ -154,6 +154,20 @@ static bool valid_account(const char *a)
 	return true;
 }
 
+/* Quoted back only if it looks like a name: it may be a secret pasted into the wrong variable. */
+static int bad_account(const char *a, char *err, size_t errlen)
+{
+	static const char name_chars[] =
+	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+	size_t n = strlen(a);
+
+	if (n > 32 || strspn(a, name_chars) != n)
+		return fail(err, errlen, "%s",
+			    "invalid account name: 3 to 24 lowercase letters and digits");
+	return fail(err, errlen, "invalid account name '%s': 3 to 24 lowercase letters and digits",
+		    a);
+}
+
 /* An http(s) URL with a host and no query, copied without trailing '/'. */
 static int copy_endpoint(const char *url, char **out, char *err, size_t errlen)
 {
@@ -222,9 +236,7 @@ static int build(struct azure_cred *c, const char *account, const char *key, con
 
 	memset(c, 0, sizeof(*c));
 	if (account && !valid_account(account))
-		rc = fail(err, errlen,
-			  "invalid account name '%s': 3 to 24 lowercase letters and digits",
-			  account);
+		rc = bad_account(account, err, errlen);
 	else if (account && !(c->account = strdup(account)))
 		rc = -ENOMEM;
 	else if (endpoint)

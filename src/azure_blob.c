@@ -2,7 +2,6 @@
 #include "azure_blob.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -12,15 +11,12 @@
 #include <strings.h>
 #include <time.h>
 
-#include "version.h"
+#include "http.h"
 
-#define CONNECT_TIMEOUT_S 20
-#define STALL_TIMEOUT_S	  60
 #define REQUEST_TIMEOUT_S 300
 #define MAX_HEADERS	  (AZURE_META_MAX + 16)
 #define HEADER_NAME_MAX	  (AZURE_META_NAME + 16)
 #define HEADER_VALUE_MAX  (AZURE_META_VALUE + 64)
-#define ERROR_BODY_MAX	  (64 * 1024)	     /* enough for any <Error> */
 #define LIST_BODY_MAX	  (32 * 1024 * 1024) /* one page of 5000 blobs with metadata */
 
 /* One request and its response. Owned by one thread for one call. */
@@ -40,7 +36,7 @@ struct request {
 	size_t body_len;
 	size_t body_sent;
 	const struct azure_blob_read *rd; /* a streamed GET */
-	size_t body_max;		  /* bytes of a non-streamed response body kept */
+	size_t body_max;		  /* bytes of a 2xx body kept (List Blobs); 0: none */
 
 	long status;
 	struct azure_blob_props props;
@@ -50,10 +46,7 @@ struct request {
 	char lease_id[64];
 	int lease_time;
 	bool has_lease_time;
-	bool responded;	    /* rd->on_props was called */
-	bool cancelled;	    /* rd->cancelled fired */
 	bool body_overflow; /* the response body exceeded body_max */
-	int sink_err;	    /* rd's error that stopped the transfer */
 	char *resp;	    /* kept response body, NUL-terminated; owned */
 	size_t resp_len;
 };
@@ -160,12 +153,12 @@ static int write_escaped_path(FILE *f, const char *path)
 {
 	for (;;) {
 		size_t n = strcspn(path, "/");
-		char *e = curl_easy_escape(NULL, path, (int)n);
+		char *e = http_escape(path, n);
 
 		if (!e)
 			return -ENOMEM;
 		fputs(e, f);
-		curl_free(e);
+		free(e);
 		if (!path[n])
 			return 0;
 		fputc('/', f);
@@ -211,7 +204,6 @@ static int start(struct request *r, const struct azure_blob_client *cl, const ch
 	r->name = name;
 	snprintf(r->where, sizeof(r->where), "%s%s%s", container, name ? "/" : "",
 		 name ? name : "");
-	r->body_max = ERROR_BODY_MAX;
 	return build_url(r, query);
 }
 
@@ -265,7 +257,8 @@ static void parse_header(struct request *r, const char *line, size_t n)
 	long long a, b, total;
 
 	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
-		s = memchr(line, ' ', n);
+		copy_value(v, sizeof(v), line, n); /* curl does not NUL-terminate it */
+		s = strchr(v, ' ');
 		reset_response(r, s ? strtol(s + 1, NULL, 10) : 0);
 		return;
 	}
@@ -284,9 +277,8 @@ static void parse_header(struct request *r, const char *line, size_t n)
 	} else if (IS("etag")) {
 		copy_value(p->etag, sizeof(p->etag), s, vlen);
 	} else if (IS("last-modified")) {
-		time_t t = curl_getdate(v, NULL);
 		copy_value(p->last_modified, sizeof(p->last_modified), s, vlen);
-		p->mtime = t > 0 ? (int64_t)t : 0;
+		p->mtime = http_parse_date(v);
 	} else if (IS("content-length")) {
 		r->content_length = parse_int64(v);
 	} else if (IS("content-range")) {
@@ -301,18 +293,19 @@ static void parse_header(struct request *r, const char *line, size_t n)
 	} else if (IS("x-ms-lease-id")) {
 		copy_value(r->lease_id, sizeof(r->lease_id), s, vlen);
 	} else if (IS("x-ms-lease-time")) {
-		r->lease_time = (int)strtol(v, NULL, 10);
-		r->has_lease_time = true;
+		int64_t t = parse_int64(v);
+		/* A lease lasts 60 s at most: anything else is no answer. */
+		r->has_lease_time = t >= 0 && t <= 60;
+		r->lease_time = r->has_lease_time ? (int)t : 0;
 	} else if (IS("x-ms-error-code")) {
 		copy_value(r->error_code, sizeof(r->error_code), s, vlen);
 	}
 #undef IS
 }
 
-static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
+static void on_header(void *ctx, const char *line, size_t n)
 {
-	parse_header(userdata, buf, size * nitems);
-	return size * nitems;
+	parse_header(ctx, line, n);
 }
 
 /* ------------------------------------------------------------ bodies */
@@ -328,73 +321,60 @@ static void settle_props(struct request *r)
 	r->props.size = r->status == 206 ? r->range_total : r->content_length;
 }
 
-static int respond(struct request *r)
+/* A 2xx: a streamed read hands its properties over before the first byte. */
+static int on_response(void *ctx, long status)
 {
-	r->responded = true;
+	struct request *r = ctx;
+
+	(void)status;
 	settle_props(r);
-	return r->rd->on_props ? r->rd->on_props(r->rd->ctx, &r->props) : 0;
+	return r->rd && r->rd->on_props ? r->rd->on_props(r->rd->ctx, &r->props) : 0;
 }
 
-static size_t keep_body(struct request *r, const char *buf, size_t n)
+static int keep_body(struct request *r, const char *buf, size_t n)
 {
 	char *grown;
 
 	if (r->resp_len + n > r->body_max) {
 		r->body_overflow = true;
-		return n;
+		return -EPROTO;
 	}
 	grown = realloc(r->resp, r->resp_len + n + 1);
 	if (!grown)
-		return CURL_WRITEFUNC_ERROR;
+		return -ENOMEM;
 	memcpy(grown + r->resp_len, buf, n);
 	r->resp = grown;
 	r->resp_len += n;
 	r->resp[r->resp_len] = '\0';
-	return n;
+	return 0;
 }
 
-static size_t on_body(char *buf, size_t size, size_t nmemb, void *userdata)
+static int on_body(void *ctx, const void *buf, size_t n)
 {
-	struct request *r = userdata;
-	size_t n = size * nmemb;
-	int rc;
+	struct request *r = ctx;
 
-	if (!r->rd || !is_success(r->status))
-		return keep_body(r, buf, n);
-	if (r->rd->cancelled && r->rd->cancelled(r->rd->ctx)) {
-		r->cancelled = true;
-		return CURL_WRITEFUNC_ERROR;
-	}
-	if ((!r->responded && (rc = respond(r))) || (rc = r->rd->on_body(r->rd->ctx, buf, n))) {
-		r->sink_err = rc;
-		return CURL_WRITEFUNC_ERROR;
-	}
-	return n;
+	return r->rd ? r->rd->on_body(r->rd->ctx, buf, n) : keep_body(r, buf, n);
 }
 
-static size_t on_read(char *buf, size_t size, size_t nitems, void *userdata)
+static size_t body_read(void *ctx, char *buf, size_t cap)
 {
-	struct request *r = userdata;
+	struct request *r = ctx;
 	size_t n = r->body_len - r->body_sent;
 
-	if (n > size * nitems)
-		n = size * nitems;
+	if (n > cap)
+		n = cap;
 	memcpy(buf, r->body + r->body_sent, n);
 	r->body_sent += n;
 	return n;
 }
 
-static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-		       curl_off_t ulnow)
+/* The read's own check, and the client's (an unmount stops uploads and leases too). */
+static int cancelled(void *ctx)
 {
-	struct request *r = userdata;
+	const struct request *r = ctx;
 
-	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-	if (r->rd && r->rd->cancelled && r->rd->cancelled(r->rd->ctx)) {
-		r->cancelled = true;
-		return 1;
-	}
-	return 0;
+	return (r->rd && r->rd->cancelled && r->rd->cancelled(r->rd->ctx)) ||
+	       (r->cl->cancelled && r->cl->cancelled(r->cl->cancel_ctx));
 }
 
 /* ------------------------------------------------------------ performing */
@@ -423,68 +403,6 @@ static int add_standard_headers(struct request *r)
 	return rc;
 }
 
-/* curl's list of our headers; Content-Length is curl's to send (from the upload size). */
-static int curl_headers(const struct request *r, struct curl_slist **list)
-{
-	char line[HEADER_NAME_MAX + HEADER_VALUE_MAX + 4];
-	struct curl_slist *l;
-
-	for (size_t i = 0; i <= r->nh; i++) {
-		if (i < r->nh && strcasecmp(r->h[i].name, "Content-Length") == 0)
-			continue;
-		if (i < r->nh)
-			snprintf(line, sizeof(line), "%s: %s", r->h[i].name, r->h[i].value);
-		else
-			strcpy(line, "Expect:"); /* no 100-continue round trip */
-		l = curl_slist_append(*list, line);
-		if (!l)
-			return -ENOMEM;
-		*list = l;
-	}
-	return 0;
-}
-
-static int setup(struct request *r, CURL *c, struct curl_slist *headers, char *errbuf)
-{
-	const struct azure_blob_client *cl = r->cl;
-	long stall = cl->stall_seconds > 0 ? cl->stall_seconds : STALL_TIMEOUT_S;
-	long whole = cl->timeout_seconds > 0 ? cl->timeout_seconds : REQUEST_TIMEOUT_S;
-	int bad = 0;
-
-	bad |= curl_easy_setopt(c, CURLOPT_URL, r->url);
-	bad |= curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	bad |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	bad |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	bad |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT,
-				cl->connect_seconds > 0 ? cl->connect_seconds : CONNECT_TIMEOUT_S);
-	bad |= curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	bad |= curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, stall);
-	bad |= curl_easy_setopt(c, CURLOPT_TIMEOUT, r->rd ? 0L : whole);
-	bad |= curl_easy_setopt(c, CURLOPT_USERAGENT, "imdbfs/" IMDBFS_VERSION);
-	bad |= curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-	bad |= curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	bad |= curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-	bad |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	bad |= curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-	bad |= curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-	bad |= curl_easy_setopt(c, CURLOPT_XFERINFODATA, r);
-	bad |= curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-	if (cl->cafile)
-		bad |= curl_easy_setopt(c, CURLOPT_CAINFO, cl->cafile);
-	if (strcmp(r->verb, "HEAD") == 0) {
-		bad |= curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-	} else if (strcmp(r->verb, "PUT") == 0) {
-		/* Upload mode even without a body, so that Content-Length: 0 is sent. */
-		bad |= curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-		bad |= curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
-		bad |= curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-		bad |= curl_easy_setopt(c, CURLOPT_READDATA, r);
-	} else if (strcmp(r->verb, "GET") != 0) {
-		bad |= curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->verb);
-	}
-	return bad ? -EPROTO : 0;
-}
-
 void azure_blob_error_code(const char *body, char *code, size_t cap)
 {
 	const char *s, *e;
@@ -500,21 +418,11 @@ void azure_blob_error_code(const char *body, char *code, size_t cap)
 			*p = '?'; /* it goes into a log line */
 }
 
-/* The <Code> of an error body when the header did not carry it (HEAD has no body). */
-static void code_from_body(struct request *r)
-{
-	if (!r->error_code[0] && r->resp)
-		azure_blob_error_code(r->resp, r->error_code, sizeof(r->error_code));
-}
-
-static int classify_status(struct request *r)
+static int classify_status(const struct request *r)
 {
 	long st = r->status;
+	int rc;
 
-	if (st == 404)
-		return -ENOENT;
-	if (st == 401 || st == 403)
-		return -EACCES;
 	if (st == 409)
 		return strcmp(r->error_code, "ContainerAlreadyExists") == 0 ||
 			       strcmp(r->error_code, "BlobAlreadyExists") == 0
@@ -524,52 +432,22 @@ static int classify_status(struct request *r)
 		return -ESTALE;
 	if (st == 416)
 		return -ERANGE;
-	if (st == 408 || st == 429 || st >= 500)
-		return -EAGAIN;
-	return -EPROTO;
+	if (st == 404) /* http's table also has 410, which the service never sends */
+		return -ENOENT;
+	rc = http_status_errno(st);
+	return rc ? rc : -EPROTO; /* a 304 or no status: not an answer we asked for */
 }
 
-static int classify_curl(CURLcode cc)
+/* The answer of a response that arrived (rc of http_perform 0). */
+static int outcome(struct request *r, const struct http_result *res, char *err, size_t errlen)
 {
-	switch (cc) {
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CERTPROBLEM:
-		return -EACCES;
-	case CURLE_UNSUPPORTED_PROTOCOL:
-	case CURLE_URL_MALFORMAT:
-		return -EPROTO;
-	default:
-		return -EAGAIN;
-	}
-}
-
-static int outcome(struct request *r, CURLcode cc, const char *detail, char *err, size_t errlen)
-{
-	char clean[CURL_ERROR_SIZE + 64];
 	int rc;
 
-	if (r->cancelled) {
-		snprintf(err, errlen, "Azure %s %s: cancelled", r->op, r->where);
-		return -ECANCELED;
-	}
-	if (r->sink_err)
-		return r->sink_err;
-	if (cc != CURLE_OK) {
-		azure_auth_redact(*detail ? detail : curl_easy_strerror(cc), clean, sizeof(clean));
-		snprintf(err, errlen, "Azure %s %s: %s", r->op, r->where, clean);
-		return classify_curl(cc);
-	}
-	if (is_success(r->status)) {
-		settle_props(r);
-		if (r->body_overflow) {
-			snprintf(err, errlen, "Azure %s %s: response larger than %zu bytes", r->op,
-				 r->where, r->body_max);
-			return -EPROTO;
-		}
-		return r->rd && !r->responded ? respond(r) : 0;
-	}
-	code_from_body(r);
+	if (is_success(r->status))
+		return 0;
+	/* The <Code> of an error body when the header did not carry it (HEAD has no body). */
+	if (!r->error_code[0])
+		azure_blob_error_code(res->error_body, r->error_code, sizeof(r->error_code));
 	rc = classify_status(r);
 	snprintf(err, errlen, "Azure %s %s: HTTP %ld%s%s", r->op, r->where, r->status,
 		 r->error_code[0] ? " " : "", r->error_code);
@@ -579,9 +457,28 @@ static int outcome(struct request *r, CURLcode cc, const char *detail, char *err
 /* Signs and sends r; the response is in r. 0 or -errno with err set. */
 static int perform(struct request *r, char *err, size_t errlen)
 {
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct curl_slist *headers = NULL;
-	CURL *c;
+	const struct azure_blob_client *cl = r->cl;
+	long whole = cl->timeout_seconds > 0 ? cl->timeout_seconds : REQUEST_TIMEOUT_S;
+	struct http_header h[MAX_HEADERS];
+	struct http_call c = {
+	    .verb = r->verb,
+	    .url = r->url,
+	    .headers = h,
+	    .body_len = strcmp(r->verb, "PUT") == 0 ? (int64_t)r->body_len : -1,
+	    .body_read = body_read,
+	    .cafile = cl->cafile,
+	    .connect_seconds = cl->connect_seconds,
+	    .stall_seconds = cl->stall_seconds,
+	    .total_seconds = r->rd ? 0 : whole, /* a streamed read lasts what the blob takes */
+	    .cancelled = cancelled,
+	    .cancel_ctx = r,
+	    .on_header = on_header,
+	    .on_response = on_response,
+	    .on_body = on_body,
+	    .ctx = r,
+	};
+	char inner[512];
+	struct http_result *res;
 	int rc;
 
 	snprintf(err, errlen, "ok");
@@ -591,19 +488,28 @@ static int perform(struct request *r, char *err, size_t errlen)
 		snprintf(err, errlen, "Azure %s %s: cannot sign the request", r->op, r->where);
 		return rc == -ENOMEM ? rc : -EINVAL;
 	}
-	c = curl_easy_init();
-	if (!c) {
+	/* Content-Length is curl's to send, from the body's length. */
+	for (size_t i = 0; i < r->nh; i++)
+		if (strcasecmp(r->h[i].name, "Content-Length") != 0)
+			h[c.nheaders++] = (struct http_header){r->h[i].name, r->h[i].value};
+	res = malloc(sizeof(*res));
+	if (!res) {
 		snprintf(err, errlen, "Azure %s: cannot start a transfer", r->op);
 		return -ENOMEM;
 	}
-	if ((rc = curl_headers(r, &headers)) || (rc = setup(r, c, headers, errbuf))) {
-		snprintf(err, errlen, "Azure %s: cannot set up the request", r->op);
-		goto out;
+	rc = http_perform(&c, res, inner, sizeof(inner));
+	if (rc == -EPROTO && r->body_overflow) {
+		snprintf(err, errlen, "Azure %s %s: response larger than %zu bytes", r->op,
+			 r->where, r->body_max);
+	} else if (rc) {
+		char clean[sizeof(inner) + 64];
+
+		azure_auth_redact(inner, clean, sizeof(clean)); /* curl's text may hold the URL */
+		snprintf(err, errlen, "Azure %s %s: %s", r->op, r->where, clean);
+	} else {
+		rc = outcome(r, res, err, errlen);
 	}
-	rc = outcome(r, curl_easy_perform(c), errbuf, err, errlen);
-out:
-	curl_slist_free_all(headers);
-	curl_easy_cleanup(c);
+	free(res);
 	return rc;
 }
 
@@ -739,7 +645,7 @@ int azure_blob_put_block(const struct azure_blob_client *cl, const char *contain
 			 const char *lease_id, char *err, size_t errlen)
 {
 	char md5[AZURE_MD5_BASE64_SIZE], query[256];
-	char *id = curl_easy_escape(NULL, block_id, 0);
+	char *id = http_escape(block_id, strlen(block_id));
 	struct request *r = malloc(sizeof(*r));
 	int rc = -ENOMEM;
 
@@ -761,7 +667,7 @@ int azure_blob_put_block(const struct azure_blob_client *cl, const char *contain
 	finish_request(r);
 out:
 	free(r);
-	curl_free(id);
+	free(id);
 	return rc;
 }
 
@@ -987,7 +893,7 @@ static int xml_find(const char *p, const char *end, const char *tag, struct xml_
 		if (gt[-1] == '/')
 			return 0;
 		for (close = gt + 1; close < end; close++)
-			if (close[0] == '<' && close[1] == '/' && (size_t)(end - close) >= n + 3 &&
+			if ((size_t)(end - close) >= n + 3 && close[0] == '<' && close[1] == '/' &&
 			    memcmp(close + 2, tag, n) == 0 && close[n + 2] == '>')
 				break;
 		if (close >= end)
@@ -1040,7 +946,7 @@ static unsigned long xml_entity(const char *s, const char *end, size_t *used)
 	if (*s != '#')
 		return 0;
 	cp = s[1] == 'x' ? strtoul(s + 2, &stop, 16) : strtoul(s + 1, &stop, 10);
-	if (stop != semi || cp == 0 || cp > 0x10ffff)
+	if (stop != semi || cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
 	*used = (size_t)(semi - s) + 1;
 	return cp;
@@ -1087,17 +993,53 @@ static int xml_field(const char *p, const char *end, const char *tag, char *out,
 static int decode_name(const struct xml_el *el, char *name, size_t cap)
 {
 	char *plain;
-	int len;
+	size_t len;
 	size_t alen = (size_t)(el->attrs_end - el->attrs);
 
 	if (!memmem(el->attrs, alen, "Encoded=\"true\"", 14))
 		return 0;
-	plain = curl_easy_unescape(NULL, name, 0, &len);
+	plain = http_unescape(name, &len);
 	if (!plain)
 		return -ENOMEM;
-	copy_value(name, cap, plain, (size_t)len);
-	curl_free(plain);
-	return (size_t)len < cap ? 0 : -EPROTO;
+	copy_value(name, cap, plain, len);
+	free(plain);
+	return len < cap ? 0 : -EPROTO;
+}
+
+/* The length of the UTF-8 sequence that c starts, 0 if it starts none. */
+static unsigned utf8_length(unsigned char c)
+{
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		return 2;
+	if (c >= 0xe0 && c <= 0xef)
+		return 3;
+	return c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+}
+
+/* Well-formed UTF-8 (RFC 3629), as every blob name is: no overlong forms, no surrogates. */
+static bool valid_utf8(const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	while (*s) {
+		unsigned len = utf8_length(*s);
+		uint32_t cp = len == 1 ? *s : *s & (0x7fu >> len);
+
+		if (!len)
+			return false;
+		for (unsigned k = 1; k < len; k++) {
+			if ((s[k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[k] & 0x3f);
+		}
+		if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		s += len;
+	}
+	return true;
 }
 
 static int parse_metadata(const char *p, const char *end, struct azure_meta *m)
@@ -1132,6 +1074,8 @@ static int parse_blob(const char *p, const char *end, struct azure_blob_item *it
 		return -EPROTO;
 	if ((rc = decode_name(&el, it->name, sizeof(it->name))))
 		return rc;
+	if (!valid_utf8(it->name))
+		return -EPROTO;
 	if (xml_find(p, end, "Properties", &el) ||
 	    xml_field(el.in, el.in_end, "Content-Length", size, sizeof(size)) ||
 	    xml_field(el.in, el.in_end, "Etag", it->etag, sizeof(it->etag)) ||
@@ -1142,10 +1086,8 @@ static int parse_blob(const char *p, const char *end, struct azure_blob_item *it
 	it->size = parse_int64(size);
 	if (it->size < 0)
 		return -EPROTO;
-	if (it->last_modified[0]) {
-		time_t t = curl_getdate(it->last_modified, NULL);
-		it->mtime = t > 0 ? (int64_t)t : 0;
-	}
+	if (it->last_modified[0])
+		it->mtime = http_parse_date(it->last_modified);
 	rc = xml_find(p, end, "Metadata", &el);
 	return rc == -ENOENT ? 0 : rc ? rc : parse_metadata(el.in, el.in_end, &it->meta);
 }
@@ -1193,8 +1135,8 @@ int azure_blob_parse_listing(const char *body, size_t len,
 /* restype=container&comp=list&include=metadata[&prefix=..][&maxresults=..][&marker=..] */
 static char *list_query(const char *prefix, unsigned page_size, const char *marker)
 {
-	char *q = NULL, *p = prefix ? curl_easy_escape(NULL, prefix, 0) : NULL;
-	char *m = *marker ? curl_easy_escape(NULL, marker, 0) : NULL;
+	char *q = NULL, *p = prefix ? http_escape(prefix, strlen(prefix)) : NULL;
+	char *m = *marker ? http_escape(marker, strlen(marker)) : NULL;
 	char size[32] = "";
 
 	if ((!prefix || p) && (!*marker || m)) {
@@ -1205,8 +1147,8 @@ static char *list_query(const char *prefix, unsigned page_size, const char *mark
 			     m ? m : "") < 0)
 			q = NULL;
 	}
-	curl_free(p);
-	curl_free(m);
+	free(p);
+	free(m);
 	return q;
 }
 

@@ -1,7 +1,6 @@
 /* clock.c - see clock.h */
 #include "clock.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <time.h>
@@ -20,19 +19,6 @@ double clock_mono(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-int clock_sleep(double seconds, int (*cancelled)(void *), void *ctx)
-{
-	double until = clock_mono() + seconds;
-	struct timespec ts = {0, 50 * 1000 * 1000};
-
-	while (clock_mono() < until) {
-		if (cancelled(ctx))
-			return -ECANCELED;
-		nanosleep(&ts, NULL);
-	}
-	return 0;
 }
 
 void clock_deadline(int id, struct timespec *ts, long ns)

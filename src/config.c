@@ -142,9 +142,13 @@ static const char *pick(const struct raw_opts *raw, int key, config_env_fn env)
 	return NULL;
 }
 
+/* The value is quoted as given, but the reason stays one line: control characters show as '?'. */
 static int fail(char *err, size_t errlen, const char *fmt, const char *name, const char *value)
 {
 	snprintf(err, errlen, fmt, name, value);
+	for (char *p = err; errlen && *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	return -EINVAL;
 }
 
@@ -498,21 +502,6 @@ unsigned config_segments_for(const struct config *cfg, uint64_t size)
 		return cfg->segments;
 	n = 1 + size / CONFIG_SEGMENT_AUTO_BYTES;
 	return n < CONFIG_SEGMENTS_AUTO_MAX ? (unsigned)n : CONFIG_SEGMENTS_AUTO_MAX;
-}
-
-double config_backoff(const struct config *cfg, int attempt, double retry_after, unsigned salt)
-{
-	double base = cfg->retry_delay * (double)(1u << (attempt < 16 ? attempt - 1 : 15));
-	double cap = cfg->retry_delay * CONFIG_BACKOFF_CAP;
-	unsigned seed = (unsigned)(clock_mono() * 1e6) ^ salt;
-	double wait;
-
-	if (base > cap)
-		base = cap;
-	wait = base * (0.75 + 0.5 * (double)(rand_r(&seed) % 1000) / 1000.0);
-	if (retry_after > wait)
-		wait = retry_after < cap ? retry_after : cap;
-	return wait;
 }
 
 void config_hide_argv(int argc, char *argv[])

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "json.h"
 #include "metrics.h"
+#include "replicate.h"
 #include "schedule.h"
 #include "secret_env.h"
 #include "store.h"
@@ -280,10 +281,11 @@ static cJSON *dataset_status_json(const struct dataset_info *in)
 		cJSON_AddNumberToObject(o, "bytes_total", (double)in->bytes_total);
 	else
 		cJSON_AddNullToObject(o, "bytes_total");
-	cJSON_AddNumberToObject(o, "rate_bps", (double)(long long)in->rate_bps);
+	/* Whole numbers by trunc(), not a cast: a hostile length makes them exceed a long long. */
+	cJSON_AddNumberToObject(o, "rate_bps", trunc(in->rate_bps));
 	left = (double)in->bytes_total - (double)in->bytes_done;
 	if (in->rate_bps > 0 && in->bytes_total >= 0)
-		cJSON_AddNumberToObject(o, "eta_s", (double)(long long)(left / in->rate_bps + 0.5));
+		cJSON_AddNumberToObject(o, "eta_s", trunc(left / in->rate_bps + 0.5));
 	else
 		cJSON_AddNullToObject(o, "eta_s");
 	add_string_or_null(o, "error", in->error);
@@ -296,14 +298,42 @@ static cJSON *dataset_status_json(const struct dataset_info *in)
 	return o;
 }
 
+/*
+ * The dataset's upload to the container (replicate.h): of its two files,
+ * the one running or waiting, else a failure, else the last outcome.
+ */
+static void add_upload(cJSON *o, int ds)
+{
+	static const int rank[] = {[REPL_NONE] = 0,   [REPL_DROPPED] = 1, [REPL_DONE] = 2,
+				   [REPL_FAILED] = 3, [REPL_QUEUED] = 4,  [REPL_UPLOADING] = 5};
+	enum replicate_state best = REPL_NONE;
+	char err[256], best_err[256] = "";
+
+	if (!o)
+		return;
+	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		enum replicate_state st =
+		    replicate_status(catalog_file(ds, (enum file_kind)k), err, sizeof(err));
+		if (rank[st] > rank[best]) {
+			best = st;
+			snprintf(best_err, sizeof(best_err), "%s", err);
+		}
+	}
+	add_string_or_null(o, "upload", replicate_state_name(best));
+	add_string_or_null(o, "upload_error", best_err);
+}
+
 cJSON *control_datasets_status_json(const struct dataset_info info[CATALOG_COUNT])
 {
 	cJSON *o = cJSON_CreateObject();
 
 	if (!o)
 		return NULL;
-	for (int i = 0; i < CATALOG_COUNT; i++)
-		cJSON_AddItemToObject(o, catalog_name(i), dataset_status_json(&info[i]));
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		cJSON *d = dataset_status_json(&info[i]);
+		add_upload(d, i);
+		cJSON_AddItemToObject(o, catalog_name(i), d);
+	}
 	return o;
 }
 

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "store_azure.h"
 
 static struct dataset sets[CATALOG_COUNT];
 
@@ -344,6 +345,7 @@ void datasets_shutdown(void)
 			atomic_store(&d->extract->cancel, true);
 		pthread_mutex_unlock(&d->lock);
 	}
+	store_azure_stop(); /* an upload or a lease call under way ends too */
 	dataset_transfers_wait();
 	datasets_cancel_opens(); /* those of a transfer that did not stop in time */
 }

@@ -19,6 +19,8 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "replicate.h"
+#include "retry.h"
 #include "segment.h"
 #include "store.h"
 #include "store_azure.h"
@@ -45,7 +47,7 @@ void download_init(const struct config *cfg, struct store *st)
 {
 	config = cfg;
 	store = st;
-	tier_init(cfg, st);
+	tier_init(cfg);
 }
 
 struct fetch {
@@ -532,12 +534,6 @@ static int fetch_once(struct fetch *f, bool *unchanged)
 	return commit_download(f);
 }
 
-/* Exponential from retry_delay, capped, with +-25% jitter; at least what the origin asked. */
-static double backoff_seconds(const struct fetch *f, int attempt)
-{
-	return config_backoff(config, attempt, f->retry_after, (unsigned)f->t->index);
-}
-
 static bool transient(int rc)
 {
 	return rc == -EAGAIN || rc == -EBADMSG;
@@ -546,7 +542,7 @@ static bool transient(int rc)
 static int fetch_with_retries(struct fetch *f, bool *unchanged)
 {
 	const char *file = transfer_file(f->t);
-	int attempts = (int)config->retries + 1;
+	struct retry_policy rp = retry_policy_of(config);
 	int rc;
 
 	for (int attempt = 1, restarts = 0;; attempt++) {
@@ -564,14 +560,14 @@ static int fetch_with_retries(struct fetch *f, bool *unchanged)
 			snprintf(f->error, sizeof(f->error), "the origin kept changing the file");
 			rc = -EAGAIN;
 		}
-		if (!transient(rc) || attempt >= attempts || f->segment_gave_up)
+		if (!transient(rc) || !retry_again(&rp, attempt) || f->segment_gave_up)
 			return rc;
-		double wait = backoff_seconds(f, attempt);
+		double wait = retry_backoff(&rp, attempt, f->retry_after, (unsigned)f->t->index);
 		dataset_note_retry(f->t, f->error);
 		log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, f->error, wait,
-			 attempt + 1, attempts);
+			 attempt + 1, rp.attempts);
 		metrics_add(M_RETRIES, 1);
-		if (clock_sleep(wait, transfer_cancelled, f->t))
+		if (retry_sleep(wait, transfer_cancelled, f->t))
 			return -ECANCELED;
 	}
 }
@@ -641,7 +637,9 @@ int download_run(struct transfer *t, bool *changed, char *error, size_t errlen)
 	if (rc == 0) {
 		dataset_set_phase(t, DS_DOWNLOADING);
 		tier_plan_consult(&f.plan, transfer_file(t), t->force);
-		if (store_azure_enabled() && f.plan.tier == &tier_origin)
+		/* Our own upload of file may hold the lease: take it back, newest wins. */
+		if (store_azure_enabled() && f.plan.tier == &tier_origin &&
+		    !(lease = replicate_take_lease(transfer_file(t))))
 			lease =
 			    tier_plan_take_turn(&f.plan, transfer_file(t), transfer_cancelled, t);
 		resume_partial(&f);
@@ -675,14 +673,19 @@ int download_run(struct transfer *t, bool *changed, char *error, size_t errlen)
 		dataset_mark_checked(t);
 		log_info("%s: unchanged (304) in %.1f s", transfer_file(t), clock_mono() - started);
 		if (store_azure_enabled() && (!tier_plan_blob_known(&f.plan) ||
-					      !meta_same_version(&f.plan.old, &f.plan.blob)))
-			upload_copy(transfer_file(t), &f.plan.old); /* the container lags behind */
+					      !meta_same_version(&f.plan.old, &f.plan.blob))) {
+			replicate_enqueue(transfer_file(t), &f.plan.old,
+					  lease); /* the container lags */
+			lease = NULL; /* handed over: released once the container has it */
+		}
 	} else {
 		metrics_add(M_DOWNLOADS_OK, 1);
 		log_info("%s: downloaded %llu bytes from the %s in %.1f s", transfer_file(t),
 			 (unsigned long long)f.written, f.plan.tier->name, clock_mono() - started);
-		if (f.plan.tier->replicated)
-			upload_copy(transfer_file(t), &f.next);
+		if (f.plan.tier->replicated) {
+			replicate_enqueue(transfer_file(t), &f.next, lease);
+			lease = NULL;
+		}
 	}
 	store_azure_unlock(lease);
 	gunzip_free(f.gz);

@@ -16,9 +16,9 @@
 #include "gunzip.h"
 #include "log.h"
 #include "metrics.h"
+#include "replicate.h"
 #include "spool.h"
 #include "store.h"
-#include "tier.h"
 
 #define CHUNK		    (256 * 1024)
 #define MAX_SOURCE_SWITCHES 3
@@ -190,7 +190,7 @@ static int commit_extract(struct extract *x)
 			 "superseded: a newer download arrived meanwhile");
 		return -ESTALE;
 	}
-	upload_copy(transfer_file(x->t), &m); /* as the seed did; the mount never reads it back */
+	replicate_enqueue(transfer_file(x->t), &m, NULL); /* as the seed did; never read back */
 	return 0;
 }
 

@@ -94,6 +94,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "replicate.h"
 #include "schedule.h"
 
 #define INO_ROOT	 1
@@ -936,6 +937,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want |= conn->capable & (FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	if (config->max_read)
 		conn->max_read = config->max_read;
+	(void)replicate_start(); /* logs its failure: uploads then wait for the next mount */
 	datasets_resume();
 	schedule_start(config);
 	log_info("mounted: origin %s, cache %s", config->origin_shown, config->cache_dir);
@@ -946,6 +948,7 @@ static void ll_destroy(void *userdata)
 	(void)userdata;
 	schedule_stop();
 	datasets_shutdown();
+	replicate_stop(); /* after the transfers that queue uploads, before the store goes */
 	jobs_shutdown();
 	notify_end();
 	answer_all_parked();

@@ -14,6 +14,7 @@
 #include "dataset.h"
 #include "json.h"
 #include "log.h"
+#include "replicate.h"
 #include "store_azure.h"
 
 #define JOB_HISTORY	16
@@ -315,6 +316,7 @@ static int delete_from_container(int ds)
 	if (!store_azure_enabled())
 		return 0;
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		replicate_cancel(catalog_file(ds, (enum file_kind)k)); /* or it comes back */
 		int rc = store_azure_delete(catalog_file(ds, (enum file_kind)k), err, sizeof(err));
 		if (rc == 0)
 			removed |= 1 << k;

@@ -22,6 +22,7 @@
 #include "gunzip.h"
 #include "http.h"
 #include "log.h"
+#include "replicate.h"
 #include "secret_env.h"
 #include "store.h"
 #include "store_azure.h"
@@ -133,6 +134,11 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 		rc = 1;
 		goto out;
 	}
+	if (store_azure_enabled() && (rc = replicate_init_azure(store))) {
+		fprintf(stderr, "imdbfs: cannot initialise: %s\n", strerror(-rc));
+		rc = 1;
+		goto out;
+	}
 	control_init(cfg, store, clock_wall());
 	/* Read: wiped, so that neither fusermount3 nor /proc/PID/environ shows them. */
 	secret_env_scrub();
@@ -143,6 +149,7 @@ static int mount_and_serve(struct fuse_args *args, struct config *cfg)
 	mallopt(M_MMAP_THRESHOLD, 4 << 20);
 	rc = fs_main(args, cfg);
 out:
+	replicate_stop(); /* joined before the store and the credentials it uses are freed */
 	if (store)
 		store->ops->destroy(store);
 	store_azure_close();

@@ -105,12 +105,15 @@ static int get_string(const cJSON *o, const char *key, char *dst, size_t cap)
 	const cJSON *exact;
 	char name[32];
 
-	if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap)
+	if (!cJSON_IsString(v))
 		return -EINVAL;
+	/* The exact bytes when the text is a repair: U+FFFD may have made it longer than dst. */
 	snprintf(name, sizeof(name), "%s_hex", key);
 	exact = cJSON_GetObjectItemCaseSensitive(o, name);
 	if (exact)
 		return cJSON_IsString(exact) ? get_hex(exact->valuestring, dst, cap) : -EINVAL;
+	if (strlen(v->valuestring) >= cap)
+		return -EINVAL;
 	strcpy(dst, v->valuestring);
 	return 0;
 }

@@ -39,6 +39,13 @@ static const struct {
     [M_READ_BYTES] = {"imdbfs_read_bytes_total", "", "Bytes returned by reads of data files."},
     [M_READ_ERRORS] = {"imdbfs_read_errors_total", "", "Reads of data files that failed."},
     [M_EVICTIONS] = {"imdbfs_evictions_total", "", "Files evicted from the cache."},
+    [M_UPLOADS_OK] =
+	{"imdbfs_uploads_total", "outcome=\"ok\"",
+	 "Uploads to the container that ended, by outcome (committed, failed, cancelled "
+	 "by a newer copy or the unmount, or dropped before they started)."},
+    [M_UPLOADS_FAILED] = {"imdbfs_uploads_total", "outcome=\"failed\"", NULL},
+    [M_UPLOADS_CANCELLED] = {"imdbfs_uploads_total", "outcome=\"cancelled\"", NULL},
+    [M_UPLOADS_DROPPED] = {"imdbfs_uploads_total", "outcome=\"dropped\"", NULL},
 };
 
 void metrics_add(enum metric m, uint64_t n)

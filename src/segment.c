@@ -16,6 +16,7 @@
 #include "log.h"
 #include "meta.h"
 #include "metrics.h"
+#include "retry.h"
 
 #define POLL_NS (50 * 1000 * 1000)
 /* A sink's own code: the piece has every byte it asked for, stop the transfer. */
@@ -197,47 +198,26 @@ static int fetch_range(struct worker *w)
 	return rc;
 }
 
-/* Sleeps for seconds unless the set is stopped first; -ECANCELED then. */
-static int wait_unless_stopped(struct worker *w, double seconds)
-{
-	struct segments *set = w->set;
-	double until = clock_mono() + seconds;
-	struct timespec ts;
-	int rc = 0;
-
-	pthread_mutex_lock(&set->lock);
-	while (clock_mono() < until) {
-		if (worker_cancelled(w)) {
-			rc = -ECANCELED;
-			break;
-		}
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&set->moved, &set->lock, &ts);
-	}
-	pthread_mutex_unlock(&set->lock);
-	return rc;
-}
-
 /* The download's retry policy, for one piece: resumes from where it stopped. */
 static int fetch_piece(struct worker *w)
 {
-	int attempts = (int)w->set->cfg->retries + 1;
+	struct retry_policy rp = retry_policy_of(w->set->cfg);
 
 	for (int attempt = 1;; attempt++) {
 		int rc = fetch_range(w);
 		if (rc == 0 || rc == -ECANCELED || rc == -ESTALE)
 			return rc;
-		if (rc != -EAGAIN || attempt >= attempts)
+		if (rc != -EAGAIN || !retry_again(&rp, attempt))
 			return rc;
-		double wait = config_backoff(w->set->cfg, attempt, w->retry_after,
-					     w->index * 7919u + (unsigned)w->piece->start);
+		double wait = retry_backoff(&rp, attempt, w->retry_after,
+					    w->index * 7919u + (unsigned)w->piece->start);
 		log_warn("%s: connection %u, bytes from %llu: %s; retrying in %.2f s (attempt %d "
 			 "of %d)",
 			 w->set->file, w->index,
 			 (unsigned long long)piece_next_byte(w->set, w->piece), w->error, wait,
-			 attempt + 1, attempts);
+			 attempt + 1, rp.attempts);
 		metrics_add(M_RETRIES, 1);
-		if (wait_unless_stopped(w, wait))
+		if (retry_sleep(wait, worker_cancelled, w))
 			return -ECANCELED;
 	}
 }

@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "retry.h"
 
 #define BLOCK_BYTES    (4u << 20) /* a few MiB per Put Block */
 #define UPLOADERS      4	  /* blocks in flight; memory: UPLOADERS * BLOCK_BYTES */
@@ -41,6 +42,8 @@ static char location[128];
 static char
     our_origin[1024]; /* the origin URL (as shown: redacted) a copy's metadata must record */
 static bool enabled;
+static atomic_bool stopping;	   /* store_azure_stop: every request ends */
+static struct retry_policy policy; /* for the upload's idempotent writes */
 
 static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
 static char problem[256]; /* guarded by problem_lock */
@@ -54,6 +57,36 @@ static int noted(int rc, const char *err)
 	snprintf(problem, sizeof(problem), "%s", rc ? err : "");
 	pthread_mutex_unlock(&problem_lock);
 	return rc;
+}
+
+static int is_stopping(void *ctx)
+{
+	(void)ctx;
+	return atomic_load(&stopping);
+}
+
+/*
+ * After failed attempt n of a call that may be sent again as it is (Put
+ * Block, Put Block List: the same bytes under the same lease): 0 to send it
+ * again, having waited as the retry policy says; else the answer to keep,
+ * rc itself (only transient failures are retried) or -ECANCELED when the
+ * store was stopped meanwhile.
+ */
+static int send_again(int rc, int n, const char *file, char *err, size_t errlen, unsigned salt)
+{
+	double wait;
+
+	if (rc != -EAGAIN || !retry_again(&policy, n))
+		return rc;
+	wait = retry_backoff(&policy, n, 0, salt);
+	log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, err, wait, n + 1,
+		 policy.attempts);
+	metrics_add(M_RETRIES, 1);
+	if (retry_sleep(wait, is_stopping, NULL)) {
+		snprintf(err, errlen, "%s: cancelled", file);
+		return -ECANCELED;
+	}
+	return 0;
 }
 
 static int ignore_item(void *ctx, const struct azure_blob_item *it)
@@ -78,7 +111,9 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 	    (struct azure_blob_client){.cred = &cred,
 				       .cafile = cfg->cafile,
 				       .connect_seconds = cfg->timeout < 20 ? cfg->timeout : 20,
-				       .stall_seconds = cfg->timeout};
+				       .stall_seconds = cfg->timeout,
+				       .cancelled = is_stopping};
+	policy = retry_policy_of(cfg);
 	snprintf(container, sizeof(container), "%s", cfg->container);
 	snprintf(our_origin, sizeof(our_origin), "%s", cfg->origin_shown);
 	snprintf(location, sizeof(location), "Azure Blob Container: %s", container);
@@ -93,6 +128,11 @@ int store_azure_open(const struct config *cfg, config_env_fn env, char *err, siz
 	}
 	enabled = true;
 	return 0;
+}
+
+void store_azure_stop(void)
+{
+	atomic_store(&stopping, true);
 }
 
 void store_azure_close(void)
@@ -163,7 +203,7 @@ int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const
 	expected_url(origin, file, want, sizeof(want));
 	if (strcmp(url, want) != 0)
 		return BAD("it is a copy of another origin's file");
-	if (!etag && !modified)
+	if ((!etag || !*etag) && (!modified || !*modified))
 		return BAD("it has neither the origin's ETag nor its Last-Modified");
 	if (strict_int(azure_blob_meta_get(am, META_SIZE), 0, STORE_AZURE_SIZE_MAX, &size) ||
 	    size != blob_size)
@@ -404,6 +444,7 @@ static void lease_drop(struct store_azure_lease *l)
 }
 
 struct upload {
+	struct azure_blob_client cl; /* the tier's client, with the upload's cancel check */
 	const char *file;
 	int fd;
 	uint64_t size;
@@ -438,8 +479,12 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	}
 	if (azure_blob_block_id(u->upload_id, i, u->ids[i]))
 		return -EINVAL;
-	rc = azure_blob_put_block(&client, container, u->file, u->ids[i], buf, len, u->lease->id,
-				  err, errlen);
+	for (int n = 1;; n++) {
+		rc = azure_blob_put_block(&u->cl, container, u->file, u->ids[i], buf, len,
+					  u->lease->id, err, errlen);
+		if (!rc || (rc = send_again(rc, n, u->file, err, errlen, i)))
+			break;
+	}
 	if (!rc)
 		metrics_add(M_UPLOADED_BYTES, len);
 	return rc;
@@ -508,16 +553,21 @@ static int upload_leased(struct upload *u, const struct azure_meta *am, char *er
 		for (unsigned i = 0; i < u->blocks; i++)
 			ids[i] = u->ids[i];
 		o.content_type = strstr(u->file, ".gz") ? CONTENT_GZIP : CONTENT_TSV;
-		rc = azure_blob_put_block_list(&client, container, u->file, ids, u->blocks, &o, err,
-					       errlen);
+		for (int n = 1;; n++) {
+			rc = azure_blob_put_block_list(&u->cl, container, u->file, ids, u->blocks,
+						       &o, err, errlen);
+			if (!rc || (rc = send_again(rc, n, u->file, err, errlen, u->blocks)))
+				break;
+		}
 	}
 	free(ids);
 	return rc;
 }
 
-int store_azure_upload(const char *file, int fd, const struct meta *m, char *err, size_t errlen)
+int store_azure_upload(const char *file, int fd, const struct meta *m, int (*cancelled)(void *),
+		       void *cancel_ctx, char *err, size_t errlen)
 {
-	struct upload u = {.file = file, .fd = fd, .size = (uint64_t)m->size};
+	struct upload u = {.cl = client, .file = file, .fd = fd, .size = (uint64_t)m->size};
 	struct azure_meta am;
 	char why[256];
 	int rc;
@@ -539,9 +589,13 @@ int store_azure_upload(const char *file, int fd, const struct meta *m, char *err
 		free(u.ids);
 		return rc;
 	}
+	u.cl.cancelled = cancelled;
+	u.cl.cancel_ctx = cancel_ctx;
 	pthread_mutex_init(&u.lock, NULL);
 	rc = upload_leased(&u, &am, why, sizeof(why));
-	if (rc == -ESTALE || rc == -EBUSY || (rc && atomic_load(&u.lease->lost))) {
+	if (rc == -ECANCELED) {
+		snprintf(err, errlen, "cancelled; nothing committed");
+	} else if (rc == -ESTALE || rc == -EBUSY || (rc && atomic_load(&u.lease->lost))) {
 		/* 412/409: the blob's lease is no longer ours, and the service refused the write.
 		 */
 		snprintf(err, errlen,

@@ -3,23 +3,19 @@
 
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "clock.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
-#include "store.h"
+#include "retry.h"
 #include "store_azure.h"
 
 /* Set by tier_init() before any thread exists; read-only afterwards. */
 static const struct config *config;
-static struct store *store;
 
-void tier_init(const struct config *cfg, struct store *st)
+void tier_init(const struct config *cfg)
 {
 	config = cfg;
-	store = st;
 }
 
 static int origin_get(const struct tier_get *g, const struct http_sink *sink, long *status,
@@ -100,26 +96,6 @@ bool tier_plan_blob_known(const struct tier_plan *p)
 	return p->blob.etag[0] || p->blob.last_modified[0];
 }
 
-/* Puts the committed copy of file into the container; a failure only degrades health. */
-void upload_copy(const char *file, const struct meta *m)
-{
-	char err[256];
-	int fd, rc;
-
-	if (!store_azure_enabled() || store->ops->open(store, file, &fd))
-		return;
-	double started = clock_mono();
-	rc = store_azure_upload(file, fd, m, err, sizeof(err));
-	close(fd);
-	if (rc == -EBUSY) /* another host is uploading it: its copy will do */
-		log_info("%s: not uploaded: %s", file, err);
-	else if (rc)
-		log_error("%s: upload to the container failed: %s", file, err);
-	else
-		log_info("%s: uploaded %lld bytes to the container in %.1f s", file,
-			 (long long)m->size, clock_mono() - started);
-}
-
 struct store_azure_lease *tier_plan_take_turn(struct tier_plan *p, const char *file,
 					      int (*cancelled)(void *), void *ctx)
 {
@@ -146,7 +122,7 @@ struct store_azure_lease *tier_plan_take_turn(struct tier_plan *p, const char *f
 		if (!said)
 			log_info("%s: another host is fetching it; waiting for the container",
 				 file);
-		if (clock_sleep(1.0, cancelled, ctx))
+		if (retry_sleep(1.0, cancelled, ctx))
 			return NULL;
 	}
 }

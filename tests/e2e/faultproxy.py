@@ -23,8 +23,10 @@ A queue of rules, in the order they were added. Each matches a substring of the 
 (`None`: forever), then is gone.
 
 Faults (at most one per request: the first matching fault rule in the queue):
-  status(code, retry_after=None)  answer with this status (a small body, Content-Length) without
-                                  asking the upstream; `Retry-After: retry_after` if given
+  status(code, retry_after=None, query="")
+                                  answer with this status (a small body, Content-Length) without
+                                  asking the upstream; `Retry-After: retry_after` if given; only
+                                  requests whose query string contains `query`
   reset_at(byte=None)             send that many body bytes, then reset the connection (RST)
   short(n)                        send the upstream's headers (Content-Length unchanged) but only
                                   n body bytes, then close the connection (FIN)
@@ -234,8 +236,9 @@ class FaultProxy:
     def reset_at(self, byte=None, path="", times=1, ranged=None, range=None):
         return self.add(Rule("reset", path, times, ranged, range, at_byte=byte))
 
-    def status(self, code, retry_after=None, path="", times=1, ranged=None):
-        return self.add(Rule("status", path, times, ranged, code=code, retry_after=retry_after))
+    def status(self, code, retry_after=None, path="", times=1, ranged=None, query=""):
+        return self.add(Rule("status", path, times, ranged, code=code, retry_after=retry_after,
+                             query=query))
 
     def short(self, n, path="", times=1, ranged=None):
         return self.add(Rule("short", path, times, ranged, at_byte=n))
@@ -279,11 +282,13 @@ class FaultProxy:
         with self._lock:
             return list(self._rules)
 
-    def _take(self, path, ranged, kinds, range_header=""):
+    def _take(self, path, ranged, kinds, range_header="", query=""):
         """The first matching fault rule if its kind is in kinds: used once (under the lock)."""
         with self._lock:
             for r in self._rules:
                 if r.kind in ("no_ranges", "hold") or not r.matches(path, ranged, range_header):
+                    continue
+                if r.params.get("query", "") not in query:
                     continue
                 if r.kind not in kinds:
                     return None
@@ -417,7 +422,7 @@ class FaultProxy:
         keep = version == "HTTP/1.1" and "close" not in hmap.get("connection", "").lower()
         try:
             self._hold(path, query, entry)
-            rule = self._take(path, ranged, {"status", "drop"}, hmap.get("range", ""))
+            rule = self._take(path, ranged, {"status", "drop"}, hmap.get("range", ""), query)
             if rule is not None and rule.kind == "drop":
                 entry["fault"] = "drop"
                 return "close"

@@ -106,6 +106,7 @@ def test_a_new_origin_version_reaches_the_other_host_through_the_container(
         os.replace(v2 / (d + ".tsv.gz"), private_data.path / (d + ".tsv.gz"))
     a.command("download", "all")
     assert a.wait_job(timeout=60) == 0
+    util.wait_uploads(a)  # b revalidates the container's version: it must be there
     expected = expected_hashes(private_data.path)
     o.settle()
     mark = o.mark()
@@ -226,6 +227,7 @@ def test_files_lists_the_container_and_delete_empties_it(origin, mount, azure_en
     a = mount(origin.url(), env=azure_env)
     a.command("full-process", "all")
     assert a.wait_job(timeout=60) == 0
+    util.wait_uploads(a)
     files = a.control("files")
     assert files["directory"] == "Azure Blob Container: " + azure_env["AZURE_CONTAINER_NAME"]
     names = sorted(f["name"] for f in files["files"])

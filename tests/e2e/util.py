@@ -112,6 +112,18 @@ def wait_for(predicate, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
+def wait_uploads(m, timeout=30):
+    """Until no upload to the container is queued or running on mount m.
+
+    With storage=azure a transfer ends at its local commit and its upload runs afterwards,
+    in the background (`upload` in .control/status): wait for it before looking at the
+    container.
+    """
+    wait_for(lambda: not any(s.get("upload") in ("queued", "uploading")
+                             for s in m.control("status")["datasets"].values()),
+             timeout, "the uploads to the container to end")
+
+
 def run(cmd, timeout=30, check=False, **kw):
     """subprocess.run with captured text output and a timeout."""
     kw.setdefault("stdout", subprocess.PIPE)

@@ -15,47 +15,85 @@
  * pass changes nothing.
  */
 #include <errno.h>
+#include <string.h>
 #include <strings.h>
 
 #include "azure_auth.h"
 #include "fuzz.h"
 
-/* The value of the first "name=" in text (to the next ';' or '&'), or NULL. */
-static char *value_of(const char *text, const char *name)
+static int parse(int mode, char *text, struct azure_cred *c, char *err, size_t errlen)
+{
+	char *nl;
+	int rc;
+
+	if (mode == 0)
+		return azure_auth_parse(text, c, err, errlen);
+	nl = strchr(text, '\n');
+	if (nl)
+		*nl = '\0';
+	rc = mode == 1 ? azure_auth_from_key(text, nl ? nl + 1 : "", c, err, errlen)
+		       : azure_auth_from_sas(text, nl ? nl + 1 : "", c, err, errlen);
+	if (nl)
+		*nl = '\n';
+	return rc;
+}
+
+/* Each letter or digit of [s, s + n) replaced by the next of its kind: the same shape. */
+static void rotate(char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+
+		if (ch >= 'a' && ch <= 'z')
+			s[i] = (char)('a' + (ch - 'a' + 1) % 26);
+		else if (ch >= 'A' && ch <= 'Z')
+			s[i] = (char)('A' + (ch - 'A' + 1) % 26);
+		else if (ch >= '0' && ch <= '9')
+			s[i] = (char)('0' + (ch - '0' + 1) % 10);
+	}
+}
+
+/*
+ * Whether the refusal err of text quotes the value of its first "name=" (to
+ * the next ';' or '&'): it does if the same text with that value rotated is
+ * refused with the rotated value in its error (and not only words of the
+ * message that happen to be the value).
+ */
+static bool quotes_secret(int mode, const char *text, const char *err, const char *name)
 {
 	const char *p = strcasestr(text, name);
+	char *copy, *value, err2[256] = "";
+	struct azure_cred c;
+	bool quoted;
 	size_t n;
 
 	if (!p)
-		return NULL;
+		return false;
 	p += strlen(name);
 	n = strcspn(p, ";&");
-	return fuzz_strndup((const uint8_t *)p, n);
+	if (n < 4)
+		return false;
+	value = fuzz_strndup((const uint8_t *)p, n);
+	copy = fuzz_strndup((const uint8_t *)text, strlen(text));
+	rotate(copy + (p - text), n);
+	if (parse(mode, copy, &c, err2, sizeof(err2)) == 0)
+		azure_auth_free(&c);
+	quoted = strstr(err, value) && memmem(err2, strlen(err2), copy + (p - text), n);
+	free(value);
+	free(copy);
+	return quoted;
 }
 
-/* Whether err quotes the secret (one that appears only once in the input, and is long). */
-static bool quotes_secret(const char *err, const char *input, const char *name)
-{
-	char *v = value_of(input, name);
-	bool leaked = false;
-
-	if (v && strlen(v) >= 8) {
-		const char *first = strstr(input, v);
-		leaked = !strstr(first + 1, v) && strstr(err, v);
-	}
-	free(v);
-	return leaked;
-}
-
-static void check_cred(int rc, const struct azure_cred *c, const char *err, const char *input)
+static void check_cred(int mode, int rc, const struct azure_cred *c, const char *err,
+		       const char *input)
 {
 	FUZZ_CHECK(rc == 0 || rc == -EINVAL || rc == -ENOMEM);
 	if (rc) {
 		FUZZ_CHECK(!c->endpoint && !c->account && !c->key && !c->sas);
 		if (rc == -EINVAL) {
 			FUZZ_CHECK(memchr(err, '\0', 256) && err[0] && !strchr(err, '\n'));
-			FUZZ_CHECK(!quotes_secret(err, input, "AccountKey="));
-			FUZZ_CHECK(!quotes_secret(err, input, "sig="));
+			FUZZ_CHECK(!quotes_secret(mode, input, err, "AccountKey="));
+			FUZZ_CHECK(!quotes_secret(mode, input, err, "sig="));
 		}
 		return;
 	}
@@ -95,36 +133,22 @@ static void fuzz_redact(const char *text)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct azure_cred c;
-	char err[256], *text, *nl;
-	int rc = 0;
+	char err[256], *text;
+	int mode, rc;
 
 	if (size < 1)
 		return 0;
 	text = fuzz_strndup(data + 1, size - 1);
-	memset(err, 0, sizeof(err));
-	switch (data[0] % 4) {
-	case 0:
-		rc = azure_auth_parse(text, &c, err, sizeof(err));
-		break;
-	case 1:
-	case 2:
-		nl = strchr(text, '\n');
-		if (nl)
-			*nl = '\0';
-		rc = data[0] % 4 == 1
-			 ? azure_auth_from_key(text, nl ? nl + 1 : "", &c, err, sizeof(err))
-			 : azure_auth_from_sas(text, nl ? nl + 1 : "", &c, err, sizeof(err));
-		if (nl)
-			*nl = '\n';
-		break;
-	default:
+	mode = data[0] % 4;
+	if (mode == 3) {
 		fuzz_redact(text);
-		free(text);
-		return 0;
+	} else {
+		memset(err, 0, sizeof(err));
+		rc = parse(mode, text, &c, err, sizeof(err));
+		check_cred(mode, rc, &c, err, text);
+		if (!rc)
+			azure_auth_free(&c);
 	}
-	check_cred(rc, &c, err, text);
-	if (!rc)
-		azure_auth_free(&c);
 	free(text);
 	return 0;
 }

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "fuzz.h"
+#include "retry.h"
 
 #define MAX_ARGS 32
 #define MAX_ENV	 32
@@ -53,9 +54,9 @@ static void check_config(const struct config *c)
 		   (strcmp(c->decoder, "zlib") == 0 || strcmp(c->decoder, "isal") == 0));
 	FUZZ_CHECK(c->log_level >= LOGL_ERROR && c->log_level <= LOGL_DEBUG);
 	for (int attempt = 1; attempt < 40; attempt += 7) {
-		double w = config_backoff(c, attempt, attempt * 100.0, 7);
-		FUZZ_CHECK(isfinite(w) && w >= 0 &&
-			   w <= c->retry_delay * CONFIG_BACKOFF_CAP * 1.25);
+		struct retry_policy rp = retry_policy_of(c);
+		double w = retry_backoff(&rp, attempt, attempt * 100.0, 7);
+		FUZZ_CHECK(isfinite(w) && w >= 0 && w <= c->retry_delay * RETRY_CAP_FACTOR * 1.25);
 	}
 	FUZZ_CHECK(config_segments_for(c, 0) >= 1 && config_segments_for(c, UINT64_MAX) <= 16);
 }

@@ -158,6 +158,32 @@ static void test_errors(void **state)
 	}
 }
 
+/*
+ * An account name that is not one may be a secret pasted into the wrong
+ * variable (a whole connection string as AZURE_STORAGE_ACCOUNT_NAME): it is
+ * quoted only when it looks like a name. Found by fuzz_azure_auth.
+ */
+static void test_bad_account_name_quoted_only_when_name_like(void **state)
+{
+	static const char pasted[] =
+	    "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=c2VjcmV0a2V5c2VjcmV0";
+	struct azure_cred c;
+	char err[256] = "";
+
+	(void)state;
+	assert_int_equal(azure_auth_from_key(pasted, "YmFy", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "invalid account name"));
+	if (strstr(err, "c2VjcmV0a2V5c2VjcmV0"))
+		fail_msg("the error quotes the key: %s", err);
+	assert_int_equal(
+	    azure_auth_from_sas("?sv=1&sig=c2lnbmF0dXJlc2ln", "sv=1&sig=abc", &c, err, sizeof(err)),
+	    -EINVAL);
+	if (strstr(err, "c2lnbmF0dXJlc2ln"))
+		fail_msg("the error quotes the signature: %s", err);
+	assert_int_equal(azure_auth_from_key("My_Account", "YmFy", &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "'My_Account'"));
+}
+
 static const char *const env_table[][2] = {
     {"AZURE_STORAGE_ACCOUNT_NAME", "myaccount"},
     {"AZURE_STORAGE_ACCOUNT_KEY", "YmFy"},
@@ -388,6 +414,7 @@ int test_azure_auth_group(void)
 	    cmocka_unit_test(test_development_storage),
 	    cmocka_unit_test(test_sas_forms),
 	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_bad_account_name_quoted_only_when_name_like),
 	    cmocka_unit_test(test_from_env),
 	    cmocka_unit_test(test_hmac_vector),
 	    cmocka_unit_test(test_string_to_sign_and_signature),

@@ -123,6 +123,14 @@ static const char *const malformed[] = {
     PAGE(BLOB("", "<Content-Length>1</Content-Length>", ""), ""), /* no name */
     PAGE(BLOB("<Name>x</Name>", "<Content-Length>1</Content-Length>", "<Metadata><k>v</Metadata>"),
 	 ""),
+    /* Names not UTF-8: raw, percent-encoded, a surrogate (found by fuzz_azure_blob). */
+    PAGE(BLOB("<Name>a\xff"
+	      "b</Name>",
+	      "<Content-Length>1</Content-Length>", ""),
+	 ""),
+    PAGE(BLOB("<Name Encoded=\"true\">it%9Et</Name>", "<Content-Length>1</Content-Length>", ""),
+	 ""),
+    PAGE(BLOB("<Name>a&#xD800;b</Name>", "<Content-Length>1</Content-Length>", ""), ""),
 };
 
 static void test_listing_malformed(void **state)
@@ -137,6 +145,32 @@ static void test_listing_malformed(void **state)
 
 		if (rc != -EPROTO)
 			fail_msg("page %zu: %d, wanted -EPROTO: %s", i, rc, malformed[i]);
+	}
+}
+
+/*
+ * The parser reads only the len bytes it is given: a page cut right after a
+ * '<' is malformed, and the byte after it is not looked at (an exact-size
+ * heap copy, so that check-asan sees any read past it). Found by
+ * fuzz_azure_blob (a heap-buffer-overflow in xml_find).
+ */
+static void test_listing_reads_within_len(void **state)
+{
+	static const char *const cut[] = {"<EnumerationResults><", "<EnumerationResults><Blobs><",
+					  "<EnumerationResults>x<"};
+	char marker[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+		size_t n = strlen(cut[i]);
+		char *page = malloc(n);
+		struct seen s = {0};
+
+		assert_non_null(page);
+		memcpy(page, cut[i], n);
+		assert_int_equal(azure_blob_parse_listing(page, n, collect, &s, marker, 64),
+				 -EPROTO);
+		free(page);
 	}
 }
 
@@ -165,6 +199,27 @@ static void test_listing_limits(void **state)
 	assert_int_equal(azure_blob_parse_listing(page, strlen(page), collect, &s, marker, 8), 0);
 	assert_int_equal(s.items[0].meta.count, AZURE_META_MAX);
 	assert_true(s.items[0].meta.overflow);
+}
+
+/*
+ * A page that ends in '<' inside an open element: the search for its end
+ * tag stops at the last byte. Found by fuzz_azure_blob (a heap-buffer-
+ * overflow of one byte under ASan: the page is not NUL-terminated).
+ */
+static void test_listing_ending_in_a_bracket(void **state)
+{
+	static const char text[] = "<EnumerationResults><Blobs><Blob><Name>a</Name><";
+	size_t len = sizeof(text) - 1;
+	char *page = malloc(len), marker[8];
+	struct seen s = {0};
+
+	(void)state;
+	assert_non_null(page);
+	memcpy(page, text, len); /* no NUL after it, as the fuzzer hands it over */
+	assert_int_equal(azure_blob_parse_listing(page, len, collect, &s, marker, sizeof(marker)),
+			 -EPROTO);
+	assert_int_equal(s.count, 0);
+	free(page);
 }
 
 static void test_block_ids_and_digests(void **state)
@@ -237,7 +292,9 @@ int test_azure_blob_group(void)
 	    cmocka_unit_test(test_listing_last_and_empty_pages),
 	    cmocka_unit_test(test_listing_stops_on_request),
 	    cmocka_unit_test(test_listing_malformed),
+	    cmocka_unit_test(test_listing_reads_within_len),
 	    cmocka_unit_test(test_listing_limits),
+	    cmocka_unit_test(test_listing_ending_in_a_bracket),
 	    cmocka_unit_test(test_block_ids_and_digests),
 	    cmocka_unit_test(test_meta_rules),
 	};

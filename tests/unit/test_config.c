@@ -472,6 +472,32 @@ static void test_config_invalid_env_value_fails_too(void **state)
 	fuse_opt_free_args(&args);
 }
 
+/*
+ * The refusal stays one line whatever the value holds: control characters
+ * in it are shown as '?'. Found by fuzz_config ("-oorigin=\r").
+ */
+static void test_config_refusal_is_one_line(void **state)
+{
+	static const struct env_var env[] = {
+	    {"HOME", "/home/u"}, {"IMDBFS_ORIGIN", "http://h/\r\x1b[2K"}, {NULL, NULL}};
+	char *argv[] = {"imdbfs", "-o", "storage=a\nb", "/mnt"};
+	char *plain[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(argv), argv, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "storage 'a?b'"));
+	fuse_opt_free_args(&args);
+	assert_int_equal(load(&cfg, &args, env, ARGC(plain), plain, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "origin"));
+	for (const char *p = err; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			fail_msg("control character 0x%02x in '%s'", *p, err);
+	fuse_opt_free_args(&args);
+}
+
 static void test_config_valid_option_overrides_invalid_env(void **state)
 {
 	static const struct env_var env[] = {
@@ -640,6 +666,7 @@ int test_config_group(void)
 	    cmocka_unit_test(test_config_each_invalid_option_fails_naming_it),
 	    cmocka_unit_test(test_config_invalid_env_value_fails_too),
 	    cmocka_unit_test(test_config_valid_option_overrides_invalid_env),
+	    cmocka_unit_test(test_config_refusal_is_one_line),
 	    cmocka_unit_test(test_config_refresh_off_by_default_and_parsed),
 	    cmocka_unit_test(test_config_source_before_mountpoint_is_dropped),
 	    cmocka_unit_test(test_config_segments_by_size_or_as_given),

@@ -275,6 +275,30 @@ static void test_status_eta_from_rate_and_remaining_bytes(void **state)
 	assert_null_item(d, "eta_s");
 }
 
+/*
+ * A hostile Content-Length near 2^63 read at under a byte a second: the eta
+ * is far beyond a long long, and is still a positive number of seconds (the
+ * cast was undefined and gave -2^63). Found by fuzz_control_json.
+ */
+static void test_status_eta_of_a_huge_length_at_a_trickle(void **state)
+{
+	struct dataset_info info[CATALOG_COUNT];
+	const cJSON *eta;
+	cJSON *o;
+
+	(void)state;
+	absent(info);
+	info[0].state = DS_DOWNLOADING;
+	info[0].bytes_done = 1;
+	info[0].bytes_total = INT64_MAX;
+	info[0].rate_bps = 0.5;
+	o = keep(control_datasets_status_json(info));
+	eta = cJSON_GetObjectItemCaseSensitive(item(o, catalog_name(0)), "eta_s");
+	assert_true(cJSON_IsNumber(eta));
+	if (!(eta->valuedouble > 1.8e19))
+		fail_msg("eta_s %g, wanted about 1.8e19", eta->valuedouble);
+}
+
 static void test_status_error_null_when_empty_text_when_set(void **state)
 {
 	struct dataset_info info[CATALOG_COUNT];
@@ -453,6 +477,7 @@ int test_control_json_group(void)
 	    cmocka_unit_test_teardown(test_status_has_seven_datasets_with_state_names, free_kept),
 	    cmocka_unit_test_teardown(test_status_unknown_total_is_null_and_no_eta, free_kept),
 	    cmocka_unit_test_teardown(test_status_eta_from_rate_and_remaining_bytes, free_kept),
+	    cmocka_unit_test_teardown(test_status_eta_of_a_huge_length_at_a_trickle, free_kept),
 	    cmocka_unit_test_teardown(test_status_error_null_when_empty_text_when_set, free_kept),
 	    cmocka_unit_test_teardown(test_status_cached_shows_etag_and_fetched_at, free_kept),
 	    cmocka_unit_test_teardown(test_health_healthy_without_failures, free_kept),

@@ -91,6 +91,26 @@ static void test_meta_round_trip_every_field(void **state)
 	assert_meta_equal(&in, &out);
 }
 
+/* U+FFFD takes 3 bytes for each invalid one: the repaired text outgrows the field, the hex not. */
+static void test_meta_round_trip_non_utf8_etag_longer_once_repaired(void **state)
+{
+	struct meta in, out;
+	char *text;
+
+	(void)state;
+	sample(&in);
+	memset(in.etag, 0xff, 100);
+	in.etag[100] = '\0';
+	memset(in.last_modified, 0xfe, 60);
+	in.last_modified[60] = '\0';
+	text = meta_to_json(&in);
+	assert_non_null(text);
+	memset(&out, 0x55, sizeof(out));
+	assert_int_equal(meta_from_json(text, &out), 0);
+	free(text);
+	assert_meta_equal(&in, &out);
+}
+
 static void test_meta_round_trip_large_tsv_size_and_empty_strings(void **state)
 {
 	struct meta in, out;
@@ -369,6 +389,7 @@ int test_meta_group(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_meta_round_trip_every_field),
+	    cmocka_unit_test(test_meta_round_trip_non_utf8_etag_longer_once_repaired),
 	    cmocka_unit_test(test_meta_partial_sparse_round_trip_and_default),
 	    cmocka_unit_test(test_meta_round_trip_large_tsv_size_and_empty_strings),
 	    cmocka_unit_test(test_meta_json_carries_iso_fetched_at),

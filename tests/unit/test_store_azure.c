@@ -94,6 +94,11 @@ static void test_bad_metadata_is_refused(void **state)
 	good(&am);
 	am.count = 4; /* drops size, tsvsize, fetchedat */
 	assert_int_equal(parse(&am, "title.ratings.tsv.gz", &m), -EPROTO);
+	/* Empty validators are none: such a copy could never be told from another (fuzz_blob_meta). */
+	good(&am);
+	assert_int_equal(azure_blob_meta_set(&am, "originetag", ""), 0);
+	assert_int_equal(azure_blob_meta_set(&am, "lastmodified", ""), 0);
+	assert_int_equal(parse(&am, "title.ratings.tsv.gz", &m), -EPROTO);
 }
 
 int test_store_azure_group(void)
