@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,8 @@ static void print_dataset(const char *name, const cJSON *d, bool tty)
 	double done = number(d, "bytes_done", 0), total = number(d, "bytes_total", -1);
 	double rate = number(d, "rate_bps", 0), eta = number(d, "eta_s", -1);
 	char sdone[32], stotal[32], srate[32], bar[BAR_WIDTH + 1];
-	int pct = total > 0 ? (int)(100.0 * done / total) : -1;
+	/* Clamped: the bar below is BAR_WIDTH long whatever the figures say. */
+	int pct = total > 0 ? (int)(100.0 * fmin(fmax(done / total, 0.0), 1.0)) : -1;
 
 	human(done, sdone, sizeof(sdone));
 	human(total, stotal, sizeof(stotal));

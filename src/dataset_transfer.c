@@ -177,10 +177,9 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 {
 	struct dataset *d = t->ds;
 	struct transfer **slot = t->kind == KIND_GZ ? &d->download : &d->extract;
+	struct feed *feed = t->feed;
 	struct park_entry *taken;
 
-	if (t->feed)
-		feed_finish(t->feed, err ? -EIO : 0);
 	pthread_mutex_lock(&d->lock);
 	t->done = true;
 	t->res.err = err;
@@ -199,8 +198,18 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 	dataset_set_state_locked(d);
 	pthread_cond_broadcast(&d->changed);
 	taken = dataset_take_openers_locked(d, 0);
+	if (feed)
+		feed_ref(feed); /* t may go with dataset_put_locked() */
 	dataset_put_locked(t);
 	pthread_mutex_unlock(&d->lock);
+	/*
+	 * The feed ends after the dataset says how: a reader who gets the EIO
+	 * finds the failure in status. Not under the lock: it answers parked reads.
+	 */
+	if (feed) {
+		feed_finish(feed, err ? -EIO : 0);
+		feed_unref(feed);
+	}
 	park_answer(taken); /* before thread_done(): shutdown waits for the answers */
 	thread_done();
 }

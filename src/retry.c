@@ -2,6 +2,7 @@
 #include "retry.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -24,7 +25,8 @@ double retry_backoff(const struct retry_policy *p, int n, double retry_after, un
 {
 	double base = p->base_seconds * (double)(1u << (n < 16 ? (n > 1 ? n - 1 : 0) : 15));
 	double cap = p->base_seconds * RETRY_CAP_FACTOR;
-	unsigned seed = (unsigned)(clock_mono() * 1e6) ^ salt;
+	/* Whole microseconds first: the monotonic clock outgrows an unsigned after 71 minutes. */
+	unsigned seed = (unsigned)(uint64_t)(clock_mono() * 1e6) ^ salt;
 	double wait;
 
 	if (base > cap)
