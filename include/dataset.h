@@ -24,10 +24,28 @@
  * a feed parks on the dataset (dataset_open_start()) and is answered by the
  * transfer that publishes the feed or ends: no thread waits for it.
  *
+ * The state is stored (what dataset_info() returns) and has one writer,
+ * set_state_locked() in dataset.c, which every change of the fields it is
+ * made of (the transfer in flight and its phase, the committed copies, the
+ * last failure) calls before the lock is released, and which asserts that the
+ * move is an edge of this diagram. Besides the edges drawn: a download may
+ * start in any state that has none (-> queued); a commit that failed is
+ * retried (verifying -> downloading); a download's end goes to whatever is
+ * committed, or to the extraction it left running; an eviction takes copies
+ * away (cached -> absent, extracted -> cached or absent, failed -> either).
+ *
+ * Code: dataset.c is the state machine and the registry, and the only code
+ * that takes a dataset lock; the engines that run transfers, download.c
+ * (with the tiers, tier.c) and extract.c, call into it through
+ * dataset_engine.h.
+ *
  * Locking: each dataset has one mutex guarding its fields and those of its
- * transfers and its parked opens. Lock order: dataset lock, then feed lock.
- * No dataset lock is held while calling the store, the network or the kernel
- * (invalidation, the replies of parked opens).
+ * transfers and its parked opens. Lock order: dataset lock, then feed lock;
+ * dataset_evict() also calls the store's evict under it (so that no commit
+ * lands between removing the files and forgetting them), so the store's own
+ * locks come after it. Apart from that no dataset lock is held while calling
+ * the store, the network or the kernel (invalidation, the replies of parked
+ * opens). See DESIGN.md for the whole order.
  */
 #ifndef IMDBFS_DATASET_H
 #define IMDBFS_DATASET_H

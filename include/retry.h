@@ -1,7 +1,7 @@
 /*
  * retry.h - the one retry policy: how many attempts a transfer makes, how
  * long it waits between two, and the wait itself, which ends at once when
- * the caller's cancel check fires. Downloads (dataset.c), segments
+ * the caller's cancel check fires. Downloads (download.c), segments
  * (segment.c) and the container tier's reads and lease waits use it.
  *
  * The wait after failed attempt n (n >= 1) is base_seconds doubled each

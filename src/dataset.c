@@ -1,6 +1,7 @@
-/* dataset.c - see dataset.h */
+/* dataset.c - the state machine and registry of the datasets, their readers; see dataset.h */
 #include "dataset.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,76 +12,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "budget.h"
 #include "clock.h"
 #include "config.h"
+#include "dataset_engine.h"
+#include "dataset_int.h"
+#include "download.h"
+#include "extract.h"
 #include "fdshare.h"
 #include "feed.h"
-#include "gunzip.h"
-#include "http.h"
 #include "log.h"
 #include "metrics.h"
-#include "replicate.h"
-#include "retry.h"
-#include "segment.h"
-#include "spool.h"
 #include "store.h"
 #include "store_azure.h"
-
-#define CHUNK		 (256 * 1024)
-#define CHECKPOINT_BYTES (8u << 20)
-#define CHECKPOINT_S	 1.0
-#define POLL_NS		 (50 * 1000 * 1000)
-#define SHUTDOWN_WAIT_S	 10
-#define RETIRED_KEPT	 8 /* replaced copies whose attributes are remembered, per kind */
-#define MAX_RESTARTS	 3 /* new versions seen by segments before a download counts a fault */
-/* on_body's own code: segment 0 is complete, the first connection stops there. */
-#define SEGMENT0_DONE (-EALREADY)
-
-struct dataset;
-
-struct transfer {
-	struct dataset *ds;
-	enum file_kind kind;  /* KIND_GZ: a download; KIND_TSV: a decompression */
-	bool force;	      /* constant */
-	struct transfer *src; /* a decompression's download, followed; constant */
-	_Atomic bool cancel;
-	int refs;		   /* guarded by ds->lock */
-	bool done;		   /* guarded by ds->lock */
-	enum ds_state phase;	   /* guarded by ds->lock */
-	struct feed *feed;	   /* guarded by ds->lock; holds a reference */
-	double body_started;	   /* guarded by ds->lock; monotonic */
-	struct dataset_result res; /* guarded by ds->lock; final once done */
-};
-
-/* What a generation that had a committed copy looked like. */
-struct version_attr {
-	uint64_t gen;
-	int64_t size;
-	int64_t mtime;
-};
-
-struct dataset {
-	int index; /* constant */
-	pthread_mutex_t lock;
-	pthread_cond_t changed;	   /* a transfer published a feed or ended */
-	bool cached;		   /* guarded by lock */
-	bool extracted;		   /* guarded by lock */
-	bool failed;		   /* guarded by lock: the last transfer failed */
-	struct meta gz;		   /* guarded by lock; valid when cached */
-	struct meta tsv;	   /* guarded by lock; valid when extracted */
-	double checked_at;	   /* guarded by lock: when gz was last known current */
-	bool resume_pending;	   /* guarded by lock: a partial download waits in the store */
-	bool retrying;		   /* guarded by lock: the download is backing off after a fault */
-	uint64_t gen[2];	   /* guarded by lock: per kind, see dataset_generation() */
-	struct fdshare *copy[2];   /* guarded by lock: per kind, the committed copy, or NULL */
-	struct transfer *download; /* guarded by lock; in flight or NULL */
-	struct transfer *extract;  /* guarded by lock; in flight or NULL */
-	char error[256];	   /* guarded by lock */
-	/* guarded by lock: the last few copies replaced, at gen % RETIRED_KEPT */
-	struct version_attr retired[2][RETIRED_KEPT];
-	struct park_list openers[2]; /* guarded by lock: per kind, opens parked */
-};
 
 static struct dataset sets[CATALOG_COUNT];
 
@@ -88,17 +31,6 @@ static struct dataset sets[CATALOG_COUNT];
 static const struct config *config;
 static struct store *store;
 static void (*change_hook)(const char *file);
-
-/* Transfer threads, counted so that shutdown can wait for them. */
-static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t threads_gone = PTHREAD_COND_INITIALIZER;
-static int threads_live;   /* guarded by threads_lock */
-static bool shutting_down; /* guarded by threads_lock */
-
-/* Download slots: at most config->concurrency downloads talk to the origin. */
-static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t slots_free = PTHREAD_COND_INITIALIZER;
-static unsigned slots_used; /* guarded by slots_lock */
 
 static const char *const state_names[] = {
     [DS_ABSENT] = "absent",	  [DS_QUEUED] = "queued", [DS_DOWNLOADING] = "downloading",
@@ -111,21 +43,64 @@ const char *dataset_state_name(enum ds_state st)
 	return state_names[st];
 }
 
+#ifndef NDEBUG
+#define S(st) (1u << (st))
+/* Where a download's end leads: the committed copies' state, or the extraction it left running. */
+#define DOWNLOAD_ENDED                                                                             \
+	(S(DS_ABSENT) | S(DS_CACHED) | S(DS_EXTRACTED) | S(DS_FAILED) | S(DS_EXTRACTING))
+
+/*
+ * The edges of the diagram in dataset.h, per state: where it may go next.
+ * A download may start in any state without one (-> queued), and a failed
+ * commit is retried (verifying -> downloading); an eviction takes a copy
+ * away (cached -> absent, extracted -> cached or absent).
+ */
+static const unsigned next_states[] = {
+    [DS_ABSENT] = S(DS_QUEUED),
+    [DS_QUEUED] = S(DS_DOWNLOADING) | DOWNLOAD_ENDED,
+    [DS_DOWNLOADING] = S(DS_VERIFYING) | DOWNLOAD_ENDED,
+    [DS_VERIFYING] = S(DS_DOWNLOADING) | DOWNLOAD_ENDED,
+    [DS_CACHED] = S(DS_QUEUED) | S(DS_EXTRACTING) | S(DS_ABSENT),
+    [DS_EXTRACTING] = S(DS_QUEUED) | S(DS_EXTRACTED) | S(DS_CACHED) | S(DS_ABSENT) | S(DS_FAILED),
+    [DS_EXTRACTED] = S(DS_QUEUED) | S(DS_EXTRACTING) | S(DS_CACHED) | S(DS_ABSENT),
+    [DS_FAILED] = S(DS_QUEUED) | S(DS_EXTRACTING) | S(DS_CACHED) | S(DS_ABSENT),
+};
+
+#endif
+
+/*
+ * The state the diagram gives d's fields: the phase of the transfer in
+ * flight (the download's first), else what is committed; d->lock held.
+ */
+static enum ds_state state_of_locked(struct dataset *d)
+{
+	struct transfer *t = d->download ? d->download : d->extract;
+
+	assert(dataset_held(d));
+	if (t)
+		return t->phase;
+	return d->failed      ? DS_FAILED
+	       : d->extracted ? DS_EXTRACTED
+	       : d->cached    ? DS_CACHED
+			      : DS_ABSENT;
+}
+
+/*
+ * The one writer of d->state, called by every change of the fields it is
+ * made of before the lock is released; asserts that the move is an edge of
+ * the diagram. d->lock held.
+ */
+void dataset_set_state_locked(struct dataset *d)
+{
+	enum ds_state next = state_of_locked(d);
+
+	assert(next == d->state || (next_states[d->state] & S(next)));
+	d->state = next;
+}
+
 /* ---- helpers ------------------------------------------------------------ */
 
-static int transfer_cancelled(void *ctx)
-{
-	struct transfer *t = ctx;
-
-	return atomic_load(&t->cancel);
-}
-
-static const char *file_of(const struct transfer *t)
-{
-	return catalog_file(t->ds->index, t->kind);
-}
-
-static void notify_change(const char *file)
+void dataset_notify_change(const char *file)
 {
 	if (change_hook)
 		change_hook(file);
@@ -136,7 +111,7 @@ static void notify_change(const char *file)
  * fdshare.h), never a fresh open of its path: the path may already name the
  * next version while the dataset still shows this one.
  */
-static int dup_fd(int fd)
+int dataset_dup_fd(int fd)
 {
 	int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 
@@ -150,6 +125,7 @@ static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, i
 	uint64_t filled;
 	int ended, err;
 
+	assert(dataset_held(d));
 	*size = 0;
 	*mtime = d->cached ? d->gz.mtime : 0;
 	if (kind == KIND_GZ && d->cached) {
@@ -166,133 +142,25 @@ static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, i
 	}
 }
 
-/* A shared descriptor on fd's file, to commit as a copy; NULL and *rc on failure. */
-static struct fdshare *share_dup(int fd, int *rc)
-{
-	struct fdshare *s;
-	int copy = dup_fd(fd);
-
-	if (copy < 0) {
-		*rc = copy;
-		return NULL;
-	}
-	if (!(s = fdshare_new(copy))) {
-		close(copy);
-		*rc = -ENOMEM;
-	}
-	return s;
-}
-
 /*
  * Makes copy (taken over; NULL for none) the committed copy of kind; d->lock
  * held, and the dataset's metadata still the old copy's. Returns the old one
  * to put.
  */
-static struct fdshare *swap_fd_locked(struct dataset *d, enum file_kind kind, struct fdshare *copy)
+struct fdshare *dataset_swap_copy_locked(struct dataset *d, enum file_kind kind,
+					 struct fdshare *copy)
 {
 	struct fdshare *old = d->copy[kind];
 
+	assert(dataset_held(d));
 	if (old) {
-		struct version_attr *v = &d->retired[kind][d->gen[kind] % RETIRED_KEPT];
+		struct version_attr *v = &d->retired[kind][d->gen[kind] % DATASET_RETIRED_KEPT];
 		v->gen = d->gen[kind];
 		stat_locked(d, kind, &v->size, &v->mtime);
 	}
 	d->copy[kind] = copy;
 	d->gen[kind]++;
 	return old;
-}
-
-/* ---- transfer lifecycle --------------------------------------------------- */
-
-static void thread_done(void)
-{
-	pthread_mutex_lock(&threads_lock);
-	threads_live--;
-	pthread_cond_broadcast(&threads_gone);
-	pthread_mutex_unlock(&threads_lock);
-}
-
-static int spawn(void *(*fn)(void *), void *arg)
-{
-	pthread_attr_t attr;
-	pthread_t th;
-	int rc;
-
-	pthread_mutex_lock(&threads_lock);
-	if (shutting_down) {
-		pthread_mutex_unlock(&threads_lock);
-		return -ESHUTDOWN;
-	}
-	threads_live++;
-	pthread_mutex_unlock(&threads_lock);
-	rc = pthread_attr_init(&attr);
-	if (!rc) {
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		rc = pthread_create(&th, &attr, fn, arg);
-		pthread_attr_destroy(&attr);
-	}
-	if (rc) {
-		thread_done();
-		return -rc;
-	}
-	return 0;
-}
-
-/* Drops one reference; called with t->ds->lock held. */
-static void put_locked(struct transfer *t)
-{
-	if (--t->refs > 0)
-		return;
-	if (t->src)
-		put_locked(t->src);
-	feed_unref(t->feed);
-	free(t);
-}
-
-static void put(struct transfer *t)
-{
-	struct dataset *d = t->ds;
-
-	pthread_mutex_lock(&d->lock);
-	put_locked(t);
-	pthread_mutex_unlock(&d->lock);
-}
-
-static void *download_main(void *arg);
-static void *extract_main(void *arg);
-
-/*
- * Starts a transfer of kind for d; called with d->lock held. The dataset and
- * the thread each hold a reference. NULL when no thread could be started.
- */
-static struct transfer *start_locked(struct dataset *d, enum file_kind kind, bool force)
-{
-	struct transfer *t = calloc(1, sizeof(*t));
-	struct transfer **slot = kind == KIND_GZ ? &d->download : &d->extract;
-
-	if (!t)
-		return NULL;
-	t->ds = d;
-	t->kind = kind;
-	t->force = force;
-	t->refs = 2;
-	t->phase = kind == KIND_GZ ? DS_QUEUED : DS_EXTRACTING;
-	if (kind == KIND_TSV && !d->cached) {
-		t->src = d->download ? d->download : start_locked(d, KIND_GZ, false);
-		if (!t->src) {
-			free(t);
-			return NULL;
-		}
-		t->src->refs++;
-	}
-	if (spawn(kind == KIND_GZ ? download_main : extract_main, t)) {
-		if (t->src)
-			put_locked(t->src);
-		free(t);
-		return NULL;
-	}
-	*slot = t;
-	return t;
 }
 
 /* ---- opens parked until their transfer publishes a feed -------------------- */
@@ -304,6 +172,7 @@ static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
 {
 	struct transfer *t = o->t;
 
+	assert(dataset_held(d));
 	o->r->gen = d->gen[o->kind];
 	if (o->kind == KIND_GZ ? d->cached : d->extracted)
 		return open_committed_locked(d, o->r, o->kind);
@@ -330,17 +199,18 @@ static int64_t opener_take(struct park_entry *e, void *ctx)
 
 	if (rc == -EINPROGRESS)
 		return PARK_WAIT;
-	put_locked(o->t);
+	dataset_put_locked(o->t);
 	o->t = NULL;
 	return rc;
 }
 
 /* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
-static struct park_entry *take_openers_locked(struct dataset *d, int rc)
+struct park_entry *dataset_take_openers_locked(struct dataset *d, int rc)
 {
 	struct opener_take c = {d, rc};
 	struct park_entry *taken = NULL, *more, *last;
 
+	assert(dataset_held(d));
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 		if (!(more = park_take_locked(&d->openers[k], opener_take, &c)))
 			continue;
@@ -357,1198 +227,6 @@ static void opener_ready(struct park_entry *e, int64_t answer)
 	struct dataset_opener *o = (struct dataset_opener *)e;
 
 	o->ready(o, (int)answer);
-}
-
-/* Publishes the feed readers should follow (or none); called without the lock. */
-static void publish_feed(struct transfer *t, struct feed *f, enum ds_state phase)
-{
-	struct dataset *d = t->ds;
-	struct park_entry *taken;
-	struct feed *old;
-
-	pthread_mutex_lock(&d->lock);
-	old = t->feed;
-	t->feed = f;
-	t->phase = phase;
-	t->body_started = clock_mono();
-	pthread_cond_broadcast(&d->changed);
-	taken = take_openers_locked(d, 0);
-	pthread_mutex_unlock(&d->lock);
-	park_answer(taken);
-	feed_unref(old);
-}
-
-static void set_phase(struct transfer *t, enum ds_state phase)
-{
-	pthread_mutex_lock(&t->ds->lock);
-	t->phase = phase;
-	pthread_mutex_unlock(&t->ds->lock);
-}
-
-/* Records the outcome, wakes every waiter and drops the thread's reference. */
-static void finish_transfer(struct transfer *t, int err, bool changed, const char *error)
-{
-	struct dataset *d = t->ds;
-	struct transfer **slot = t->kind == KIND_GZ ? &d->download : &d->extract;
-	struct feed *feed = t->feed;
-	struct park_entry *taken;
-
-	pthread_mutex_lock(&d->lock);
-	t->done = true;
-	t->res.err = err;
-	t->res.changed = changed;
-	snprintf(t->res.error, sizeof(t->res.error), "%s", err ? error : "");
-	if (*slot == t) {
-		*slot = NULL;
-		t->refs--; /* the dataset's reference; the thread's is dropped below */
-	}
-	if (t->kind == KIND_GZ)
-		d->retrying = false;
-	if (err != -ECANCELED) {
-		d->failed = err != 0;
-		snprintf(d->error, sizeof(d->error), "%s", err ? error : "");
-	}
-	pthread_cond_broadcast(&d->changed);
-	taken = take_openers_locked(d, 0);
-	if (feed)
-		feed_ref(feed); /* t may go with put_locked() */
-	put_locked(t);
-	pthread_mutex_unlock(&d->lock);
-	/*
-	 * The feed ends after the dataset says how: a reader who gets the EIO
-	 * finds the failure in status. Not under the lock: it answers parked reads.
-	 */
-	if (feed) {
-		feed_finish(feed, err ? -EIO : 0);
-		feed_unref(feed);
-	}
-	park_answer(taken); /* before thread_done(): shutdown waits for the answers */
-	thread_done();
-}
-
-/* ---- downloads -------------------------------------------------------------- */
-
-struct fetch {
-	struct transfer *t;
-	bool conditional; /* old is a committed copy to revalidate */
-	struct meta old;
-	struct meta next;  /* the version being received */
-	int64_t total;	   /* its size, -1 unknown */
-	int fd;		   /* the temporary; owned by feed */
-	struct feed *feed; /* owned by t->feed once published */
-	bool published;	   /* readers can see feed: its version is confirmed */
-	struct gunzip *gz; /* verifies the stream as it arrives */
-	uint64_t written;  /* bytes of next in the temporary */
-	uint64_t durable;  /* bytes covered by the last checkpoint */
-	uint64_t flushed;  /* bytes whose writeback was started (feed_flush_hint) */
-	double checkpointed_at;
-	double retry_after;    /* the origin asked to wait this long (429/503) */
-	bool from_blob;	       /* read the shared tier's copy (blob) instead of the origin */
-	bool old_is_blob;      /* old is the container's copy, newer than the local one */
-	struct meta blob;      /* the shared tier's version, when it has one */
-	struct segments *segs; /* the other connections of a segmented download, or NULL */
-	bool sparse;	       /* the temporary may hold bytes past `written` (segments) */
-	bool segment_gave_up;  /* a segment used up its retries: the download fails */
-	struct budget budget;  /* what the temporary may grow to */
-	char url[1024];	       /* what is requested: may hold the origin's password */
-	char shown[1024];      /* url as logged and stored (config->origin_shown) */
-	char error[256];
-};
-
-static bool same_version(const struct meta *m, const struct http_response *rs)
-{
-	return meta_validators_match(m->etag, m->last_modified, rs->etag, rs->last_modified);
-}
-
-/* Ends the segment threads, if any: nothing writes the temporary afterwards. */
-static void stop_segments(struct fetch *f)
-{
-	segments_stop(f->segs);
-	f->segs = NULL;
-}
-
-/* Readers of an abandoned feed get EIO past what they could already read. */
-static void abandon_feed(struct fetch *f)
-{
-	stop_segments(f);
-	f->sparse = false;
-	if (!f->feed)
-		return;
-	feed_finish(f->feed, -EIO);
-	if (f->published)
-		publish_feed(f->t, NULL, DS_DOWNLOADING);
-	else
-		feed_unref(f->feed);
-	f->published = false;
-	store->ops->discard_temp(store, file_of(f->t));
-	f->feed = NULL;
-	gunzip_free(f->gz);
-	f->gz = NULL;
-	f->written = f->durable = f->flushed = 0;
-}
-
-/* Saves how far the download got, so that it resumes after a restart. */
-static void checkpoint(struct fetch *f)
-{
-	struct meta_partial p = {.version = f->next,
-				 .total = f->total,
-				 .durable = (int64_t)f->written,
-				 .sparse = f->sparse};
-	int rc = store->ops->checkpoint(store, file_of(f->t), f->fd, &p);
-
-	f->checkpointed_at = clock_mono();
-	if (rc)
-		log_warn("%s: cannot checkpoint the download: %s", file_of(f->t), strerror(-rc));
-	else
-		f->durable = f->written;
-}
-
-/*
- * Every CHECKPOINT_BYTES, at most once a CHECKPOINT_S; a segmented download
- * every CHECKPOINT_S, since its partial resumes only from the checkpoint.
- */
-static void maybe_checkpoint(struct fetch *f)
-{
-	uint64_t ahead = f->written - f->durable;
-
-	if ((ahead >= CHECKPOINT_BYTES || (f->sparse && ahead > 0)) &&
-	    clock_mono() - f->checkpointed_at >= CHECKPOINT_S)
-		checkpoint(f);
-}
-
-/* Feeds bytes [0, len) of fd to a fresh verifier; 0 when they are a valid gzip prefix. */
-static int reverify(int fd, uint64_t len, struct gunzip **out)
-{
-	struct gunzip *gz = gunzip_new(NULL, NULL);
-	char *buf = malloc(CHUNK);
-	uint64_t off = 0;
-	int rc = gz && buf ? 0 : -ENOMEM;
-
-	while (!rc && off < len) {
-		size_t want = len - off < CHUNK ? (size_t)(len - off) : CHUNK;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-		if (n <= 0)
-			rc = n < 0 ? -errno : -EIO;
-		else if (!(rc = gunzip_write(gz, buf, (size_t)n)))
-			off += (uint64_t)n;
-	}
-	free(buf);
-	if (rc) {
-		gunzip_free(gz);
-		return rc;
-	}
-	*out = gz;
-	return 0;
-}
-
-/*
- * Picks up a download that an earlier attempt or run left in the store. The
- * bytes written after the last checkpoint are kept when they still verify
- * (a killed daemon loses nothing); else the download restarts from the
- * checkpoint, and from scratch when even that does not verify.
- */
-static void resume_partial(struct fetch *f)
-{
-	const char *file = file_of(f->t);
-	struct meta_partial p;
-	uint64_t present, keep;
-	int fd;
-
-	if (store->ops->resume(store, file, &fd, &p, &present))
-		return;
-	/* Past the verified prefix, a segmented download's temporary has holes. */
-	keep = p.sparse ? (uint64_t)p.durable : present;
-	if (p.sparse && ftruncate(fd, (off_t)keep) < 0)
-		goto discard;
-	if (strcmp(p.version.url, f->shown) != 0 ||
-	    !(p.version.etag[0] || p.version.last_modified[0]))
-		goto discard;
-	if (reverify(fd, keep, &f->gz)) {
-		keep = (uint64_t)p.durable;
-		if (ftruncate(fd, (off_t)keep) < 0 || reverify(fd, keep, &f->gz))
-			goto discard;
-	}
-	if (keep == 0) {
-		gunzip_free(f->gz);
-		f->gz = NULL;
-		goto discard;
-	}
-	f->feed = feed_new(fd, p.total);
-	if (!f->feed) {
-		gunzip_free(f->gz);
-		f->gz = NULL;
-		goto discard;
-	}
-	f->fd = fd;
-	f->next = p.version;
-	f->total = p.total;
-	f->written = f->durable = f->flushed = keep;
-	feed_grow(f->feed, keep);
-	/* Readers see it once the origin confirms the version (see on_response). */
-	log_info("%s: resuming a partial download at byte %llu", file, (unsigned long long)keep);
-	return;
-discard:
-	close(fd);
-	store->ops->discard_temp(store, file);
-}
-
-static void publish(struct fetch *f)
-{
-	if (f->published)
-		return;
-	f->published = true;
-	publish_feed(f->t, f->feed, DS_DOWNLOADING);
-}
-
-static int begin_body(struct fetch *f, const struct http_response *rs)
-{
-	struct feed *feed;
-	int fd, rc;
-
-	rc = store->ops->create_temp(store, file_of(f->t), &fd);
-	if (rc) {
-		snprintf(f->error, sizeof(f->error), "cannot create a temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	feed = feed_new(fd, rs->total);
-	f->gz = gunzip_new(NULL, NULL);
-	if (!feed || !f->gz) {
-		if (feed)
-			feed_unref(feed);
-		else
-			close(fd);
-		snprintf(f->error, sizeof(f->error), "out of memory");
-		return -ENOMEM;
-	}
-	memset(&f->next, 0, sizeof(f->next));
-	snprintf(f->next.url, sizeof(f->next.url), "%s", f->shown);
-	snprintf(f->next.etag, sizeof(f->next.etag), "%s", rs->etag);
-	snprintf(f->next.last_modified, sizeof(f->next.last_modified), "%s", rs->last_modified);
-	f->next.mtime = rs->mtime;
-	f->total = rs->total;
-	f->fd = fd;
-	f->feed = feed;
-	f->written = f->durable = f->flushed = 0;
-	publish(f);
-	if (f->next.etag[0] || f->next.last_modified[0])
-		checkpoint(f); /* resumable from the first byte on */
-	return 0;
-}
-
-/* A response to a download already under way: continue it, or start over on a new version. */
-static int continue_body(struct fetch *f, const struct http_response *rs)
-{
-	if (rs->status == 206 && rs->range_start == (int64_t)f->written &&
-	    same_version(&f->next, rs)) {
-		publish(f);
-		return 0;
-	}
-	if (rs->status == 200 && same_version(&f->next, rs)) {
-		/* The same bytes again from the start: rewrite them under the readers. */
-		gunzip_free(f->gz);
-		f->gz = gunzip_new(NULL, NULL);
-		f->written = 0;
-		publish(f);
-		return f->gz ? 0 : -ENOMEM;
-	}
-	log_info("%s: the origin has a new version; starting over", file_of(f->t));
-	abandon_feed(f);
-	return begin_body(f, rs);
-}
-
-/*
- * Only a response that runs to the end of a file of known size and known
- * version, from an origin that takes ranges, is split: the others could not
- * tie their ranges to it (If-Range) or could not ask for one at all.
- */
-static bool splittable(const struct fetch *f, const struct http_response *rs)
-{
-	if (f->segs || f->from_blob || f->total <= 0 ||
-	    !(f->next.etag[0] || f->next.last_modified[0]))
-		return false;
-	if (rs->status == 200)
-		return rs->accept_ranges && f->written == 0;
-	return rs->status == 206 && rs->range_start == (int64_t)f->written &&
-	       rs->length == f->total - rs->range_start;
-}
-
-/* Starts the other connections of a large download; without them it goes on alone. */
-static void plan_segments(struct fetch *f, const struct http_response *rs)
-{
-	struct segments_spec sp = {
-	    .file = file_of(f->t),
-	    .url = f->url,
-	    .etag = f->next.etag,
-	    .last_modified = f->next.last_modified,
-	    .fd = f->fd,
-	    .from = f->written,
-	    .total = (uint64_t)f->total,
-	    .count = config_segments_for(config, (uint64_t)f->total),
-	    .cfg = config,
-	    .cancelled = transfer_cancelled,
-	    .cancel_ctx = f->t,
-	};
-	int rc;
-
-	if (sp.count < 2 || !splittable(f, rs))
-		return;
-	rc = segments_start(&sp, &f->segs);
-	if (rc == -ERANGE)
-		return;
-	if (rc) {
-		log_warn("%s: cannot start segments (%s); one connection", sp.file, strerror(-rc));
-		return;
-	}
-	f->sparse = true;
-	log_info("%s: %u segments from byte %llu, pieces of %llu bytes; this connection ends "
-		 "at %llu",
-		 sp.file, segments_count(f->segs), (unsigned long long)sp.from,
-		 (unsigned long long)segments_piece_bytes(f->segs),
-		 (unsigned long long)segments_first_end(f->segs));
-}
-
-static int on_response(void *ctx, const struct http_response *rs)
-{
-	struct fetch *f = ctx;
-	/* The whole file's announced size (a 200's Content-Length, a 206's Content-Range). */
-	int rc =
-	    budget_expect(&f->budget, rs->total, rs->status == 206 ? (uint64_t)rs->range_start : 0,
-			  f->error, sizeof(f->error));
-
-	if (!rc)
-		rc = f->feed ? continue_body(f, rs) : begin_body(f, rs);
-	if (!rc)
-		plan_segments(f, rs);
-	return rc;
-}
-
-/* A segment failed or saw a new version: this connection stops too. */
-static int segments_failed(struct fetch *f)
-{
-	int rc = f->segs ? segments_check(f->segs) : 0;
-
-	if (rc) {
-		segments_error(f->segs, f->error, sizeof(f->error));
-		f->segment_gave_up = rc != -ESTALE && rc != -ECANCELED;
-	}
-	return rc;
-}
-
-static int on_body(void *ctx, const void *buf, size_t len)
-{
-	struct fetch *f = ctx;
-	uint64_t end = f->segs ? segments_first_end(f->segs) : UINT64_MAX;
-	int rc;
-
-	if ((rc = segments_failed(f)))
-		return rc;
-	if (len > end - f->written)
-		len = (size_t)(end - f->written); /* the rest is another segment's */
-	if ((rc = budget_grow(&f->budget, f->written + len, f->error, sizeof(f->error))))
-		return rc;
-	rc = feed_pwrite_all(f->fd, buf, len, f->written);
-	if (rc) {
-		snprintf(f->error, sizeof(f->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	rc = gunzip_write(f->gz, buf, len);
-	if (rc) {
-		snprintf(f->error, sizeof(f->error), "corrupt gzip data at byte %llu",
-			 (unsigned long long)f->written);
-		return rc;
-	}
-	f->written += len;
-	feed_grow(f->feed, f->written);
-	metrics_add(f->from_blob ? M_CONTAINER_BYTES : M_ORIGIN_BYTES, len);
-	feed_flush_hint(f->fd, &f->flushed, f->written);
-	maybe_checkpoint(f);
-	return f->written == end ? SEGMENT0_DONE : 0;
-}
-
-/* Verifies and publishes bytes [f->written, f->written + n) that the segments put in place. */
-static int take_contiguous(struct fetch *f, char *buf, size_t n)
-{
-	ssize_t got = pread(f->fd, buf, n, (off_t)f->written);
-	int rc;
-
-	if (got <= 0) {
-		rc = got < 0 ? -errno : -EIO;
-		snprintf(f->error, sizeof(f->error), "cannot read the temporary back: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	if ((rc = gunzip_write(f->gz, buf, (size_t)got))) {
-		snprintf(f->error, sizeof(f->error), "corrupt gzip data near byte %llu",
-			 (unsigned long long)f->written);
-		return rc;
-	}
-	f->written += (uint64_t)got;
-	feed_grow(f->feed, f->written);
-	feed_flush_hint(f->fd, &f->flushed, f->written);
-	maybe_checkpoint(f);
-	return 0;
-}
-
-/*
- * Segment 0 is in: follows the other segments in order, verifying each byte
- * once everything before it arrived. The segments end here, whatever happens.
- */
-static int follow_segments(struct fetch *f)
-{
-	char *buf = malloc(CHUNK);
-	int64_t n;
-	int rc = buf ? 0 : -ENOMEM;
-
-	log_debug("%s: piece 0 complete; verifying the others in order", file_of(f->t));
-	segments_release(f->segs); /* this connection is done: another one may start */
-	while (!rc && f->written < (uint64_t)f->total) {
-		n = segments_wait(f->segs, f->written);
-		if (n < 0) {
-			rc = (int)n;
-			segments_error(f->segs, f->error, sizeof(f->error));
-			f->segment_gave_up = rc != -ESTALE && rc != -ECANCELED;
-		} else {
-			rc = take_contiguous(f, buf, (size_t)(n < CHUNK ? n : CHUNK));
-		}
-	}
-	if (!rc)
-		log_debug("%s: every piece verified", file_of(f->t));
-	if (rc == -ENOMEM && !buf)
-		snprintf(f->error, sizeof(f->error), "out of memory");
-	free(buf);
-	stop_segments(f);
-	return rc;
-}
-
-static int commit_download(struct fetch *f)
-{
-	struct transfer *t = f->t;
-	struct dataset *d = t->ds;
-	bool reextract;
-	struct fdshare *keep, *stale_tsv = NULL;
-	int rc = 0;
-
-	if (f->total >= 0 && f->written != (uint64_t)f->total) {
-		snprintf(f->error, sizeof(f->error), "short body: %llu of %lld bytes",
-			 (unsigned long long)f->written, (long long)f->total);
-		return -EAGAIN;
-	}
-	if (gunzip_finish(f->gz)) {
-		snprintf(f->error, sizeof(f->error), "corrupt gzip data: the stream is truncated");
-		return -EBADMSG;
-	}
-	set_phase(t, DS_VERIFYING);
-	f->next.size = (int64_t)f->written;
-	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
-	f->next.fetched_at = clock_wall();
-	if (!(keep = share_dup(f->fd, &rc)) ||
-	    (rc = store->ops->commit(store, file_of(t), f->fd, &f->next))) {
-		fdshare_put(keep);
-		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	pthread_mutex_lock(&d->lock);
-	keep = swap_fd_locked(d, KIND_GZ, keep);
-	d->gz = f->next;
-	d->cached = true;
-	d->checked_at = f->next.fetched_at;
-	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
-	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
-		stale_tsv = swap_fd_locked(d, KIND_TSV, NULL);
-		d->extracted = false;
-	}
-	reextract = stale_tsv && !d->extract;
-	pthread_mutex_unlock(&d->lock);
-	fdshare_put(keep);
-	fdshare_put(stale_tsv);
-	notify_change(file_of(t));
-	if (stale_tsv)
-		notify_change(catalog_file(d->index, KIND_TSV));
-	if (reextract) {
-		struct transfer *x = dataset_extract(d->index);
-		if (x)
-			put(x);
-	}
-	return 0;
-}
-
-static void build_request(struct fetch *f, struct http_request *rq)
-{
-	memset(rq, 0, sizeof(*rq));
-	rq->url = f->url;
-	rq->cafile = config->cafile;
-	rq->stall_seconds = config->timeout;
-	rq->connect_seconds = config->timeout < 20 ? config->timeout : 20;
-	rq->cancelled = transfer_cancelled;
-	rq->cancel_ctx = f->t;
-	if (f->feed && f->written > 0) {
-		/* Continue where the last attempt stopped, tied to the same version. */
-		rq->range_from = f->written;
-		if (f->segs) /* up to where the next segment starts */
-			rq->range_to = segments_first_end(f->segs) - 1;
-		rq->if_range = f->next.etag[0] ? f->next.etag : f->next.last_modified;
-		if (!*rq->if_range)
-			rq->range_from = rq->range_to = 0;
-	} else if (f->conditional && !f->feed) {
-		rq->if_none_match = f->old.etag;
-		rq->if_modified_since = f->old.last_modified;
-	}
-}
-
-/* One request; 0 with *unchanged set for a 304, or -errno with f->error. */
-static int fetch_once(struct fetch *f, bool *unchanged)
-{
-	struct http_sink sink = {on_response, on_body, f};
-	struct http_request rq;
-	struct http_response rs;
-	char err[256];
-	int rc;
-
-	if (f->segs && f->written == segments_first_end(f->segs)) {
-		rc = follow_segments(f); /* segment 0 arrived before the fault */
-		return rc ? rc : commit_download(f);
-	}
-	if (f->feed && f->total >= 0 && f->written == (uint64_t)f->total) {
-		publish(f);
-		return commit_download(f); /* every byte arrived before the fault */
-	}
-	f->error[0] = '\0';
-	if (f->from_blob) {
-		rc = store_azure_get(file_of(f->t), &f->blob, f->feed ? f->written : 0, &sink,
-				     transfer_cancelled, f->t, err, sizeof(err));
-		f->retry_after = 0;
-		if (rc && !f->error[0])
-			snprintf(f->error, sizeof(f->error), "%s", err);
-		return rc ? rc : commit_download(f);
-	}
-	build_request(f, &rq);
-	metrics_add(M_ORIGIN_REQUESTS, 1);
-	rc = http_get(&rq, &rs, &sink, err, sizeof(err));
-	f->retry_after = rs.retry_after;
-	if (rc == SEGMENT0_DONE) {
-		rc = follow_segments(f);
-		return rc ? rc : commit_download(f);
-	}
-	if (rc) {
-		if (!f->error[0])
-			snprintf(f->error, sizeof(f->error), "%s", err);
-		return rc;
-	}
-	if (rs.status == 304) {
-		if (f->conditional && !f->feed) {
-			metrics_add(M_ORIGIN_NOT_MODIFIED, 1);
-			*unchanged = true;
-			return 0;
-		}
-		snprintf(f->error, sizeof(f->error), "unexpected 304 Not Modified");
-		return -EPROTO;
-	}
-	return commit_download(f);
-}
-
-/* A fault being retried shows in status and health before the download gives up. */
-static void note_retry(struct transfer *t, const char *error)
-{
-	struct dataset *d = t->ds;
-
-	pthread_mutex_lock(&d->lock);
-	d->retrying = true;
-	snprintf(d->error, sizeof(d->error), "%.200s (retrying)", error);
-	pthread_mutex_unlock(&d->lock);
-}
-
-static bool transient(int rc)
-{
-	return rc == -EAGAIN || rc == -EBADMSG;
-}
-
-static int fetch_with_retries(struct fetch *f, bool *unchanged)
-{
-	const char *file = file_of(f->t);
-	struct retry_policy rp = retry_policy_of(config);
-	int rc;
-
-	for (int attempt = 1, restarts = 0;; attempt++) {
-		rc = fetch_once(f, unchanged);
-		if (rc == 0 || rc == -ECANCELED)
-			return rc;
-		if (rc == -EBADMSG || rc == -ESTALE)
-			abandon_feed(f); /* corrupt, or a new version: start from scratch */
-		if (rc == -ESTALE && restarts++ < MAX_RESTARTS) {
-			log_info("%s: %s; starting over", file, f->error);
-			attempt--; /* as when the first connection sees the new version */
-			continue;
-		}
-		if (rc == -ESTALE) {
-			snprintf(f->error, sizeof(f->error), "the origin kept changing the file");
-			rc = -EAGAIN;
-		}
-		if (!transient(rc) || !retry_again(&rp, attempt) || f->segment_gave_up)
-			return rc;
-		double wait =
-		    retry_backoff(&rp, attempt, f->retry_after, (unsigned)f->t->ds->index);
-		note_retry(f->t, f->error);
-		log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, f->error, wait,
-			 attempt + 1, rp.attempts);
-		metrics_add(M_RETRIES, 1);
-		if (retry_sleep(wait, transfer_cancelled, f->t))
-			return -ECANCELED;
-	}
-}
-
-static int slot_acquire(struct transfer *t)
-{
-	struct timespec ts;
-	int rc = 0;
-
-	pthread_mutex_lock(&slots_lock);
-	while (slots_used >= config->concurrency) {
-		if (transfer_cancelled(t)) {
-			rc = -ECANCELED;
-			break;
-		}
-		clock_deadline(CLOCK_REALTIME, &ts, POLL_NS);
-		pthread_cond_timedwait(&slots_free, &slots_lock, &ts);
-	}
-	if (!rc)
-		slots_used++;
-	pthread_mutex_unlock(&slots_lock);
-	return rc;
-}
-
-static void slot_release(void)
-{
-	pthread_mutex_lock(&slots_lock);
-	slots_used--;
-	pthread_cond_signal(&slots_free);
-	pthread_mutex_unlock(&slots_lock);
-}
-
-/*
- * With the shared tier: the newer of the local copy and the container's is
- * the version to revalidate; a cold file is read from the container without
- * asking the origin at all.
- */
-static void consult_blob(struct fetch *f)
-{
-	char err[256];
-
-	if (!store_azure_enabled() || f->t->force)
-		return;
-	if (store_azure_lookup(file_of(f->t), &f->blob, err, sizeof(err))) {
-		f->blob.etag[0] = f->blob.last_modified[0] = '\0';
-		return;
-	}
-	if (!f->conditional) {
-		f->from_blob = true;
-	} else if (!meta_same_version(&f->old, &f->blob) &&
-		   f->blob.fetched_at > f->old.fetched_at) {
-		f->old = f->blob;
-		f->old_is_blob = true;
-	}
-}
-
-static bool blob_known(const struct fetch *f)
-{
-	return f->blob.etag[0] || f->blob.last_modified[0];
-}
-
-/*
- * Single flight across hosts: whoever holds the dataset's lease fetches from
- * the origin; the others wait for the version it puts in the container and
- * read it from there. Without a lease (the container failing) each goes alone.
- */
-static struct store_azure_lease *take_turn(struct fetch *f)
-{
-	const char *file = file_of(f->t);
-	struct store_azure_lease *l = NULL;
-	struct meta now;
-	char err[256];
-
-	for (bool said = false;; said = true) {
-		int rc = store_azure_lock(file, &l, err, sizeof(err));
-		if (rc != -EBUSY && rc != 0)
-			return NULL;
-		/* Also once locked: the last holder may have just put a new version in. */
-		if (store_azure_lookup(file, &now, err, sizeof(err)) == 0 &&
-		    (!blob_known(f) || !meta_same_version(&now, &f->blob))) {
-			store_azure_unlock(l);
-			f->blob = now;
-			f->from_blob = true;
-			f->conditional = false;
-			f->old_is_blob = false;
-			return NULL;
-		}
-		if (rc == 0)
-			return l;
-		if (!said)
-			log_info("%s: another host is fetching it; waiting for the container",
-				 file);
-		if (retry_sleep(1.0, transfer_cancelled, f->t))
-			return NULL;
-	}
-}
-
-/* Runs the fetch, from the container when it has the version, else the origin. */
-static int fetch_tiered(struct fetch *f, bool *unchanged)
-{
-	int rc = fetch_with_retries(f, unchanged);
-
-	if (rc == 0 && *unchanged && f->old_is_blob) {
-		/* The origin still has the container's version: read it from there. */
-		*unchanged = false;
-		f->conditional = false;
-		f->from_blob = true;
-		rc = fetch_with_retries(f, unchanged);
-	}
-	if (rc && rc != -ECANCELED && f->from_blob) {
-		log_warn("%s: the container failed (%s); reading from the origin", file_of(f->t),
-			 f->error);
-		f->from_blob = false;
-		rc = fetch_with_retries(f, unchanged);
-	}
-	return rc;
-}
-
-static void *download_main(void *arg)
-{
-	struct transfer *t = arg;
-	struct dataset *d = t->ds;
-	struct fetch f = {.t = t, .fd = -1, .total = -1};
-	struct store_azure_lease *lease = NULL;
-	bool unchanged = false;
-	double started = clock_mono();
-	int rc;
-
-	snprintf(f.url, sizeof(f.url), "%s%s", config->origin, catalog_file(d->index, KIND_GZ));
-	snprintf(f.shown, sizeof(f.shown), "%s%s", config->origin_shown,
-		 catalog_file(d->index, KIND_GZ));
-	budget_init(&f.budget, config->cache_dir, "download", config->max_size);
-	pthread_mutex_lock(&d->lock);
-	f.conditional = d->cached && !t->force;
-	f.old = d->gz;
-	pthread_mutex_unlock(&d->lock);
-	rc = slot_acquire(t);
-	if (rc == 0) {
-		set_phase(t, DS_DOWNLOADING);
-		consult_blob(&f);
-		/* Our own upload of file may hold the lease: take it back, newest wins. */
-		if (store_azure_enabled() && !f.from_blob &&
-		    !(lease = replicate_take_lease(file_of(t))))
-			lease = take_turn(&f);
-		resume_partial(&f);
-		log_debug("%s: GET %s%s", file_of(t), f.from_blob ? "(container)" : f.shown,
-			  f.conditional ? " (conditional)" : "");
-		rc = fetch_tiered(&f, &unchanged);
-		slot_release();
-	} else {
-		snprintf(f.error, sizeof(f.error), "cancelled");
-	}
-	stop_segments(&f); /* before the temporary is checkpointed or dropped */
-	if (rc) {
-		if (f.feed && (rc == -EAGAIN || rc == -ECANCELED) && f.written > 0 &&
-		    (f.next.etag[0] || f.next.last_modified[0]))
-			checkpoint(&f); /* the next attempt, or the next mount, resumes */
-		else if (f.feed)
-			store->ops->discard_temp(store, file_of(t));
-		if (f.feed && !f.published)
-			feed_unref(f.feed); /* a resumed feed nobody saw */
-		metrics_add(M_DOWNLOADS_FAILED, 1);
-		if (rc != -ECANCELED)
-			log_error("%s: download failed after %llu bytes in %.1f s: %s", file_of(t),
-				  (unsigned long long)f.written, clock_mono() - started, f.error);
-		else
-			log_info("%s: download cancelled after %llu bytes in %.1f s", file_of(t),
-				 (unsigned long long)f.written, clock_mono() - started);
-	} else if (unchanged) {
-		pthread_mutex_lock(&d->lock);
-		d->checked_at = clock_wall();
-		pthread_mutex_unlock(&d->lock);
-		log_info("%s: unchanged (304) in %.1f s", file_of(t), clock_mono() - started);
-		if (store_azure_enabled() &&
-		    (!blob_known(&f) || !meta_same_version(&f.old, &f.blob))) {
-			replicate_enqueue(file_of(t), &f.old, lease); /* the container lags */
-			lease = NULL; /* handed over: released once the container has it */
-		}
-	} else {
-		metrics_add(M_DOWNLOADS_OK, 1);
-		log_info("%s: downloaded %llu bytes from the %s in %.1f s", file_of(t),
-			 (unsigned long long)f.written, f.from_blob ? "container" : "origin",
-			 clock_mono() - started);
-		if (!f.from_blob) {
-			replicate_enqueue(file_of(t), &f.next, lease);
-			lease = NULL;
-		}
-	}
-	store_azure_unlock(lease);
-	gunzip_free(f.gz);
-	finish_transfer(t, rc, rc == 0 && !unchanged, f.error);
-	return NULL;
-}
-
-/* ---- decompression ------------------------------------------------------------ */
-
-struct extract {
-	struct transfer *t;
-	int src_fd;	       /* the committed .tsv.gz, or -1 when following a download */
-	struct feed *src_feed; /* the download's feed when following; a reference */
-	struct meta src;       /* version of the source, once known */
-	int fd;		       /* the temporary .tsv; owned by feed */
-	struct feed *feed;     /* owned by t->feed */
-	struct spool *spool;   /* writes the .tsv behind the decoder */
-	uint64_t in, out;      /* bytes of .tsv.gz read, bytes of .tsv handed to the spool */
-	struct budget budget;  /* what the .tsv may grow to: a gzip bomb stops here */
-	char error[256];
-};
-
-/* On the spool's thread: the bytes [0, end) of the .tsv are in its temporary. */
-static void landed(void *ctx, uint64_t end)
-{
-	struct extract *x = ctx;
-
-	feed_grow(x->feed, end);
-}
-
-_Static_assert(SPOOL_SLOT_BYTES >= GUNZIP_CHUNK, "the decoder decodes into the spool's slots");
-
-/* The decoder decodes straight into the spool's next free slot. */
-static int out_buffer(void *ctx, void **buf)
-{
-	struct extract *x = ctx;
-	int rc = spool_buffer(x->spool, buf);
-
-	if (rc)
-		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-	return rc;
-}
-
-static int write_out(void *ctx, const void *buf, size_t len)
-{
-	struct extract *x = ctx;
-	int rc = budget_grow(&x->budget, x->out + len, x->error, sizeof(x->error));
-
-	if (rc)
-		return rc;
-	if ((rc = spool_put(x->spool, buf, len))) {
-		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	x->out += len;
-	metrics_add(M_INFLATED_BYTES, len);
-	return 0;
-}
-
-/* Waits for the followed download to publish its feed or end; d->lock held. */
-static int follow_locked(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-
-	while (!src->feed && !src->done) {
-		if (transfer_cancelled(x->t))
-			return -ECANCELED;
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	if (src->done && src->res.err) {
-		snprintf(x->error, sizeof(x->error), "download failed: %.200s", src->res.error);
-		return -EIO;
-	}
-	if (src->feed && !src->done) {
-		x->src_feed = src->feed;
-		feed_ref(x->src_feed);
-	}
-	return 0;
-}
-
-static int pick_source(struct extract *x)
-{
-	struct dataset *d = x->t->ds;
-	int rc = 0;
-
-	pthread_mutex_lock(&d->lock);
-	if (x->t->src)
-		rc = follow_locked(x);
-	if (!rc && !x->src_feed) {
-		if (!d->cached) {
-			rc = -ENOENT;
-		} else if ((x->src_fd = dup_fd(fdshare_fd(d->copy[KIND_GZ]))) < 0) {
-			rc = x->src_fd;
-			x->src_fd = -1;
-			snprintf(x->error, sizeof(x->error), "cannot open the download: %s",
-				 strerror(-rc));
-		} else {
-			x->src = d->gz;
-		}
-	}
-	pthread_mutex_unlock(&d->lock);
-	if (rc == -ENOENT)
-		snprintf(x->error, sizeof(x->error), "not downloaded");
-	return rc;
-}
-
-static ssize_t read_source(struct extract *x, void *buf)
-{
-	int64_t n;
-
-	if (x->src_fd >= 0) {
-		ssize_t r = pread(x->src_fd, buf, CHUNK, (off_t)x->in);
-		return r < 0 ? -errno : r;
-	}
-	n = feed_wait(x->src_feed, x->in, CHUNK, 1, transfer_cancelled, x->t);
-	if (n <= 0)
-		return n;
-	n = pread(feed_fd(x->src_feed), buf, (size_t)n, (off_t)x->in);
-	return n < 0 ? -errno : n;
-}
-
-/* After following a download: the version it committed must be what we read. */
-static int settle_source(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-	int rc = 0;
-
-	if (!x->src_feed)
-		return 0;
-	pthread_mutex_lock(&d->lock);
-	while (!src->done) {
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	if (src->res.err || !d->cached || d->gz.size != (int64_t)x->in)
-		rc = -EIO;
-	else
-		x->src = d->gz;
-	pthread_mutex_unlock(&d->lock);
-	if (rc)
-		snprintf(x->error, sizeof(x->error), "the download did not complete");
-	return rc;
-}
-
-/*
- * The followed download abandoned its feed for a new version of the file
- * (see abandon_feed): follow the new one. True when there is one.
- */
-static bool follow_new_feed(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-	bool found = false;
-
-	if (!src || !x->src_feed)
-		return false;
-	pthread_mutex_lock(&d->lock);
-	while (!src->done && (!src->feed || src->feed == x->src_feed) &&
-	       !transfer_cancelled(x->t)) {
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	if (src->feed && src->feed != x->src_feed && !src->res.err) {
-		feed_unref(x->src_feed);
-		x->src_feed = src->feed;
-		feed_ref(x->src_feed);
-		found = true;
-	}
-	pthread_mutex_unlock(&d->lock);
-	return found;
-}
-
-/* The followed download failed: say why, in its own words. */
-static void describe_source_failure(struct extract *x)
-{
-	struct transfer *src = x->t->src;
-	struct dataset *d = x->t->ds;
-	struct timespec ts;
-
-	if (!src) {
-		snprintf(x->error, sizeof(x->error), "cannot read the download");
-		return;
-	}
-	pthread_mutex_lock(&d->lock);
-	while (!src->done && !transfer_cancelled(x->t)) {
-		clock_deadline(CLOCK_MONOTONIC, &ts, POLL_NS);
-		pthread_cond_timedwait(&d->changed, &d->lock, &ts);
-	}
-	snprintf(x->error, sizeof(x->error), "download failed: %.200s",
-		 src->done ? src->res.error : "cancelled");
-	pthread_mutex_unlock(&d->lock);
-}
-
-static int decompress(struct extract *x)
-{
-	struct gunzip *gz = gunzip_new(write_out, x);
-	char *buf = malloc(CHUNK);
-	ssize_t n;
-	int rc = -ENOMEM;
-
-	x->spool = spool_new(x->fd, landed, x);
-	if (!gz || !buf || !x->spool) {
-		snprintf(x->error, sizeof(x->error), "out of memory");
-		goto out;
-	}
-	gunzip_output(gz, out_buffer);
-	while ((n = read_source(x, buf)) > 0) {
-		if ((rc = gunzip_write(gz, buf, (size_t)n))) {
-			if (rc == -EBADMSG)
-				snprintf(x->error, sizeof(x->error),
-					 "corrupt gzip data near byte %llu",
-					 (unsigned long long)x->in);
-			goto out;
-		}
-		x->in += (uint64_t)n;
-	}
-	if (n < 0) {
-		rc = (int)n;
-		if (rc == -ECANCELED || rc == -EINTR)
-			rc = -ECANCELED;
-		else if (follow_new_feed(x))
-			rc = -ESTALE;
-		else
-			describe_source_failure(x);
-		goto out;
-	}
-	rc = gunzip_finish(gz);
-	if (rc)
-		snprintf(x->error, sizeof(x->error), "corrupt gzip data: the stream is truncated");
-	else if ((rc = spool_finish(x->spool)))
-		snprintf(x->error, sizeof(x->error), "cannot write the temporary: %s",
-			 strerror(-rc));
-out:
-	if (transfer_cancelled(x->t))
-		rc = -ECANCELED;
-	spool_free(x->spool);
-	x->spool = NULL;
-	free(buf);
-	gunzip_free(gz);
-	return rc;
-}
-
-static int commit_extract(struct extract *x)
-{
-	struct dataset *d = x->t->ds;
-	struct meta m = x->src;
-	struct fdshare *keep;
-	int rc = 0;
-
-	m.size = (int64_t)x->out;
-	m.tsv_size = -1;
-	m.fetched_at = clock_wall();
-	if (!(keep = share_dup(x->fd, &rc)) ||
-	    (rc = store->ops->commit(store, file_of(x->t), x->fd, &m))) {
-		fdshare_put(keep);
-		snprintf(x->error, sizeof(x->error), "cannot store the decompression: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	pthread_mutex_lock(&d->lock);
-	if (!meta_same_version(&m, &d->gz)) {
-		/* A download committed a newer .tsv.gz meanwhile: never pair it with this .tsv. */
-		pthread_mutex_unlock(&d->lock);
-		fdshare_put(keep);
-		store->ops->evict(store, file_of(x->t));
-		snprintf(x->error, sizeof(x->error),
-			 "superseded: a newer download arrived meanwhile");
-		return -ESTALE;
-	}
-	keep = swap_fd_locked(d, KIND_TSV, keep);
-	d->tsv = m;
-	d->extracted = true;
-	pthread_mutex_unlock(&d->lock);
-	fdshare_put(keep);
-	notify_change(file_of(x->t));
-	replicate_enqueue(file_of(x->t), &m, NULL); /* as the seed did; never read back */
-	return 0;
-}
-
-static int begin_output(struct extract *x)
-{
-	/* The size is known from the verified .tsv.gz, unless following its download. */
-	int rc = budget_expect(&x->budget, x->src_feed ? -1 : x->src.tsv_size, 0, x->error,
-			       sizeof(x->error));
-
-	if (rc)
-		return rc;
-	if ((rc = store->ops->create_temp(store, file_of(x->t), &x->fd))) {
-		snprintf(x->error, sizeof(x->error), "cannot create a temporary: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	x->feed = feed_new(x->fd, x->src_feed ? -1 : x->src.tsv_size);
-	if (!x->feed) {
-		close(x->fd);
-		snprintf(x->error, sizeof(x->error), "out of memory");
-		return -ENOMEM;
-	}
-	x->in = x->out = 0;
-	publish_feed(x->t, x->feed, DS_EXTRACTING);
-	return 0;
-}
-
-#define MAX_SOURCE_SWITCHES 3
-
-static int run_extract(struct extract *x)
-{
-	int rc;
-
-	if ((rc = pick_source(x)))
-		return rc;
-	for (int switches = 0;; switches++) {
-		if ((rc = begin_output(x)))
-			return rc;
-		rc = decompress(x);
-		if (rc != -ESTALE || switches == MAX_SOURCE_SWITCHES)
-			break;
-		log_info(
-		    "%s: the download started over on a new version; so does the decompression",
-		    file_of(x->t));
-		feed_finish(x->feed, -EIO);
-		publish_feed(x->t, NULL, DS_EXTRACTING);
-		x->feed = NULL;
-	}
-	if (rc == -ESTALE)
-		snprintf(x->error, sizeof(x->error), "the origin kept changing the file");
-	if (rc || (rc = settle_source(x)))
-		return rc;
-	return commit_extract(x);
-}
-
-static void *extract_main(void *arg)
-{
-	struct transfer *t = arg;
-	struct extract x = {.t = t, .src_fd = -1, .fd = -1};
-	double started = clock_mono();
-	int rc;
-
-	budget_init(&x.budget, config->cache_dir, "decompression", config->max_size);
-	rc = run_extract(&x);
-
-	if (x.src_fd >= 0)
-		close(x.src_fd);
-	feed_unref(x.src_feed);
-	if (rc) {
-		if (x.feed)
-			store->ops->discard_temp(store, file_of(t));
-		metrics_add(M_EXTRACTIONS_FAILED, 1);
-		if (rc != -ECANCELED)
-			log_error("%s: decompression failed after %llu bytes in %.1f s: %s",
-				  file_of(t), (unsigned long long)x.out, clock_mono() - started,
-				  x.error);
-	} else {
-		metrics_add(M_EXTRACTIONS_OK, 1);
-		log_info("%s: decompressed %llu bytes in %.1f s", file_of(t),
-			 (unsigned long long)x.out, clock_mono() - started);
-	}
-	finish_transfer(t, rc, rc == 0, x.error);
-	return NULL;
 }
 
 /* ---- the public interface -------------------------------------------------------- */
@@ -1580,11 +258,18 @@ static bool open_cached(int index, enum file_kind kind, struct meta *m, struct f
 
 static int init_dataset(struct dataset *d, int index)
 {
+	pthread_mutexattr_t mattr;
 	pthread_condattr_t attr;
 	int rc;
 
 	d->index = index;
-	if ((rc = pthread_mutex_init(&d->lock, NULL)))
+	if ((rc = pthread_mutexattr_init(&mattr)))
+		return -rc;
+	rc = pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ERRORCHECK);
+	if (!rc)
+		rc = pthread_mutex_init(&d->lock, &mattr);
+	pthread_mutexattr_destroy(&mattr);
+	if (rc)
 		return -rc;
 	if ((rc = pthread_condattr_init(&attr)))
 		return -rc;
@@ -1595,7 +280,7 @@ static int init_dataset(struct dataset *d, int index)
 		return -rc;
 	d->copy[KIND_GZ] = d->copy[KIND_TSV] = NULL;
 	for (int k = KIND_GZ; k <= KIND_TSV; k++)
-		for (int i = 0; i < RETIRED_KEPT; i++)
+		for (int i = 0; i < DATASET_RETIRED_KEPT; i++)
 			d->retired[k][i].gen = UINT64_MAX; /* none yet */
 	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->copy[KIND_GZ]);
 	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->copy[KIND_TSV]);
@@ -1608,6 +293,7 @@ static int init_dataset(struct dataset *d, int index)
 		d->extracted = false;
 	}
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
+	d->state = d->extracted ? DS_EXTRACTED : d->cached ? DS_CACHED : DS_ABSENT;
 	d->resume_pending = has_partial(index);
 	return 0;
 }
@@ -1618,6 +304,8 @@ int datasets_init(const struct config *cfg, struct store *st)
 
 	config = cfg;
 	store = st;
+	download_init(cfg, st);
+	extract_init(cfg, st);
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		if ((rc = init_dataset(&sets[i], i)))
 			return rc;
@@ -1633,7 +321,7 @@ void datasets_resume(void)
 		if (d->resume_pending && !d->download) {
 			log_info("%s: resuming the download an earlier run left",
 				 catalog_file(i, KIND_GZ));
-			start_locked(d, KIND_GZ, false);
+			dataset_start_locked(d, KIND_GZ, false);
 		}
 		d->resume_pending = false;
 		pthread_mutex_unlock(&d->lock);
@@ -1647,11 +335,7 @@ void datasets_on_change(void (*fn)(const char *file))
 
 void datasets_shutdown(void)
 {
-	struct timespec ts;
-
-	pthread_mutex_lock(&threads_lock);
-	shutting_down = true;
-	pthread_mutex_unlock(&threads_lock);
+	dataset_transfers_refuse();
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		struct dataset *d = &sets[i];
 		pthread_mutex_lock(&d->lock);
@@ -1662,16 +346,7 @@ void datasets_shutdown(void)
 		pthread_mutex_unlock(&d->lock);
 	}
 	store_azure_stop(); /* an upload or a lease call under way ends too */
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += SHUTDOWN_WAIT_S;
-	pthread_mutex_lock(&threads_lock);
-	while (threads_live > 0) {
-		if (pthread_cond_timedwait(&threads_gone, &threads_lock, &ts) == ETIMEDOUT) {
-			log_warn("shutdown: %d transfers did not stop in time", threads_live);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&threads_lock);
+	dataset_transfers_wait();
 	datasets_cancel_opens(); /* those of a transfer that did not stop in time */
 }
 
@@ -1680,7 +355,7 @@ void datasets_cancel_opens(void)
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		struct park_entry *taken;
 		pthread_mutex_lock(&sets[i].lock);
-		taken = take_openers_locked(&sets[i], -EIO);
+		taken = dataset_take_openers_locked(&sets[i], -EIO);
 		pthread_mutex_unlock(&sets[i].lock);
 		park_answer(taken);
 	}
@@ -1700,7 +375,7 @@ uint64_t dataset_generation(int ds, enum file_kind kind)
 bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int64_t *mtime)
 {
 	struct dataset *d = &sets[ds];
-	const struct version_attr *v = &d->retired[kind][gen % RETIRED_KEPT];
+	const struct version_attr *v = &d->retired[kind][gen % DATASET_RETIRED_KEPT];
 	bool known = true;
 
 	pthread_mutex_lock(&d->lock);
@@ -1718,15 +393,17 @@ bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int6
 /* A stale copy is served at once while a conditional refresh runs behind it. */
 static void revalidate_if_stale_locked(struct dataset *d)
 {
+	assert(dataset_held(d));
 	if (d->cached && !d->download && clock_wall() - d->checked_at > (double)config->max_age) {
 		log_info("%s: older than max_age; revalidating", catalog_file(d->index, KIND_GZ));
-		start_locked(d, KIND_GZ, false);
+		dataset_start_locked(d, KIND_GZ, false);
 	}
 }
 
 /* d->lock held. */
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind)
 {
+	assert(dataset_held(d));
 	r->copy = fdshare_get(d->copy[kind]);
 	r->fd = fdshare_fd(r->copy);
 	metrics_add(M_CACHE_HITS, 1);
@@ -1759,7 +436,7 @@ int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
 	if (o->kind == KIND_GZ ? d->cached : d->extracted) {
 		rc = open_committed_locked(d, r, o->kind);
 	} else if (!(t = o->kind == KIND_GZ ? d->download : d->extract) &&
-		   !(t = start_locked(d, o->kind, false))) {
+		   !(t = dataset_start_locked(d, o->kind, false))) {
 		rc = -EIO;
 	} else {
 		o->t = t;
@@ -1768,7 +445,7 @@ int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
 		if (rc == -EINPROGRESS && !park_add_locked(&d->openers[o->kind], &o->entry))
 			rc = -EINTR;
 		if (rc != -EINPROGRESS) {
-			put_locked(t);
+			dataset_put_locked(t);
 			o->t = NULL;
 		}
 	}
@@ -1783,7 +460,7 @@ bool dataset_open_cancel(struct dataset_opener *o)
 
 	pthread_mutex_lock(&d->lock);
 	if ((mine = park_cancel_locked(&d->openers[o->kind], &o->entry))) {
-		put_locked(o->t);
+		dataset_put_locked(o->t);
 		o->t = NULL;
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -1805,7 +482,7 @@ struct transfer *dataset_download(int ds, bool force)
 	struct transfer *t;
 
 	pthread_mutex_lock(&d->lock);
-	t = d->download ? d->download : start_locked(d, KIND_GZ, force);
+	t = d->download ? d->download : dataset_start_locked(d, KIND_GZ, force);
 	if (t)
 		t->refs++;
 	pthread_mutex_unlock(&d->lock);
@@ -1820,6 +497,7 @@ static struct transfer *already_done(struct dataset *d)
 	if (!t)
 		return NULL;
 	t->ds = d;
+	t->index = d->index;
 	t->kind = KIND_TSV;
 	t->refs = 1;
 	t->done = true;
@@ -1837,7 +515,7 @@ struct transfer *dataset_extract(int ds)
 		t->refs++;
 	} else if (d->extracted && d->cached && meta_same_version(&d->tsv, &d->gz)) {
 		t = already_done(d);
-	} else if ((t = start_locked(d, KIND_TSV, false))) {
+	} else if ((t = dataset_start_locked(d, KIND_TSV, false))) {
 		t->refs++;
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -1852,7 +530,7 @@ void dataset_wait(struct transfer *t, struct dataset_result *res)
 	while (!t->done)
 		pthread_cond_wait(&d->changed, &d->lock);
 	*res = t->res;
-	put_locked(t);
+	dataset_put_locked(t);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -1868,23 +546,24 @@ int dataset_evict(int ds, enum file_kind kind)
 		if (store->ops->evict(store, catalog_file(ds, KIND_GZ)) == 0)
 			removed |= 1 << KIND_GZ;
 		if (d->cached)
-			old[KIND_GZ] = swap_fd_locked(d, KIND_GZ, NULL);
+			old[KIND_GZ] = dataset_swap_copy_locked(d, KIND_GZ, NULL);
 		d->cached = false;
 	}
 	if (store->ops->evict(store, catalog_file(ds, KIND_TSV)) == 0)
 		removed |= 1 << KIND_TSV;
 	if (d->extracted)
-		old[KIND_TSV] = swap_fd_locked(d, KIND_TSV, NULL);
+		old[KIND_TSV] = dataset_swap_copy_locked(d, KIND_TSV, NULL);
 	d->extracted = false;
 	d->failed = false;
 	d->error[0] = '\0';
+	dataset_set_state_locked(d);
 	pthread_mutex_unlock(&d->lock);
 	fdshare_put(old[KIND_GZ]);
 	fdshare_put(old[KIND_TSV]);
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 		if (removed & (1 << k)) {
 			metrics_add(M_EVICTIONS, 1);
-			notify_change(catalog_file(ds, (enum file_kind)k));
+			dataset_notify_change(catalog_file(ds, (enum file_kind)k));
 		}
 	}
 	return removed;
@@ -1904,9 +583,10 @@ void dataset_info(int ds, struct dataset_info *info)
 	info->gz = d->gz;
 	info->tsv = d->tsv;
 	snprintf(info->error, sizeof(info->error), "%s", d->error);
+	assert(d->state == state_of_locked(d)); /* no change went past dataset_set_state_locked() */
+	info->state = d->state;
 	t = d->download ? d->download : d->extract;
 	if (t) {
-		info->state = t->phase;
 		info->bytes_total = -1;
 		if (t->feed) {
 			feed_progress(t->feed, &info->bytes_done, &info->bytes_total, &ended, &err);
@@ -1914,10 +594,6 @@ void dataset_info(int ds, struct dataset_info *info)
 			info->rate_bps = secs > 0.05 ? (double)info->bytes_done / secs : 0;
 		}
 	} else {
-		info->state = d->failed	     ? DS_FAILED
-			      : d->extracted ? DS_EXTRACTED
-			      : d->cached    ? DS_CACHED
-					     : DS_ABSENT;
 		info->bytes_total = d->cached ? d->gz.size : 0;
 		info->bytes_done = (uint64_t)info->bytes_total;
 	}

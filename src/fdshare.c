@@ -1,6 +1,7 @@
 /* fdshare.c - see fdshare.h */
 #include "fdshare.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -28,13 +29,22 @@ struct fdshare *fdshare_new(int fd)
 
 struct fdshare *fdshare_get(struct fdshare *s)
 {
-	atomic_fetch_add(&s->refs, 1);
+	int was = atomic_fetch_add(&s->refs, 1);
+
+	assert(was > 0); /* a reference is taken only from one already held */
+	(void)was;
 	return s;
 }
 
 void fdshare_put(struct fdshare *s)
 {
-	if (!s || atomic_fetch_sub(&s->refs, 1) > 1)
+	int was;
+
+	if (!s)
+		return;
+	was = atomic_fetch_sub(&s->refs, 1);
+	assert(was > 0);
+	if (was > 1)
 		return;
 	close(s->fd);
 	free(s);

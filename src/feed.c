@@ -58,6 +58,7 @@ fail:
 void feed_ref(struct feed *f)
 {
 	pthread_mutex_lock(&f->lock);
+	assert(f->refs > 0); /* a reference is taken only from one already held */
 	f->refs++;
 	pthread_mutex_unlock(&f->lock);
 }
@@ -69,6 +70,7 @@ void feed_unref(struct feed *f)
 	if (!f)
 		return;
 	pthread_mutex_lock(&f->lock);
+	assert(f->refs > 0);
 	left = --f->refs;
 	assert(left > 0 || !f->parked.head);
 	pthread_mutex_unlock(&f->lock);

@@ -263,7 +263,7 @@ def test_tsv_follows_the_gz_at_once_after_a_refresh(big_versions, origin_factory
                                                     tmp_path):
     """Right after a refresh commits a new .tsv.gz, the .tsv is the new version's (streamed from
     its re-extraction), never the old version's while that runs; a handle opened before keeps
-    reading the old version."""
+    reading the old version. (DESIGN.md invariant 4)"""
     d = "title.principals"
     data = tmp_path / "origin-data"
     install_all(big_versions, 1, data)
@@ -285,7 +285,8 @@ def test_tsv_follows_the_gz_at_once_after_a_refresh(big_versions, origin_factory
 def test_handle_opened_while_arriving_keeps_its_size_after_a_refresh(versions, origin_factory,
                                                                     mount, tmp_path):
     """A handle opened while its file was still downloading reads that version to its end,
-    whatever size later versions have: its inode's attributes never take the current size."""
+    whatever size later versions have: its inode's attributes never take the current size.
+    (DESIGN.md invariant 5)"""
     d = "title.principals"
     data = tmp_path / "origin-data"
     install_all(versions, 1, data)
@@ -311,7 +312,7 @@ def test_an_open_through_an_old_inode_never_changes_its_size(versions, origin_fa
     """After rm and a new origin version, an open through the removed version's inode (here
     /proc/self/fd; in life a name the kernel has not looked up again yet) reads that version
     while a handle holds it, else the current one, each to its own end; the inode keeps its
-    version's size throughout."""
+    version's size throughout. (DESIGN.md invariant 5)"""
     d = "title.principals"
     data = tmp_path / "origin-data"
     install_all(versions, 1, data)

@@ -56,6 +56,8 @@ def kernel_waits(pid):
 @pytest.mark.timeout_s(DURATION + 120)
 def test_readers_during_refresh_rm_and_extract(versions, origin_factory, fault_proxy, mount,
                                                tmp_path):
+    """Readers racing refreshes, rm and extractions each read one whole version
+    (DESIGN.md invariant 3)."""
     seed = seeded("test_readers_during_refresh_rm_and_extract")
     vs = versions
     data = tmp_path / "origin-data"
@@ -269,6 +271,8 @@ def test_readers_during_refresh_rm_and_extract(versions, origin_factory, fault_p
 @pytest.mark.timeout_s(60)
 def test_open_handles_keep_their_version_through_refresh_and_rm(versions, origin_factory,
                                                                 fault_proxy, mount, tmp_path):
+    """Handles opened before a refresh and an rm keep reading their own version to its end
+    (DESIGN.md invariant 3)."""
     vs = versions
     data = tmp_path / "origin-data"
     install_all(vs, 1, data)

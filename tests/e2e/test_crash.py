@@ -272,7 +272,7 @@ def test_partial_without_valid_state_is_removed_at_mount(rig, damage):
 @pytest.mark.timeout_s(120)
 def test_corrupt_partial_never_commits_wrong_bytes(rig):
     """Bytes of a partial changed behind the daemon's back: whatever it resumes, it commits
-    only a verified complete version."""
+    only a verified complete version. (DESIGN.md invariant 2)"""
     part = kill_mid_download(rig, 2)
     data = bytearray(read_bytes(part))
     pos = len(data) // 2
@@ -292,6 +292,8 @@ def test_corrupt_partial_never_commits_wrong_bytes(rig):
 @pytest.mark.timeout_s(120)
 @pytest.mark.parametrize("damage", ["truncated", "meta-size", "meta-missing"])
 def test_cached_copy_not_matching_its_metadata_is_never_served(rig, damage):
+    """A copy whose file or metadata was damaged while unmounted is fetched again, never
+    served (DESIGN.md invariant 1)."""
     d = "title.crew"
     gz = rig.cache / (d + ".tsv.gz")
     meta = rig.cache / (d + ".tsv.gz.meta")
@@ -315,7 +317,8 @@ def test_cached_copy_not_matching_its_metadata_is_never_served(rig, damage):
 @pytest.mark.timeout_s(120)
 def test_unmount_mid_download_resumes_at_the_next_mount(rig):
     """Not only a crash: a clean unmount during a download keeps the partial and its state,
-    and the next mount resumes it by itself (Range + If-Range), without any command."""
+    and the next mount resumes it by itself (Range + If-Range), without any command.
+    (DESIGN.md invariant 11)"""
     install_all(rig.vs, 2, rig.data)
     rig.proxy.throttle(RATE)
     mark = rig.proxy.mark()

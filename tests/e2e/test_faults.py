@@ -528,7 +528,8 @@ def test_origin_without_ranges_restarts_from_scratch(env):
 
 @pytest.mark.parametrize("name", [DGZ, D + ".tsv"])
 def test_reader_of_a_failed_download_gets_eio(env, name):
-    """A cold read whose download fails ends in EIO past the bytes served, never a short EOF."""
+    """A cold read whose download fails ends in EIO past the bytes served, never a short EOF.
+    (DESIGN.md invariant 6)"""
     os.unlink(env.m / DGZ)  # not cached any more: a read fetches
     gz = env.versions.gz(1, D)
     cut = len(gz) // 2
@@ -674,7 +675,8 @@ def restarted(reqs):
 def test_randomized_fault_runs(versions, origin_factory, fault_proxy, mount, tmp_path):
     """N_RUNS refreshes of all seven files under random faults; after each, every byte read
     through the mount or found in the cache is a complete origin version, a failed refresh left
-    the previous copy untouched, and outcomes match what the origin was seen to do."""
+    the previous copy untouched, and outcomes match what the origin was seen to do.
+    (DESIGN.md invariant 2)"""
     seed = seeded("test_randomized_fault_runs")
     rng = random.Random(seed)
     env = make_env(versions, origin_factory, fault_proxy, mount, tmp_path)

@@ -283,7 +283,7 @@ def test_interrupted_parked_requests_end_at_once(parked, private_data, stalling_
 @pytest.mark.timeout_s(60)
 def test_parked_opens_do_not_freeze_the_mount(private_data, stalling_origin, mount):
     """Opens of a file whose origin has not answered yet wait without a worker thread: more of
-    them than max_threads (64) leave health and stat answering."""
+    them than max_threads (64) leave health and stat answering. (DESIGN.md invariant 8)"""
     data = util.origin_gz(private_data.path, STALLED)
     o = stalling_origin(None)
     m = mount(o.url())
@@ -321,7 +321,8 @@ def test_parked_opens_do_not_freeze_the_mount(private_data, stalling_origin, mou
 @pytest.mark.timeout_s(60)
 def test_sigterm_with_parked_requests_exits_cleanly(parked, private_data, stalling_origin, mount):
     """SIGTERM while requests are parked: every one is answered (the callers return), the daemon
-    exits 0 at once, and (under ASan) leaks nothing: check_clean() at teardown fails otherwise."""
+    exits 0 at once, and (under ASan) leaks nothing: check_clean() at teardown fails otherwise.
+    (DESIGN.md invariant 8)"""
     data = util.origin_gz(private_data.path, STALLED)
     head = len(data) // 4
     o = stalling_origin(head if parked == "read" else None)

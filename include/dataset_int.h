@@ -1,0 +1,115 @@
+/*
+ * dataset_int.h - what the two halves of the state machine share: the
+ * registry and readers (dataset.c) and the transfers' lifecycle with the
+ * calls the engines make (dataset_transfer.c). Nothing else includes it:
+ * together they are the only code that takes a dataset's lock.
+ */
+#ifndef IMDBFS_DATASET_INT_H
+#define IMDBFS_DATASET_INT_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "dataset.h"
+#include "meta.h"
+#include "parking.h"
+
+#define DATASET_POLL_NS	     (50 * 1000 * 1000) /* how often a timed wait checks a cancel */
+#define DATASET_RETIRED_KEPT 8 /* replaced copies whose attributes are remembered, per kind */
+
+struct fdshare;
+struct park_entry;
+struct transfer;
+
+/* What a generation that had a committed copy looked like. */
+struct version_attr {
+	uint64_t gen;
+	int64_t size;
+	int64_t mtime;
+};
+
+struct dataset {
+	int index;		   /* constant */
+	pthread_mutex_t lock;	   /* error-checking: see dataset_held() */
+	enum ds_state state;	   /* guarded by lock; written only by dataset_set_state_locked() */
+	pthread_cond_t changed;	   /* a transfer published a feed or ended */
+	bool cached;		   /* guarded by lock */
+	bool extracted;		   /* guarded by lock */
+	bool failed;		   /* guarded by lock: the last transfer failed */
+	struct meta gz;		   /* guarded by lock; valid when cached */
+	struct meta tsv;	   /* guarded by lock; valid when extracted */
+	double checked_at;	   /* guarded by lock: when gz was last known current */
+	bool resume_pending;	   /* guarded by lock: a partial download waits in the store */
+	bool retrying;		   /* guarded by lock: the download is backing off after a fault */
+	uint64_t gen[2];	   /* guarded by lock: per kind, see dataset_generation() */
+	struct fdshare *copy[2];   /* guarded by lock: per kind, the committed copy, or NULL */
+	struct transfer *download; /* guarded by lock; in flight or NULL */
+	struct transfer *extract;  /* guarded by lock; in flight or NULL */
+	char error[256];	   /* guarded by lock */
+	/* guarded by lock: the last few copies replaced, at gen % DATASET_RETIRED_KEPT */
+	struct version_attr retired[2][DATASET_RETIRED_KEPT];
+	struct park_list openers[2]; /* guarded by lock: per kind, opens parked */
+};
+
+#ifndef NDEBUG
+/*
+ * True when the calling thread holds d->lock: an error-checking mutex
+ * refuses to be locked twice by its owner (EDEADLK). For assert() only.
+ */
+static inline bool dataset_held(struct dataset *d)
+{
+	int rc = pthread_mutex_lock(&d->lock);
+
+	if (rc == 0)
+		pthread_mutex_unlock(&d->lock);
+	return rc == EDEADLK;
+}
+#endif
+
+/* ---- dataset.c ---- */
+
+/*
+ * The one writer of d->state, called by every change of the fields it is
+ * made of before the lock is released; asserts that the move is an edge of
+ * the diagram in dataset.h. d->lock held.
+ */
+void dataset_set_state_locked(struct dataset *d);
+
+/*
+ * Makes copy (taken over; NULL for none) the committed copy of kind; d->lock
+ * held, and the dataset's metadata still the old copy's. Returns the old one
+ * to put.
+ */
+struct fdshare *dataset_swap_copy_locked(struct dataset *d, enum file_kind kind,
+					 struct fdshare *copy);
+
+/* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
+struct park_entry *dataset_take_openers_locked(struct dataset *d, int rc);
+
+/* Tells the kernel's invalidation that file's committed copy changed; no lock held. */
+void dataset_notify_change(const char *file);
+
+/* A new descriptor on fd's file (close-on-exec); -errno on failure. */
+int dataset_dup_fd(int fd);
+
+/* ---- dataset_transfer.c ---- */
+
+/*
+ * Starts a transfer of kind for d; d->lock held. The dataset and the thread
+ * each hold a reference. NULL when no thread could be started.
+ */
+struct transfer *dataset_start_locked(struct dataset *d, enum file_kind kind, bool force);
+
+/* Drops one reference on t; t->ds->lock held. */
+void dataset_put_locked(struct transfer *t);
+
+/* From now on no transfer thread starts (shutdown). */
+void dataset_transfers_refuse(void);
+
+/* Waits, bounded, for every transfer thread to end. */
+void dataset_transfers_wait(void);
+
+#endif
