@@ -215,8 +215,9 @@ def origin(origin_factory, sample_data):
 
 # ----------------------------------------------------------------- mounts
 
-@pytest.fixture
-def mount(tmp_path):
+def mounts_in(tmp_path, mount_dir):
+    """The `mount` factory with its mountpoints in mount_dir (a generator: the code after
+    the yield unmounts and checks every mount it made)."""
     mounts = []
 
     def make(origin_url, cache_dir=None, extra_opts=(), env=None, expected_errors=(),
@@ -224,7 +225,7 @@ def mount(tmp_path):
         n = len(mounts)
         if cache_dir is None:
             cache_dir = tmp_path / ("cache%d" % n)
-        m = util.Mount(tmp_path / ("mnt%d" % n), cache_dir, origin_url,
+        m = util.Mount(mount_dir / ("mnt%d" % n), cache_dir, origin_url,
                        tmp_path / ("imdbfs%d.log" % n), extra_opts=extra_opts, env=env,
                        expected_errors=expected_errors, expect_exit=expect_exit)
         mounts.append(m)
@@ -240,6 +241,11 @@ def mount(tmp_path):
             problems.append("cleanup of %s failed: %r" % (m.path, e))
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def mount(tmp_path):
+    yield from mounts_in(tmp_path, tmp_path)
 
 
 # ----------------------------------------------------------------- database servers

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import util
+from conftest import mounts_in
 from util import read_bytes, read_json, wait_for
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -131,26 +132,10 @@ def public_mount(tmp_path):
     (pytest's own temporary directories are 0700)."""
     top = Path(tempfile.mkdtemp(prefix="imdbfs-public-"))
     os.chmod(top, 0o755)
-    mounts = []
-
-    def make(origin_url, extra_opts=(), cache_dir=None):
-        n = len(mounts)
-        m = util.Mount(top / ("mnt%d" % n), cache_dir or tmp_path / ("cache%d" % n), origin_url,
-                       tmp_path / ("imdbfs%d.log" % n), extra_opts=extra_opts)
-        mounts.append(m)
-        return m
-
-    yield make
-    problems = []
-    for m in mounts:
-        try:
-            m.unmount()
-            problems += m.check_clean()
-        except Exception as e:
-            problems.append("cleanup of %s failed: %r" % (m.path, e))
-    shutil.rmtree(top, ignore_errors=True)
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    try:
+        yield from mounts_in(tmp_path, top)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 AS_NOBODY = r"""
