@@ -7,7 +7,7 @@
  * transport errors. An error or redirect page is read for at most
  * HTTP_ERROR_BODY_MAX bytes, kept for the caller; one that never ends
  * cannot hold the request. The origin's GET (http_get) and the Azure client
- * (azure_blob.c) are built on it.
+ * (azure_request.c) are built on it.
  *
  * http_get() is one GET of the origin: conditional (If-None-Match, If-Modified-Since),
  * optionally ranged and tied to a version (Range + If-Range), with bounded

@@ -188,10 +188,10 @@ static void expected_url(const char *origin, const char *file, char *out, size_t
 int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const char *origin,
 			   const char *file, double now, struct meta *m, char *why, size_t whylen)
 {
-	const char *url = azure_blob_meta_get(am, META_URL);
-	const char *etag = azure_blob_meta_get(am, META_ETAG);
-	const char *modified = azure_blob_meta_get(am, META_MODIFIED);
-	const char *fetched = azure_blob_meta_get(am, META_FETCHED);
+	const char *url = azure_meta_get(am, META_URL);
+	const char *etag = azure_meta_get(am, META_ETAG);
+	const char *modified = azure_meta_get(am, META_MODIFIED);
+	const char *fetched = azure_meta_get(am, META_FETCHED);
 	int64_t latest = (int64_t)now + FUTURE_SLACK_S, size;
 	char want[sizeof(m->url)], *end;
 
@@ -205,13 +205,12 @@ int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const
 		return BAD("it is a copy of another origin's file");
 	if ((!etag || !*etag) && (!modified || !*modified))
 		return BAD("it has neither the origin's ETag nor its Last-Modified");
-	if (strict_int(azure_blob_meta_get(am, META_SIZE), 0, STORE_AZURE_SIZE_MAX, &size) ||
+	if (strict_int(azure_meta_get(am, META_SIZE), 0, STORE_AZURE_SIZE_MAX, &size) ||
 	    size != blob_size)
 		return BAD("its size metadata is not the blob's size");
-	if (strict_int(azure_blob_meta_get(am, META_TSV_SIZE), -1, STORE_AZURE_SIZE_MAX,
-		       &m->tsv_size))
+	if (strict_int(azure_meta_get(am, META_TSV_SIZE), -1, STORE_AZURE_SIZE_MAX, &m->tsv_size))
 		return BAD("its decompressed size is not a size");
-	if (strict_int(azure_blob_meta_get(am, META_MTIME), 0, latest, &m->mtime))
+	if (strict_int(azure_meta_get(am, META_MTIME), 0, latest, &m->mtime))
 		return BAD("its modification time is not a time");
 	errno = 0;
 	m->fetched_at = fetched ? strtod(fetched, &end) : 0;
@@ -250,19 +249,19 @@ static int meta_to_blob(const struct meta *m, struct azure_meta *am)
 	int rc = 0;
 
 	memset(am, 0, sizeof(*am));
-	rc |= azure_blob_meta_set(am, META_URL, m->url);
+	rc |= azure_meta_set(am, META_URL, m->url);
 	if (m->etag[0])
-		rc |= azure_blob_meta_set(am, META_ETAG, m->etag);
+		rc |= azure_meta_set(am, META_ETAG, m->etag);
 	if (m->last_modified[0])
-		rc |= azure_blob_meta_set(am, META_MODIFIED, m->last_modified);
+		rc |= azure_meta_set(am, META_MODIFIED, m->last_modified);
 	snprintf(n, sizeof(n), "%" PRId64, m->mtime);
-	rc |= azure_blob_meta_set(am, META_MTIME, n);
+	rc |= azure_meta_set(am, META_MTIME, n);
 	snprintf(n, sizeof(n), "%" PRId64, m->size);
-	rc |= azure_blob_meta_set(am, META_SIZE, n);
+	rc |= azure_meta_set(am, META_SIZE, n);
 	snprintf(n, sizeof(n), "%" PRId64, m->tsv_size);
-	rc |= azure_blob_meta_set(am, META_TSV_SIZE, n);
+	rc |= azure_meta_set(am, META_TSV_SIZE, n);
 	snprintf(n, sizeof(n), "%.3f", m->fetched_at);
-	rc |= azure_blob_meta_set(am, META_FETCHED, n);
+	rc |= azure_meta_set(am, META_FETCHED, n);
 	return rc ? -EINVAL : 0;
 }
 

@@ -96,7 +96,7 @@ static int parse_opts(int argc, char **argv, int first, struct opts *o)
 			bad = parse_number(v, &o->page_size);
 		else if ((eq = strchr(a, '=')) != NULL) {
 			*eq = '\0';
-			bad = azure_blob_meta_set(&o->meta, a, eq + 1) != 0;
+			bad = azure_meta_set(&o->meta, a, eq + 1) != 0;
 			*eq = '=';
 			i--; /* no value argument */
 		} else
