@@ -17,7 +17,11 @@
  * Every call is one synchronous request (List Blobs: one per page) on its
  * own connection, with connect, stall and overall timeouts; a client is
  * read-only, so any thread may use it at once without a lock. http_global_init()
- * must have run first. Nothing is retried here: the caller owns the backoff.
+ * must have run first. Nothing is retried here: the caller owns the backoff
+ * (retry.h). The calls that are sent again after a transient failure (reads,
+ * Put Block, Put Block List) set *retry_after on -EAGAIN to what the service
+ * asked to wait with Retry-After (a 503 ServerBusy, a 429), in seconds; it
+ * is 0 when it asked nothing, and after any other result.
  *
  * An error response's body is read for at most a few KiB (HTTP_ERROR_BODY_MAX):
  * its status and code are the answer, and one that never ends cannot hold
@@ -95,7 +99,7 @@ struct azure_blob_read {
 
 /* GET of a range (x-ms-range), streamed to rd's callbacks; no overall timeout. */
 int azure_blob_get(const struct azure_blob_client *cl, const char *container, const char *name,
-		   const struct azure_blob_read *rd, char *err, size_t errlen);
+		   const struct azure_blob_read *rd, double *retry_after, char *err, size_t errlen);
 
 struct azure_blob_put {
 	const char *content_type;      /* x-ms-blob-content-type; NULL: application/octet-stream */
@@ -129,12 +133,13 @@ int azure_blob_block_id(const char *upload_id, unsigned index, char id[AZURE_BLO
 /* Put Block: stages one block (with its Content-MD5) of an uncommitted blob. */
 int azure_blob_put_block(const struct azure_blob_client *cl, const char *container,
 			 const char *name, const char *block_id, const void *buf, size_t len,
-			 const char *lease_id, char *err, size_t errlen);
+			 const char *lease_id, double *retry_after, char *err, size_t errlen);
 
 /* Put Block List: commits the blocks, in order, as the blob's new content. o may be NULL. */
 int azure_blob_put_block_list(const struct azure_blob_client *cl, const char *container,
 			      const char *name, const char *const *block_ids, size_t count,
-			      const struct azure_blob_put *o, char *err, size_t errlen);
+			      const struct azure_blob_put *o, double *retry_after, char *err,
+			      size_t errlen);
 
 /* Delete Blob; lease_id is needed when the blob is leased, else NULL. */
 int azure_blob_delete(const struct azure_blob_client *cl, const char *container, const char *name,

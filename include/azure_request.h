@@ -58,6 +58,7 @@ struct azure_request {
 	char lease_id[64];
 	int lease_time;
 	bool has_lease_time;
+	double retry_after; /* Retry-After (503 ServerBusy, 429 ...), seconds; 0 none */
 	bool body_overflow; /* the response body exceeded body_max */
 	char *resp;	    /* kept response body, NUL-terminated; owned */
 	size_t resp_len;

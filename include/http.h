@@ -146,6 +146,8 @@ char *http_escape(const char *s, size_t n);
 char *http_unescape(const char *s, size_t *len);
 /* An HTTP date (RFC 7231, or the obsolete forms) as epoch seconds; 0 when not a date. */
 int64_t http_parse_date(const char *s);
+/* A Retry-After value (delay-seconds or an HTTP date) as seconds from now; 0 when neither. */
+double http_parse_retry_after(const char *value);
 
 /* What a redacted credential is shown as. */
 #define HTTP_REDACTED "***"

@@ -18,6 +18,15 @@
 
 /* ------------------------------------------------------------ operations */
 
+/* azure_request_perform() for a call its caller may send again: with the wait it asked for. */
+static int perform_again(struct azure_request *r, double *retry_after, char *err, size_t errlen)
+{
+	int rc = azure_request_perform(r, err, errlen);
+
+	*retry_after = rc == -EAGAIN ? r->retry_after : 0;
+	return rc;
+}
+
 int azure_blob_create_container(const struct azure_blob_client *cl, const char *container,
 				char *err, size_t errlen)
 {
@@ -53,11 +62,12 @@ int azure_blob_props(const struct azure_blob_client *cl, const char *container, 
 }
 
 int azure_blob_get(const struct azure_blob_client *cl, const char *container, const char *name,
-		   const struct azure_blob_read *rd, char *err, size_t errlen)
+		   const struct azure_blob_read *rd, double *retry_after, char *err, size_t errlen)
 {
 	struct azure_request *r = malloc(sizeof(*r));
 	int rc;
 
+	*retry_after = 0;
 	if (!r)
 		return -ENOMEM;
 	rc = azure_request_start(r, cl, "read", "GET", container, name, NULL);
@@ -70,7 +80,7 @@ int azure_blob_get(const struct azure_blob_client *cl, const char *container, co
 	if (!rc && rd->if_match)
 		rc = azure_request_add_header(r, "If-Match", "%s", rd->if_match);
 	if (!rc)
-		rc = azure_request_perform(r, err, errlen);
+		rc = perform_again(r, retry_after, err, errlen);
 	else if (rc == -EINVAL)
 		rc = azure_request_invalid(err, errlen, "read", "ETag too long");
 	azure_request_finish(r);
@@ -140,13 +150,14 @@ int azure_blob_block_id(const char *upload_id, unsigned index, char id[AZURE_BLO
 
 int azure_blob_put_block(const struct azure_blob_client *cl, const char *container,
 			 const char *name, const char *block_id, const void *buf, size_t len,
-			 const char *lease_id, char *err, size_t errlen)
+			 const char *lease_id, double *retry_after, char *err, size_t errlen)
 {
 	char md5[AZURE_MD5_BASE64_SIZE], query[256];
 	char *id = http_escape(block_id, strlen(block_id));
 	struct azure_request *r = malloc(sizeof(*r));
 	int rc = -ENOMEM;
 
+	*retry_after = 0;
 	if (!r || !id)
 		goto out;
 	if ((size_t)snprintf(query, sizeof(query), "comp=block&blockid=%s", id) >= sizeof(query)) {
@@ -161,7 +172,7 @@ int azure_blob_put_block(const struct azure_blob_client *cl, const char *contain
 	if (!rc && lease_id)
 		rc = azure_request_add_header(r, "x-ms-lease-id", "%s", lease_id);
 	if (!rc)
-		rc = azure_request_perform(r, err, errlen);
+		rc = perform_again(r, retry_after, err, errlen);
 	azure_request_finish(r);
 out:
 	free(r);
@@ -200,13 +211,15 @@ static bool valid_block_id(const char *id)
 
 int azure_blob_put_block_list(const struct azure_blob_client *cl, const char *container,
 			      const char *name, const char *const *block_ids, size_t count,
-			      const struct azure_blob_put *o, char *err, size_t errlen)
+			      const struct azure_blob_put *o, double *retry_after, char *err,
+			      size_t errlen)
 {
 	struct azure_request *r;
 	size_t len = 0;
 	char *xml;
 	int rc;
 
+	*retry_after = 0;
 	for (size_t i = 0; i < count; i++)
 		if (!valid_block_id(block_ids[i]))
 			return azure_request_invalid(err, errlen, "put block list",
@@ -223,7 +236,7 @@ int azure_blob_put_block_list(const struct azure_blob_client *cl, const char *co
 			rc = azure_request_invalid(err, errlen, "put block list",
 						   "invalid metadata or header value");
 		else if (!rc)
-			rc = azure_request_perform(r, err, errlen);
+			rc = perform_again(r, retry_after, err, errlen);
 		azure_request_finish(r);
 	}
 	free(r);

@@ -150,6 +150,7 @@ static void reset_response(struct azure_request *r, long status)
 	r->range_total = -1;
 	r->error_code[0] = r->lease_id[0] = '\0';
 	r->has_lease_time = false;
+	r->retry_after = 0;
 }
 
 static void parse_header(struct azure_request *r, const char *line, size_t n)
@@ -202,6 +203,8 @@ static void parse_header(struct azure_request *r, const char *line, size_t n)
 		/* A lease lasts 60 s at most: anything else is no answer. */
 		r->has_lease_time = t >= 0 && t <= 60;
 		r->lease_time = r->has_lease_time ? (int)t : 0;
+	} else if (IS("retry-after")) {
+		r->retry_after = http_parse_retry_after(v);
 	} else if (IS("x-ms-error-code")) {
 		copy_value(r->error_code, sizeof(r->error_code), s, vlen);
 	}

@@ -68,17 +68,18 @@ static int is_stopping(void *ctx)
 /*
  * After failed attempt n of a call that may be sent again as it is (Put
  * Block, Put Block List: the same bytes under the same lease): 0 to send it
- * again, having waited as the retry policy says; else the answer to keep,
- * rc itself (only transient failures are retried) or -ECANCELED when the
- * store was stopped meanwhile.
+ * again, having waited as the retry policy says (at least the service's
+ * retry_after); else the answer to keep, rc itself (only transient failures
+ * are retried) or -ECANCELED when the store was stopped meanwhile.
  */
-static int send_again(int rc, int n, const char *file, char *err, size_t errlen, unsigned salt)
+static int send_again(int rc, int n, double retry_after, const char *file, char *err, size_t errlen,
+		      unsigned salt)
 {
 	double wait;
 
 	if (rc != -EAGAIN || !retry_again(&policy, n))
 		return rc;
-	wait = retry_backoff(&policy, n, 0, salt);
+	wait = retry_backoff(&policy, n, retry_after, salt);
 	log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, err, wait, n + 1,
 		 policy.attempts);
 	metrics_add(M_RETRIES, 1);
@@ -323,7 +324,7 @@ static int on_bytes(void *ctx, const void *buf, size_t len)
 
 int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 		    const struct http_sink *sink, int (*cancelled)(void *), void *cancel_ctx,
-		    char *err, size_t errlen)
+		    double *retry_after, char *err, size_t errlen)
 {
 	struct reading r = {file, v, sink, offset, cancelled, cancel_ctx, err, errlen};
 	struct azure_blob_read rd = {.offset = offset,
@@ -334,7 +335,7 @@ int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 	int rc;
 
 	err[0] = '\0';
-	rc = azure_blob_get(&client, container, file, &rd, err, errlen);
+	rc = azure_blob_get(&client, container, file, &rd, retry_after, err, errlen);
 	return noted(rc, err);
 }
 
@@ -479,9 +480,11 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	if (azure_blob_block_id(u->upload_id, i, u->ids[i]))
 		return -EINVAL;
 	for (int n = 1;; n++) {
+		double retry_after;
+
 		rc = azure_blob_put_block(&u->cl, container, u->file, u->ids[i], buf, len,
-					  u->lease->id, err, errlen);
-		if (!rc || (rc = send_again(rc, n, u->file, err, errlen, i)))
+					  u->lease->id, &retry_after, err, errlen);
+		if (!rc || (rc = send_again(rc, n, retry_after, u->file, err, errlen, i)))
 			break;
 	}
 	if (!rc)
@@ -553,9 +556,12 @@ static int upload_leased(struct upload *u, const struct azure_meta *am, char *er
 			ids[i] = u->ids[i];
 		o.content_type = strstr(u->file, ".gz") ? CONTENT_GZIP : CONTENT_TSV;
 		for (int n = 1;; n++) {
+			double retry_after;
+
 			rc = azure_blob_put_block_list(&u->cl, container, u->file, ids, u->blocks,
-						       &o, err, errlen);
-			if (!rc || (rc = send_again(rc, n, u->file, err, errlen, u->blocks)))
+						       &o, &retry_after, err, errlen);
+			if (!rc ||
+			    (rc = send_again(rc, n, retry_after, u->file, err, errlen, u->blocks)))
 				break;
 		}
 	}
