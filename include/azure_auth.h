@@ -1,20 +1,23 @@
 /*
- * azure_auth.h - Azure Storage credentials and request signing; the only
- * module that sees OpenSSL.
+ * azure_auth.h - Azure Storage credentials: where the Blob service is and
+ * how requests are authorized, and keeping the secrets out of logs.
  *
  * A credential says where the Blob service is (endpoint) and how requests
- * are authorized: SharedKey, an HMAC-SHA256 of a canonical "string to sign"
- * under the decoded account key, or a SAS token appended to every query. It
- * comes from a connection string (every documented form), an account name +
- * key, or an account name + SAS token. A credential is immutable once built,
- * so any thread may sign with it without a lock.
+ * are authorized: SharedKey (an account key; the signing is
+ * azure_sharedkey.h's) or a SAS token appended to every query. It comes
+ * from a connection string (every documented form), an account name + key,
+ * or an account name + SAS token. A credential is immutable once built, so
+ * any thread may sign with it without a lock; its secrets are wiped
+ * (azure_crypto_wipe) when it is freed.
  *
  * Secrets never leave this module in text meant for people: parse errors are
  * one line that names the offending key or rule, never a key or signature,
  * and azure_auth_redact() masks them in anything that might be logged.
  *
- * The Blob client's other uses of OpenSSL (base64, MD5, random lease ids)
- * are here too, so that OpenSSL stays in one module.
+ * The modules of the Azure client, bottom up: azure_crypto (OpenSSL),
+ * azure_auth (credentials), azure_sharedkey (signing), azure_meta (blob
+ * metadata rules), azure_request (one signed request on http.c's engine),
+ * azure_listing (List Blobs pages), azure_blob (the operations).
  */
 #ifndef IMDBFS_AZURE_AUTH_H
 #define IMDBFS_AZURE_AUTH_H
@@ -60,56 +63,11 @@ int azure_auth_from_env(azure_env_fn env, struct azure_cred *c, char *err, size_
 
 void azure_auth_free(struct azure_cred *c);
 
-struct azure_header {
-	const char *name;
-	const char *value;
-};
-
-/*
- * The SharedKey string to sign for a Blob request: verb, the standard header
- * slots (Content-Length "0" signs as empty), the x-ms-* headers lower-cased
- * and sorted, then /ACCOUNT + the URL's path as encoded + its query
- * parameters decoded, sorted, one "\nname:value" each. headers are all the
- * headers the request sends, names in any case. The returned string is owned
- * by the caller; free with free(). 0, -EINVAL (no account, URL without a
- * path) or -ENOMEM.
- */
-int azure_auth_string_to_sign(const struct azure_cred *c, const char *verb, const char *url,
-			      const struct azure_header *headers, size_t n, char **out);
-
-/*
- * The Authorization header value "SharedKey ACCOUNT:SIGNATURE" for the
- * request. -EINVAL for a credential without a key (a SAS needs no header).
- */
-int azure_auth_sign(const struct azure_cred *c, const char *verb, const char *url,
-		    const struct azure_header *headers, size_t n, char *authorization, size_t len);
-
-/* base64(HMAC-SHA256(key, msg)) into out (at least 45 bytes). 0 or -EIO. */
-int azure_auth_hmac_base64(const unsigned char *key, size_t key_len, const char *msg, char *out,
-			   size_t outlen);
-
 /*
  * Copies text to out with the value of every sig= query parameter and
  * AccountKey= connection-string key replaced by "REDACTED"; truncates to
  * outlen. For anything that may carry a URL or connection string to a log.
  */
 void azure_auth_redact(const char *text, char *out, size_t outlen);
-
-/* base64 of len bytes into out; 0, or -ENOSPC when out is too small. */
-int azure_auth_base64(const void *buf, size_t len, char *out, size_t outlen);
-
-#define AZURE_MD5_BASE64_SIZE 25 /* 24 characters and a NUL */
-/* base64(MD5(buf)), for Content-MD5. 0 or -EIO. */
-int azure_auth_md5_base64(const void *buf, size_t len, char out[AZURE_MD5_BASE64_SIZE]);
-
-#define AZURE_UUID_SIZE 37
-/* A random version-4 UUID, the form lease ids take. 0 or -EIO. */
-int azure_auth_uuid(char out[AZURE_UUID_SIZE]);
-
-/* nbytes random bytes (RAND_bytes) as 2 * nbytes lowercase hex digits and a NUL. 0 or -EIO. */
-int azure_auth_random_hex(size_t nbytes, char *out);
-
-/* Overwrites n bytes at p in a way the compiler keeps (OPENSSL_cleanse), for secrets. */
-void azure_auth_wipe(void *p, size_t n);
 
 #endif

@@ -5,12 +5,23 @@
  * blob's properties, stream a range of it, upload it (Put Blob, or Put Block
  * + Put Block List, which makes the new version appear atomically), list and
  * delete blobs, and lease a blob (the cross-host lock). Requests are signed
- * with azure_auth (SharedKey) or carry its SAS.
+ * with the credential's key (SharedKey) or carry its SAS.
+ *
+ * This header is the client's face; its parts are modules of their own:
+ * azure_request.h (one signed request, its response headers, the error
+ * classification below), azure_listing.h (List Blobs pages), azure_meta.h
+ * (metadata rules), azure_sharedkey.h and azure_auth.h (signing,
+ * credentials), azure_crypto.h (OpenSSL). azure_blob.c only says, per
+ * operation, what to send and what to read back.
  *
  * Every call is one synchronous request (List Blobs: one per page) on its
  * own connection, with connect, stall and overall timeouts; a client is
  * read-only, so any thread may use it at once without a lock. http_global_init()
- * must have run first. Nothing is retried here: the caller owns the backoff.
+ * must have run first. Nothing is retried here: the caller owns the backoff
+ * (retry.h). The calls that are sent again after a transient failure (reads,
+ * Put Block, Put Block List) set *retry_after on -EAGAIN to what the service
+ * asked to wait with Retry-After (a 503 ServerBusy, a 429), in seconds; it
+ * is 0 when it asked nothing, and after any other result.
  *
  * An error response's body is read for at most a few KiB (HTTP_ERROR_BODY_MAX):
  * its status and code are the answer, and one that never ends cannot hold
@@ -40,6 +51,8 @@
 #include <stdint.h>
 
 #include "azure_auth.h"
+#include "azure_crypto.h"
+#include "azure_meta.h"
 
 struct azure_blob_client {
 	const struct azure_cred *cred; /* not owned; outlives the client's use */
@@ -52,28 +65,6 @@ struct azure_blob_client {
 	int (*cancelled)(void *ctx);
 	void *cancel_ctx;
 };
-
-/*
- * Blob metadata (x-ms-meta-*). Names are [a-z][a-z0-9]* (the only names
- * that sign the same under Azure's culture-aware header order and ours);
- * values are printable ASCII without leading or trailing blanks.
- */
-#define AZURE_META_MAX	 16
-#define AZURE_META_NAME	 64
-#define AZURE_META_VALUE 512
-struct azure_meta {
-	size_t count;
-	bool overflow; /* received items that did not fit were dropped */
-	struct {
-		char name[AZURE_META_NAME];
-		char value[AZURE_META_VALUE];
-	} item[AZURE_META_MAX];
-};
-
-/* Adds or replaces name. 0, -EINVAL (bad name or value) or -ENOSPC (full). */
-int azure_blob_meta_set(struct azure_meta *m, const char *name, const char *value);
-/* The value of name, or NULL. */
-const char *azure_blob_meta_get(const struct azure_meta *m, const char *name);
 
 struct azure_blob_props {
 	int64_t size; /* of the whole blob; -1 unknown */
@@ -108,7 +99,7 @@ struct azure_blob_read {
 
 /* GET of a range (x-ms-range), streamed to rd's callbacks; no overall timeout. */
 int azure_blob_get(const struct azure_blob_client *cl, const char *container, const char *name,
-		   const struct azure_blob_read *rd, char *err, size_t errlen);
+		   const struct azure_blob_read *rd, double *retry_after, char *err, size_t errlen);
 
 struct azure_blob_put {
 	const char *content_type;      /* x-ms-blob-content-type; NULL: application/octet-stream */
@@ -142,12 +133,13 @@ int azure_blob_block_id(const char *upload_id, unsigned index, char id[AZURE_BLO
 /* Put Block: stages one block (with its Content-MD5) of an uncommitted blob. */
 int azure_blob_put_block(const struct azure_blob_client *cl, const char *container,
 			 const char *name, const char *block_id, const void *buf, size_t len,
-			 const char *lease_id, char *err, size_t errlen);
+			 const char *lease_id, double *retry_after, char *err, size_t errlen);
 
 /* Put Block List: commits the blocks, in order, as the blob's new content. o may be NULL. */
 int azure_blob_put_block_list(const struct azure_blob_client *cl, const char *container,
 			      const char *name, const char *const *block_ids, size_t count,
-			      const struct azure_blob_put *o, char *err, size_t errlen);
+			      const struct azure_blob_put *o, double *retry_after, char *err,
+			      size_t errlen);
 
 /* Delete Blob; lease_id is needed when the blob is leased, else NULL. */
 int azure_blob_delete(const struct azure_blob_client *cl, const char *container, const char *name,
@@ -171,24 +163,6 @@ struct azure_blob_item {
 int azure_blob_list(const struct azure_blob_client *cl, const char *container, const char *prefix,
 		    unsigned page_size, int (*each)(void *ctx, const struct azure_blob_item *it),
 		    void *ctx, char *err, size_t errlen);
-
-/*
- * The parser of one List Blobs page (the XML enumeration), exported for the
- * unit tests: calls each per <Blob> (0 to go on) and sets marker to the
- * page's NextMarker, empty on the last page. 0, each's non-zero return, or
- * -EPROTO for a malformed page or a field too long for its buffer.
- */
-int azure_blob_parse_listing(const char *xml, size_t len,
-			     int (*each)(void *ctx, const struct azure_blob_item *it), void *ctx,
-			     char *marker, size_t markcap);
-
-/*
- * The <Code> of an error body (NUL-terminated, untrusted) into code, which
- * holds cap bytes and is left as it is when the body has none; any
- * character but a letter or digit becomes '?', since it goes into log lines.
- * The request's error path; exported for the fuzzer.
- */
-void azure_blob_error_code(const char *body, char *code, size_t cap);
 
 /*
  * Leases (the blob must exist). Acquire for 15..60 seconds; id gets the

@@ -7,7 +7,7 @@
  * transport errors. An error or redirect page is read for at most
  * HTTP_ERROR_BODY_MAX bytes, kept for the caller; one that never ends
  * cannot hold the request. The origin's GET (http_get) and the Azure client
- * (azure_blob.c) are built on it.
+ * (azure_request.c) are built on it.
  *
  * http_get() is one GET of the origin: conditional (If-None-Match, If-Modified-Since),
  * optionally ranged and tied to a version (Range + If-Range), with bounded
@@ -146,6 +146,8 @@ char *http_escape(const char *s, size_t n);
 char *http_unescape(const char *s, size_t *len);
 /* An HTTP date (RFC 7231, or the obsolete forms) as epoch seconds; 0 when not a date. */
 int64_t http_parse_date(const char *s);
+/* A Retry-After value (delay-seconds or an HTTP date) as seconds from now; 0 when neither. */
+double http_parse_retry_after(const char *value);
 
 /* What a redacted credential is shown as. */
 #define HTTP_REDACTED "***"

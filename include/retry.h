@@ -2,7 +2,9 @@
  * retry.h - the one retry policy: how many attempts a transfer makes, how
  * long it waits between two, and the wait itself, which ends at once when
  * the caller's cancel check fires. Downloads (download.c), segments
- * (segment.c) and the container tier's reads and lease waits use it.
+ * (segment.c) and the container tier's reads, block uploads and lease waits
+ * (tier.c, store_azure.c) use it. Retry-After comes from the origin
+ * (http.c) and from the Blob service (azure_request.c) alike.
  *
  * The wait after failed attempt n (n >= 1) is base_seconds doubled each
  * attempt, capped at RETRY_CAP_FACTOR times base_seconds, with +-25% jitter

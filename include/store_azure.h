@@ -73,10 +73,12 @@ int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const
  * sink sees status 200 (206 from a non-zero offset) with the origin's ETag
  * and Last-Modified from the blob's metadata, then the bytes. The bytes must
  * belong to version v (the blob's own ETag is pinned after the first look).
+ * On -EAGAIN *retry_after is what the service asked to wait (Retry-After),
+ * for the caller's retry policy; else 0.
  */
 int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 		    const struct http_sink *sink, int (*cancelled)(void *), void *cancel_ctx,
-		    char *err, size_t errlen);
+		    double *retry_after, char *err, size_t errlen);
 
 /*
  * Uploads the committed copy read through fd, with m as its metadata, under

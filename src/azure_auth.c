@@ -3,127 +3,22 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "azure_crypto.h"
+
 /* The published key of Azurite's development account: not a secret. */
 #define DEV_KEY                                                                                    \
 	"Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-#define MAX_QUERY_PARAMS   32
-#define MAX_SIGNED_HEADERS 64
 
 static int fail(char *err, size_t errlen, const char *fmt, const char *arg)
 {
 	snprintf(err, errlen, fmt, arg);
 	return -EINVAL;
-}
-
-/* ------------------------------------------------------------ base64 */
-
-static bool is_base64_char(int ch)
-{
-	return isalnum(ch) || ch == '+' || ch == '/';
-}
-
-/*
- * Strict: EVP_DecodeBlock skips blanks and does not report padding, so the
- * input is checked first and the padding subtracted. The result is owned by
- * the caller; free with free().
- */
-static int base64_decode(const char *s, unsigned char **out, size_t *outlen)
-{
-	size_t n = strlen(s), pad = 0;
-	unsigned char *buf;
-	int got;
-
-	if (n == 0 || n % 4)
-		return -EINVAL;
-	while (pad < 2 && s[n - 1 - pad] == '=')
-		pad++;
-	for (size_t i = 0; i < n - pad; i++)
-		if (!is_base64_char((unsigned char)s[i]))
-			return -EINVAL;
-	buf = malloc(n / 4 * 3 + 1);
-	if (!buf)
-		return -ENOMEM;
-	got = EVP_DecodeBlock(buf, (const unsigned char *)s, (int)n);
-	if (got < 0 || (size_t)got < pad) {
-		OPENSSL_cleanse(buf, n / 4 * 3 + 1); /* it may hold part of a key */
-		free(buf);
-		return -EINVAL;
-	}
-	*out = buf;
-	*outlen = (size_t)got - pad;
-	return 0;
-}
-
-int azure_auth_base64(const void *buf, size_t len, char *out, size_t outlen)
-{
-	if ((len + 2) / 3 * 4 + 1 > outlen || len > 0x3fffffff)
-		return -ENOSPC;
-	EVP_EncodeBlock((unsigned char *)out, buf, (int)len);
-	return 0;
-}
-
-int azure_auth_hmac_base64(const unsigned char *key, size_t key_len, const char *msg, char *out,
-			   size_t outlen)
-{
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int mac_len = 0;
-
-	if (key_len > 0x7fffffff || !HMAC(EVP_sha256(), key, (int)key_len,
-					  (const unsigned char *)msg, strlen(msg), mac, &mac_len))
-		return -EIO;
-	return azure_auth_base64(mac, mac_len, out, outlen) ? -EIO : 0;
-}
-
-int azure_auth_md5_base64(const void *buf, size_t len, char out[AZURE_MD5_BASE64_SIZE])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-
-	if (!EVP_Digest(buf, len, md, &md_len, EVP_md5(), NULL))
-		return -EIO;
-	return azure_auth_base64(md, md_len, out, AZURE_MD5_BASE64_SIZE) ? -EIO : 0;
-}
-
-int azure_auth_uuid(char out[AZURE_UUID_SIZE])
-{
-	unsigned char b[16];
-
-	if (RAND_bytes(b, sizeof(b)) != 1)
-		return -EIO;
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	snprintf(out, AZURE_UUID_SIZE,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-		 b[15]);
-	return 0;
-}
-
-int azure_auth_random_hex(size_t nbytes, char *out)
-{
-	unsigned char b[64];
-
-	if (nbytes > sizeof(b) || RAND_bytes(b, (int)nbytes) != 1)
-		return -EIO;
-	for (size_t i = 0; i < nbytes; i++)
-		snprintf(out + 2 * i, 3, "%02x", b[i]);
-	out[2 * nbytes] = '\0';
-	return 0;
-}
-
-void azure_auth_wipe(void *p, size_t n)
-{
-	OPENSSL_cleanse(p, n);
 }
 
 /* ------------------------------------------------------------ credentials */
@@ -133,10 +28,10 @@ void azure_auth_free(struct azure_cred *c)
 	free(c->endpoint);
 	free(c->account);
 	if (c->key)
-		OPENSSL_cleanse(c->key, c->key_len);
+		azure_crypto_wipe(c->key, c->key_len);
 	free(c->key);
 	if (c->sas)
-		OPENSSL_cleanse(c->sas, strlen(c->sas));
+		azure_crypto_wipe(c->sas, strlen(c->sas));
 	free(c->sas);
 	memset(c, 0, sizeof(*c));
 }
@@ -221,7 +116,7 @@ static int set_sas(struct azure_cred *c, const char *sas, char *err, size_t errl
 
 static int set_key(struct azure_cred *c, const char *key, char *err, size_t errlen)
 {
-	int rc = base64_decode(key, &c->key, &c->key_len);
+	int rc = azure_crypto_base64_decode(key, &c->key, &c->key_len);
 
 	if (rc == -EINVAL)
 		return fail(err, errlen, "invalid %s: not base64", "account key");
@@ -422,7 +317,7 @@ int azure_auth_parse(const char *connection_string, struct azure_cred *c, char *
 	if (!rc)
 		rc =
 		    v[CS_DEV] ? from_dev_storage(v, c, err, errlen) : from_parts(v, c, err, errlen);
-	OPENSSL_cleanse(copy, strlen(connection_string));
+	azure_crypto_wipe(copy, strlen(connection_string));
 	free(copy);
 	return rc;
 }
@@ -446,252 +341,6 @@ int azure_auth_from_env(azure_env_fn env, struct azure_cred *c, char *err, size_
 		 "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or "
 		 "AZURE_STORAGE_SAS_TOKEN");
 	return -ENOENT;
-}
-
-/* ------------------------------------------------------------ string to sign */
-
-struct param {
-	char *name; /* lower-cased, decoded */
-	char *value;
-};
-
-static int hex_value(int ch)
-{
-	if (isdigit(ch))
-		return ch - '0';
-	ch = tolower(ch);
-	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/*
- * Percent-decodes [s, s+n) into a new string owned by the caller. By hand:
- * curl_easy_unescape would bring libcurl into this module for three lines.
- */
-static char *percent_decode(const char *s, size_t n)
-{
-	char *out = malloc(n + 1), *o = out;
-
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		int hi = i + 2 < n && s[i] == '%' ? hex_value((unsigned char)s[i + 1]) : -1;
-		int lo = hi >= 0 ? hex_value((unsigned char)s[i + 2]) : -1;
-
-		if (lo >= 0) {
-			*o++ = (char)(hi * 16 + lo);
-			i += 2;
-		} else {
-			*o++ = s[i];
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
-static int compare_params(const void *a, const void *b)
-{
-	const struct param *x = a, *y = b;
-	int c = strcmp(x->name, y->name);
-
-	return c ? c : strcmp(x->value, y->value);
-}
-
-static void free_params(struct param *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(p[i].name);
-		free(p[i].value);
-	}
-}
-
-/* Splits the query q (up to '#' or the end) into decoded, sorted parameters. */
-static int parse_query(const char *q, struct param *p, size_t *count)
-{
-	size_t n = 0;
-
-	while (q && *q && *q != '#') {
-		size_t len = strcspn(q, "&#");
-		const char *eq = memchr(q, '=', len);
-		size_t name_len = eq ? (size_t)(eq - q) : len;
-
-		if (len > 0) {
-			if (n == MAX_QUERY_PARAMS)
-				return -EINVAL;
-			p[n].name = percent_decode(q, name_len);
-			p[n].value = eq ? percent_decode(eq + 1, len - name_len - 1) : strdup("");
-			n++;
-			if (!p[n - 1].name || !p[n - 1].value) {
-				*count = n;
-				return -ENOMEM;
-			}
-			for (char *s = p[n - 1].name; *s; s++)
-				*s = (char)tolower((unsigned char)*s);
-		}
-		q += len;
-		if (*q == '&')
-			q++;
-	}
-	*count = n;
-	qsort(p, n, sizeof(*p), compare_params);
-	return 0;
-}
-
-/* "\nname:v1,v2" per distinct name; the params are sorted. */
-static void write_params(FILE *f, const struct param *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (i > 0 && strcmp(p[i].name, p[i - 1].name) == 0)
-			fprintf(f, ",%s", p[i].value);
-		else
-			fprintf(f, "\n%s:%s", p[i].name, p[i].value);
-	}
-}
-
-static int write_resource(FILE *f, const char *account, const char *url)
-{
-	struct param params[MAX_QUERY_PARAMS];
-	const char *scheme = strstr(url, "://");
-	const char *path = scheme ? strchr(scheme + 3, '/') : NULL;
-	size_t path_len, n = 0;
-	int rc;
-
-	if (!path)
-		return -EINVAL;
-	path_len = strcspn(path, "?#");
-	fprintf(f, "/%s%.*s", account, (int)path_len, path);
-	rc = parse_query(path[path_len] == '?' ? path + path_len + 1 : NULL, params, &n);
-	if (!rc)
-		write_params(f, params, n);
-	free_params(params, n);
-	return rc;
-}
-
-static const char *find_header(const struct azure_header *h, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcasecmp(h[i].name, name) == 0)
-			return h[i].value;
-	return NULL;
-}
-
-/* The value as signed: trimmed; a Content-Length of 0 is empty (versions >= 2015-02-21). */
-static void write_value(FILE *f, const char *name, const char *v)
-{
-	size_t n;
-
-	if (!v)
-		return;
-	while (isspace((unsigned char)*v))
-		v++;
-	n = strlen(v);
-	while (n && isspace((unsigned char)v[n - 1]))
-		n--;
-	if (strcasecmp(name, "Content-Length") == 0 && n == 1 && *v == '0')
-		return;
-	fprintf(f, "%.*s", (int)n, v);
-}
-
-static int compare_headers(const void *a, const void *b)
-{
-	const struct azure_header *x = a, *y = b;
-
-	return strcasecmp(x->name, y->name);
-}
-
-/*
- * x-ms-* headers in lower case, sorted. Azure orders them culture-aware,
- * which agrees with this byte order for names of letters, digits and '-';
- * the Blob client only sends such names.
- */
-static int write_ms_headers(FILE *f, const struct azure_header *h, size_t n)
-{
-	struct azure_header ms[MAX_SIGNED_HEADERS];
-	size_t count = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (strncasecmp(h[i].name, "x-ms-", 5) != 0)
-			continue;
-		if (count == MAX_SIGNED_HEADERS)
-			return -EINVAL;
-		ms[count++] = h[i];
-	}
-	qsort(ms, count, sizeof(ms[0]), compare_headers);
-	for (size_t i = 0; i < count; i++) {
-		for (const char *s = ms[i].name; *s; s++)
-			fputc(tolower((unsigned char)*s), f);
-		fputc(':', f);
-		write_value(f, ms[i].name, ms[i].value);
-		fputc('\n', f);
-	}
-	return 0;
-}
-
-static const char *const standard_headers[] = {
-    "Content-Encoding",
-    "Content-Language",
-    "Content-Length",
-    "Content-MD5",
-    "Content-Type",
-    "Date",
-    "If-Modified-Since",
-    "If-Match",
-    "If-None-Match",
-    "If-Unmodified-Since",
-    "Range",
-};
-
-int azure_auth_string_to_sign(const struct azure_cred *c, const char *verb, const char *url,
-			      const struct azure_header *headers, size_t n, char **out)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
-	int rc;
-
-	*out = NULL;
-	if (!c->account)
-		return -EINVAL;
-	f = open_memstream(&buf, &len);
-	if (!f)
-		return -ENOMEM;
-	fprintf(f, "%s\n", verb);
-	for (size_t i = 0; i < sizeof(standard_headers) / sizeof(standard_headers[0]); i++) {
-		write_value(f, standard_headers[i], find_header(headers, n, standard_headers[i]));
-		fputc('\n', f);
-	}
-	rc = write_ms_headers(f, headers, n);
-	if (!rc)
-		rc = write_resource(f, c->account, url);
-	if (ferror(f) && !rc)
-		rc = -ENOMEM;
-	if (fclose(f) != 0 && !rc)
-		rc = -ENOMEM;
-	if (rc)
-		free(buf);
-	else
-		*out = buf;
-	return rc;
-}
-
-int azure_auth_sign(const struct azure_cred *c, const char *verb, const char *url,
-		    const struct azure_header *headers, size_t n, char *authorization, size_t len)
-{
-	char sig[64];
-	char *sts;
-	int rc;
-
-	if (!c->key || !c->account)
-		return -EINVAL;
-	rc = azure_auth_string_to_sign(c, verb, url, headers, n, &sts);
-	if (rc)
-		return rc;
-	rc = azure_auth_hmac_base64(c->key, c->key_len, sts, sig, sizeof(sig));
-	free(sts);
-	if (rc)
-		return rc;
-	if ((size_t)snprintf(authorization, len, "SharedKey %s:%s", c->account, sig) >= len)
-		return -ENOSPC;
-	return 0;
 }
 
 /* ------------------------------------------------------------ redaction */

@@ -90,8 +90,7 @@ static void parse_content_range(struct http_response *rs, const char *v)
 	}
 }
 
-/* Retry-After is delay-seconds or an HTTP date. */
-static double parse_retry_after(const char *v)
+double http_parse_retry_after(const char *v)
 {
 	int64_t secs = parse_int64(v);
 	time_t when;
@@ -139,7 +138,7 @@ void http_parse_header(struct http_response *rs, const char *line, size_t n)
 	} else if (IS("content-range")) {
 		parse_content_range(rs, value);
 	} else if (IS("retry-after")) {
-		rs->retry_after = parse_retry_after(value);
+		rs->retry_after = http_parse_retry_after(value);
 	} else if (IS("accept-ranges")) {
 		rs->accept_ranges = strcasecmp(value, "bytes") == 0;
 	}

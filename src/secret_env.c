@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "azure_auth.h"
+#include "azure_crypto.h"
 
 const char *const secret_env_names[SECRET_ENV_COUNT] = {
     "AZURE_STORAGE_CONNECTION_STRING",
@@ -30,7 +30,7 @@ void secret_env_scrub(void)
 
 		if (!v)
 			continue;
-		azure_auth_wipe(v, strlen(v));
+		azure_crypto_wipe(v, strlen(v));
 		unsetenv(secret_env_names[i]);
 	}
 }

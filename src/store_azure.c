@@ -68,17 +68,18 @@ static int is_stopping(void *ctx)
 /*
  * After failed attempt n of a call that may be sent again as it is (Put
  * Block, Put Block List: the same bytes under the same lease): 0 to send it
- * again, having waited as the retry policy says; else the answer to keep,
- * rc itself (only transient failures are retried) or -ECANCELED when the
- * store was stopped meanwhile.
+ * again, having waited as the retry policy says (at least the service's
+ * retry_after); else the answer to keep, rc itself (only transient failures
+ * are retried) or -ECANCELED when the store was stopped meanwhile.
  */
-static int send_again(int rc, int n, const char *file, char *err, size_t errlen, unsigned salt)
+static int send_again(int rc, int n, double retry_after, const char *file, char *err, size_t errlen,
+		      unsigned salt)
 {
 	double wait;
 
 	if (rc != -EAGAIN || !retry_again(&policy, n))
 		return rc;
-	wait = retry_backoff(&policy, n, 0, salt);
+	wait = retry_backoff(&policy, n, retry_after, salt);
 	log_warn("%s: %s; retrying in %.2f s (attempt %d of %d)", file, err, wait, n + 1,
 		 policy.attempts);
 	metrics_add(M_RETRIES, 1);
@@ -188,10 +189,10 @@ static void expected_url(const char *origin, const char *file, char *out, size_t
 int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const char *origin,
 			   const char *file, double now, struct meta *m, char *why, size_t whylen)
 {
-	const char *url = azure_blob_meta_get(am, META_URL);
-	const char *etag = azure_blob_meta_get(am, META_ETAG);
-	const char *modified = azure_blob_meta_get(am, META_MODIFIED);
-	const char *fetched = azure_blob_meta_get(am, META_FETCHED);
+	const char *url = azure_meta_get(am, META_URL);
+	const char *etag = azure_meta_get(am, META_ETAG);
+	const char *modified = azure_meta_get(am, META_MODIFIED);
+	const char *fetched = azure_meta_get(am, META_FETCHED);
 	int64_t latest = (int64_t)now + FUTURE_SLACK_S, size;
 	char want[sizeof(m->url)], *end;
 
@@ -205,13 +206,12 @@ int store_azure_meta_parse(const struct azure_meta *am, int64_t blob_size, const
 		return BAD("it is a copy of another origin's file");
 	if ((!etag || !*etag) && (!modified || !*modified))
 		return BAD("it has neither the origin's ETag nor its Last-Modified");
-	if (strict_int(azure_blob_meta_get(am, META_SIZE), 0, STORE_AZURE_SIZE_MAX, &size) ||
+	if (strict_int(azure_meta_get(am, META_SIZE), 0, STORE_AZURE_SIZE_MAX, &size) ||
 	    size != blob_size)
 		return BAD("its size metadata is not the blob's size");
-	if (strict_int(azure_blob_meta_get(am, META_TSV_SIZE), -1, STORE_AZURE_SIZE_MAX,
-		       &m->tsv_size))
+	if (strict_int(azure_meta_get(am, META_TSV_SIZE), -1, STORE_AZURE_SIZE_MAX, &m->tsv_size))
 		return BAD("its decompressed size is not a size");
-	if (strict_int(azure_blob_meta_get(am, META_MTIME), 0, latest, &m->mtime))
+	if (strict_int(azure_meta_get(am, META_MTIME), 0, latest, &m->mtime))
 		return BAD("its modification time is not a time");
 	errno = 0;
 	m->fetched_at = fetched ? strtod(fetched, &end) : 0;
@@ -250,19 +250,19 @@ static int meta_to_blob(const struct meta *m, struct azure_meta *am)
 	int rc = 0;
 
 	memset(am, 0, sizeof(*am));
-	rc |= azure_blob_meta_set(am, META_URL, m->url);
+	rc |= azure_meta_set(am, META_URL, m->url);
 	if (m->etag[0])
-		rc |= azure_blob_meta_set(am, META_ETAG, m->etag);
+		rc |= azure_meta_set(am, META_ETAG, m->etag);
 	if (m->last_modified[0])
-		rc |= azure_blob_meta_set(am, META_MODIFIED, m->last_modified);
+		rc |= azure_meta_set(am, META_MODIFIED, m->last_modified);
 	snprintf(n, sizeof(n), "%" PRId64, m->mtime);
-	rc |= azure_blob_meta_set(am, META_MTIME, n);
+	rc |= azure_meta_set(am, META_MTIME, n);
 	snprintf(n, sizeof(n), "%" PRId64, m->size);
-	rc |= azure_blob_meta_set(am, META_SIZE, n);
+	rc |= azure_meta_set(am, META_SIZE, n);
 	snprintf(n, sizeof(n), "%" PRId64, m->tsv_size);
-	rc |= azure_blob_meta_set(am, META_TSV_SIZE, n);
+	rc |= azure_meta_set(am, META_TSV_SIZE, n);
 	snprintf(n, sizeof(n), "%.3f", m->fetched_at);
-	rc |= azure_blob_meta_set(am, META_FETCHED, n);
+	rc |= azure_meta_set(am, META_FETCHED, n);
 	return rc ? -EINVAL : 0;
 }
 
@@ -324,7 +324,7 @@ static int on_bytes(void *ctx, const void *buf, size_t len)
 
 int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 		    const struct http_sink *sink, int (*cancelled)(void *), void *cancel_ctx,
-		    char *err, size_t errlen)
+		    double *retry_after, char *err, size_t errlen)
 {
 	struct reading r = {file, v, sink, offset, cancelled, cancel_ctx, err, errlen};
 	struct azure_blob_read rd = {.offset = offset,
@@ -335,7 +335,7 @@ int store_azure_get(const char *file, const struct meta *v, uint64_t offset,
 	int rc;
 
 	err[0] = '\0';
-	rc = azure_blob_get(&client, container, file, &rd, err, errlen);
+	rc = azure_blob_get(&client, container, file, &rd, retry_after, err, errlen);
 	return noted(rc, err);
 }
 
@@ -480,9 +480,11 @@ static int send_block(struct upload *u, unsigned i, char *buf, char *err, size_t
 	if (azure_blob_block_id(u->upload_id, i, u->ids[i]))
 		return -EINVAL;
 	for (int n = 1;; n++) {
+		double retry_after;
+
 		rc = azure_blob_put_block(&u->cl, container, u->file, u->ids[i], buf, len,
-					  u->lease->id, err, errlen);
-		if (!rc || (rc = send_again(rc, n, u->file, err, errlen, i)))
+					  u->lease->id, &retry_after, err, errlen);
+		if (!rc || (rc = send_again(rc, n, retry_after, u->file, err, errlen, i)))
 			break;
 	}
 	if (!rc)
@@ -554,9 +556,12 @@ static int upload_leased(struct upload *u, const struct azure_meta *am, char *er
 			ids[i] = u->ids[i];
 		o.content_type = strstr(u->file, ".gz") ? CONTENT_GZIP : CONTENT_TSV;
 		for (int n = 1;; n++) {
+			double retry_after;
+
 			rc = azure_blob_put_block_list(&u->cl, container, u->file, ids, u->blocks,
-						       &o, err, errlen);
-			if (!rc || (rc = send_again(rc, n, u->file, err, errlen, u->blocks)))
+						       &o, &retry_after, err, errlen);
+			if (!rc ||
+			    (rc = send_again(rc, n, retry_after, u->file, err, errlen, u->blocks)))
 				break;
 		}
 	}

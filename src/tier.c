@@ -51,9 +51,8 @@ static int container_get(const struct tier_get *g, const struct http_sink *sink,
 			 double *retry_after, char *err, size_t errlen)
 {
 	*status = 200;
-	*retry_after = 0;
-	return store_azure_get(g->file, g->version, g->from, sink, g->cancelled, g->cancel_ctx, err,
-			       errlen);
+	return store_azure_get(g->file, g->version, g->from, sink, g->cancelled, g->cancel_ctx,
+			       retry_after, err, errlen);
 }
 
 const struct tier tier_origin = {

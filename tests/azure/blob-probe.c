@@ -96,7 +96,7 @@ static int parse_opts(int argc, char **argv, int first, struct opts *o)
 			bad = parse_number(v, &o->page_size);
 		else if ((eq = strchr(a, '=')) != NULL) {
 			*eq = '\0';
-			bad = azure_blob_meta_set(&o->meta, a, eq + 1) != 0;
+			bad = azure_meta_set(&o->meta, a, eq + 1) != 0;
 			*eq = '=';
 			i--; /* no value argument */
 		} else
@@ -164,6 +164,7 @@ static int do_put(const struct azure_blob_client *cl, const char *c, const char 
 	const char *idp[MAX_BLOCKS];
 	size_t len, count = 0;
 	char *data = read_file(file, &len);
+	double retry_after; /* the probe sends each request once */
 	int rc = 0;
 
 	if (!data) {
@@ -188,11 +189,12 @@ static int do_put(const struct azure_blob_client *cl, const char *c, const char 
 			break;
 		}
 		idp[count] = ids[count];
-		rc = azure_blob_put_block(cl, c, name, ids[count], data + off, n, o->lease, err,
-					  errlen);
+		rc = azure_blob_put_block(cl, c, name, ids[count], data + off, n, o->lease,
+					  &retry_after, err, errlen);
 	}
 	if (!rc)
-		rc = azure_blob_put_block_list(cl, c, name, idp, count, &p, err, errlen);
+		rc = azure_blob_put_block_list(cl, c, name, idp, count, &p, &retry_after, err,
+					       errlen);
 	if (!rc)
 		printf("blocks=%zu\n", count);
 out:
@@ -242,13 +244,14 @@ static int do_get(const struct azure_blob_client *cl, const char *c, const char 
 	    .on_body = get_body,
 	    .ctx = &g,
 	};
+	double retry_after; /* the probe sends each request once */
 	int rc;
 
 	if (!g.out) {
 		snprintf(err, errlen, "cannot create %s", path);
 		return -EIO;
 	}
-	rc = azure_blob_get(cl, c, name, &rd, err, errlen);
+	rc = azure_blob_get(cl, c, name, &rd, &retry_after, err, errlen);
 	if (g.out != stdout && fclose(g.out) != 0 && !rc) {
 		snprintf(err, errlen, "cannot write %s", path);
 		rc = -EIO;

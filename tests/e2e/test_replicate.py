@@ -180,3 +180,25 @@ def test_newest_wins_a_newer_copy_cancels_the_upload_in_flight(
     assert (tmp_path / "blob").read_bytes() == newest
     assert len(commits(proxy, name)) == 1, [e["upstream_status"] for e in proxy.requests()
                                             if BLOCKLIST in e["query"]]
+
+
+@pytest.mark.timeout_s(90)
+def test_an_upload_refused_as_busy_waits_for_its_retry_after(
+        azurite, proxy, container, origin, sample_data, mount, tmp_path):  # noqa: F811
+    """A Put Block answered 503 ServerBusy with Retry-After is sent again after that wait, not
+    after the policy's own backoff (retry_delay=0.1: 0.1 s +-25%; its cap is 6 s): one retry
+    policy, Retry-After included, for the origin and the container alike (retry.h)."""
+    name = "title.ratings.tsv.gz"
+    want = util.origin_gz(sample_data.path, "title.ratings")
+    proxy.status(503, retry_after=2, path="/" + name, query="comp=block&")
+    a = mount(origin.url(), env=env_through(azurite, proxy, container),
+              extra_opts=("retries=2", "retry_delay=0.1"))
+    assert (a / name).read_bytes() == want
+    wait_for(lambda: upload_of(a, "title.ratings")[1] == "done", 30, "the upload to end")
+    blocks = [e for e in proxy.requests() if e["path"].endswith("/" + name)
+              and "comp=block&" in e["query"]]
+    assert blocks[0]["status"] == 503 and all(e["upstream_status"] == 201 for e in blocks[1:])
+    assert blocks[1]["time"] - blocks[0]["time"] >= 1.9, [e["time"] for e in blocks]
+    assert "retrying in 2.00 s" in a.stderr_text(), a.stderr_text()[-2000:]
+    probe(azurite, "get", container, name, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == want

@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "azure_auth.h"
+#include "azure_sharedkey.h"
 #include "fuzz.h"
 
 static int parse(int mode, char *text, struct azure_cred *c, char *err, size_t errlen)
@@ -104,7 +105,7 @@ static void check_cred(int mode, int rc, const struct azure_cred *c, const char 
 	FUZZ_CHECK(!c->key != !c->sas);
 	FUZZ_CHECK(c->account || c->sas);
 	if (c->key) {
-		static const struct azure_header h[] = {
+		static const struct azure_sharedkey_header h[] = {
 		    {"x-ms-date", "Tue, 01 Dec 2026 13:20:05 GMT"},
 		    {"x-ms-version", AZURE_API_VERSION}};
 		char url[4096], auth[512];
@@ -112,7 +113,7 @@ static void check_cred(int mode, int rc, const struct azure_cred *c, const char 
 		FUZZ_CHECK(c->account && c->key_len > 0);
 		snprintf(url, sizeof(url), "%s/imdb-datasets/title.basics.tsv.gz?comp=lease",
 			 c->endpoint);
-		FUZZ_CHECK(azure_auth_sign(c, "PUT", url, h, 2, auth, sizeof(auth)) == 0);
+		FUZZ_CHECK(azure_sharedkey_sign(c, "PUT", url, h, 2, auth, sizeof(auth)) == 0);
 		FUZZ_CHECK(strncmp(auth, "SharedKey ", 10) == 0);
 	}
 }

@@ -1,7 +1,7 @@
 /*
  * fuzz_azure_blob.c - what the Blob service (or whoever answers in its
- * place) sends back as XML: a List Blobs page (azure_blob_parse_listing) and
- * an error body's <Code> (azure_blob_error_code).
+ * place) sends back as XML: a List Blobs page (azure_listing_parse) and
+ * an error body's <Code> (azure_request_error_code).
  *
  * Input: byte 0 bit 0 picks the listing (0) or the error body (1); the rest
  * is the body, a listing passed in a buffer of exactly its length, not
@@ -17,7 +17,8 @@
 #include <ctype.h>
 #include <errno.h>
 
-#include "azure_blob.h"
+#include "azure_listing.h"
+#include "azure_request.h"
 #include "fuzz.h"
 
 #define STOP 77 /* the callback's own error, which the parser must pass through */
@@ -60,7 +61,7 @@ static void fuzz_listing(const uint8_t *data, size_t size)
 
 	FUZZ_CHECK(page);
 	memcpy(page, data, size);
-	rc = azure_blob_parse_listing(page, size, each, &s, marker, sizeof(marker));
+	rc = azure_listing_parse(page, size, each, &s, marker, sizeof(marker));
 	FUZZ_CHECK(rc == 0 || rc == -EPROTO || rc == -ENOMEM || (rc == STOP && s.count == 50));
 	check_string(marker, sizeof(marker));
 	free(page);
@@ -71,7 +72,7 @@ static void fuzz_error_body(const uint8_t *data, size_t size)
 	char *body = fuzz_strndup(data, size);
 	char code[64] = "";
 
-	azure_blob_error_code(body, code, sizeof(code));
+	azure_request_error_code(body, code, sizeof(code));
 	check_string(code, sizeof(code));
 	for (const char *p = code; *p; p++)
 		FUZZ_CHECK(isalnum((unsigned char)*p) || *p == '?');

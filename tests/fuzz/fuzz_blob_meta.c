@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!eq)
 			continue;
 		*eq = '\0';
-		(void)azure_blob_meta_set(&am, line, eq + 1); /* refused names are dropped */
+		(void)azure_meta_set(&am, line, eq + 1); /* refused names are dropped */
 	}
 	why[0] = '\0';
 	if (store_azure_meta_parse(&am, (int64_t)blob_size, ORIGIN, file, NOW, &m, why,

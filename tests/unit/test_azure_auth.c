@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "azure_auth.h"
+#include "azure_crypto.h"
+#include "azure_sharedkey.h"
 #include "secret_env.h"
 #include "unit.h"
 
@@ -239,9 +241,9 @@ static void test_hmac_vector(void **state)
 	char out[64];
 
 	(void)state;
-	assert_int_equal(
-	    azure_auth_hmac_base64((const unsigned char *)"bar", 3, "foobarzoo", out, sizeof(out)),
-	    0);
+	assert_int_equal(azure_crypto_hmac_base64((const unsigned char *)"bar", 3, "foobarzoo", out,
+						  sizeof(out)),
+			 0);
 	assert_string_equal(out, "h5U0ATVX6SpbFX1H6GNuxIMeXXCILLoIvhflPtuQZ30=");
 }
 
@@ -249,7 +251,7 @@ struct sign_case {
 	const char *connection_string;
 	const char *verb;
 	const char *url;
-	struct azure_header headers[8];
+	struct azure_sharedkey_header headers[8];
 	size_t n;
 	const char *string_to_sign;
 	const char *signature; /* from python3, see the top */
@@ -328,11 +330,12 @@ static void test_string_to_sign_and_signature(void **state)
 
 		parse_ok(t->connection_string, &c);
 		assert_int_equal(
-		    azure_auth_string_to_sign(&c, t->verb, t->url, t->headers, t->n, &sts), 0);
+		    azure_sharedkey_string_to_sign(&c, t->verb, t->url, t->headers, t->n, &sts), 0);
 		assert_string_equal(sts, t->string_to_sign);
 		free(sts);
 		assert_int_equal(
-		    azure_auth_sign(&c, t->verb, t->url, t->headers, t->n, auth, sizeof(auth)), 0);
+		    azure_sharedkey_sign(&c, t->verb, t->url, t->headers, t->n, auth, sizeof(auth)),
+		    0);
 		snprintf(want, sizeof(want), "SharedKey %s:%s", c.account, t->signature);
 		assert_string_equal(auth, want);
 		azure_auth_free(&c);
@@ -346,8 +349,8 @@ static void test_sign_needs_key(void **state)
 
 	(void)state;
 	parse_ok("AccountName=myaccount;SharedAccessSignature=sv=1&sig=abc", &c);
-	assert_int_equal(azure_auth_sign(&c, "GET", "https://h/c/b", NULL, 0, auth, sizeof(auth)),
-			 -EINVAL);
+	assert_int_equal(
+	    azure_sharedkey_sign(&c, "GET", "https://h/c/b", NULL, 0, auth, sizeof(auth)), -EINVAL);
 	azure_auth_free(&c);
 }
 

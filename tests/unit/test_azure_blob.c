@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "azure_auth.h"
+#include "azure_crypto.h"
 #include "azure_blob.h"
+#include "azure_listing.h"
 #include "unit.h"
 
 struct seen {
@@ -55,8 +56,8 @@ static void test_listing_page(void **state)
 	char marker[64];
 
 	(void)state;
-	assert_int_equal(
-	    azure_blob_parse_listing(two_blobs, strlen(two_blobs), collect, &s, marker, 64), 0);
+	assert_int_equal(azure_listing_parse(two_blobs, strlen(two_blobs), collect, &s, marker, 64),
+			 0);
 	assert_int_equal(s.count, 2);
 	assert_string_equal(marker, "2!12!MDAwMDA-");
 
@@ -67,9 +68,9 @@ static void test_listing_page(void **state)
 	assert_string_equal(s.items[0].last_modified, "Sun, 26 Oct 2025 02:00:00 GMT");
 	assert_int_equal(s.items[0].mtime, 1761444000);
 	assert_int_equal(s.items[0].meta.count, 3);
-	assert_string_equal(azure_blob_meta_get(&s.items[0].meta, "etag"), "\"5f0c\"");
-	assert_string_equal(azure_blob_meta_get(&s.items[0].meta, "size"), "4700000000");
-	assert_string_equal(azure_blob_meta_get(&s.items[0].meta, "empty"), "");
+	assert_string_equal(azure_meta_get(&s.items[0].meta, "etag"), "\"5f0c\"");
+	assert_string_equal(azure_meta_get(&s.items[0].meta, "size"), "4700000000");
+	assert_string_equal(azure_meta_get(&s.items[0].meta, "empty"), "");
 	assert_false(s.items[0].meta.overflow);
 
 	/* Entities first, then the percent-encoding of an Encoded name. */
@@ -89,14 +90,13 @@ static void test_listing_last_and_empty_pages(void **state)
 	char marker[64] = "stale";
 
 	(void)state;
-	assert_int_equal(azure_blob_parse_listing(last, strlen(last), collect, &s, marker, 64), 0);
+	assert_int_equal(azure_listing_parse(last, strlen(last), collect, &s, marker, 64), 0);
 	assert_int_equal(s.count, 1);
 	assert_string_equal(marker, "");
 	s.count = 0;
-	assert_int_equal(azure_blob_parse_listing(empty, strlen(empty), collect, &s, marker, 64),
+	assert_int_equal(azure_listing_parse(empty, strlen(empty), collect, &s, marker, 64), 0);
+	assert_int_equal(azure_listing_parse(no_blobs, strlen(no_blobs), collect, &s, marker, 64),
 			 0);
-	assert_int_equal(
-	    azure_blob_parse_listing(no_blobs, strlen(no_blobs), collect, &s, marker, 64), 0);
 	assert_int_equal(s.count, 0);
 }
 
@@ -106,8 +106,8 @@ static void test_listing_stops_on_request(void **state)
 	char marker[64];
 
 	(void)state;
-	assert_int_equal(
-	    azure_blob_parse_listing(two_blobs, strlen(two_blobs), collect, &s, marker, 64), 7);
+	assert_int_equal(azure_listing_parse(two_blobs, strlen(two_blobs), collect, &s, marker, 64),
+			 7);
 	assert_int_equal(s.count, 1);
 }
 
@@ -140,8 +140,8 @@ static void test_listing_malformed(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
 		struct seen s = {0};
-		int rc = azure_blob_parse_listing(malformed[i], strlen(malformed[i]), collect, &s,
-						  marker, sizeof(marker));
+		int rc = azure_listing_parse(malformed[i], strlen(malformed[i]), collect, &s,
+					     marker, sizeof(marker));
 
 		if (rc != -EPROTO)
 			fail_msg("page %zu: %d, wanted -EPROTO: %s", i, rc, malformed[i]);
@@ -168,8 +168,7 @@ static void test_listing_reads_within_len(void **state)
 
 		assert_non_null(page);
 		memcpy(page, cut[i], n);
-		assert_int_equal(azure_blob_parse_listing(page, n, collect, &s, marker, 64),
-				 -EPROTO);
+		assert_int_equal(azure_listing_parse(page, n, collect, &s, marker, 64), -EPROTO);
 		free(page);
 	}
 }
@@ -189,14 +188,13 @@ static void test_listing_limits(void **state)
 		      "<NextMarker>longer than eight</NextMarker>"),
 		 meta);
 	/* A marker longer than its buffer is an error, not a truncated marker. */
-	assert_int_equal(azure_blob_parse_listing(page, strlen(page), collect, &s, marker, 8),
-			 -EPROTO);
+	assert_int_equal(azure_listing_parse(page, strlen(page), collect, &s, marker, 8), -EPROTO);
 	snprintf(page, sizeof(page),
 		 PAGE(BLOB("<Name>x</Name>", "<Content-Length>1</Content-Length>",
 			   "<Metadata>%s</Metadata>"),
 		      ""),
 		 meta);
-	assert_int_equal(azure_blob_parse_listing(page, strlen(page), collect, &s, marker, 8), 0);
+	assert_int_equal(azure_listing_parse(page, strlen(page), collect, &s, marker, 8), 0);
 	assert_int_equal(s.items[0].meta.count, AZURE_META_MAX);
 	assert_true(s.items[0].meta.overflow);
 }
@@ -216,7 +214,7 @@ static void test_listing_ending_in_a_bracket(void **state)
 	(void)state;
 	assert_non_null(page);
 	memcpy(page, text, len); /* no NUL after it, as the fuzzer hands it over */
-	assert_int_equal(azure_blob_parse_listing(page, len, collect, &s, marker, sizeof(marker)),
+	assert_int_equal(azure_listing_parse(page, len, collect, &s, marker, sizeof(marker)),
 			 -EPROTO);
 	assert_int_equal(s.count, 0);
 	free(page);
@@ -251,10 +249,10 @@ static void test_block_ids_and_digests(void **state)
 	    strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"),
 	    AZURE_BLOCK_ID_SIZE - 1);
 	/* base64(md5(b"hello")) from python3 hashlib. */
-	assert_int_equal(azure_auth_md5_base64("hello", 5, md5), 0);
+	assert_int_equal(azure_crypto_md5_base64("hello", 5, md5), 0);
 	assert_string_equal(md5, "XUFAKrxLKna5cZ2REBfFkg==");
-	assert_int_equal(azure_auth_uuid(uuid), 0);
-	assert_int_equal(azure_auth_uuid(uuid2), 0);
+	assert_int_equal(azure_crypto_uuid(uuid), 0);
+	assert_int_equal(azure_crypto_uuid(uuid2), 0);
 	assert_int_equal(strlen(uuid), 36);
 	assert_int_equal(uuid[14], '4');
 	assert_int_equal(strspn(uuid, "0123456789abcdef-"), 36);
@@ -267,22 +265,22 @@ static void test_meta_rules(void **state)
 	char name[16];
 
 	(void)state;
-	assert_int_equal(azure_blob_meta_set(&m, "etag", "\"abc\""), 0);
-	assert_int_equal(azure_blob_meta_set(&m, "etag", "\"def\""), 0); /* replaces */
+	assert_int_equal(azure_meta_set(&m, "etag", "\"abc\""), 0);
+	assert_int_equal(azure_meta_set(&m, "etag", "\"def\""), 0); /* replaces */
 	assert_int_equal(m.count, 1);
-	assert_string_equal(azure_blob_meta_get(&m, "ETag"), "\"def\"");
-	assert_null(azure_blob_meta_get(&m, "size"));
+	assert_string_equal(azure_meta_get(&m, "ETag"), "\"def\"");
+	assert_null(azure_meta_get(&m, "size"));
 	/* Only [a-z][a-z0-9]*: other names sign differently under Azure's header order. */
-	assert_int_equal(azure_blob_meta_set(&m, "Bad", "x"), -EINVAL);
-	assert_int_equal(azure_blob_meta_set(&m, "tsv_size", "x"), -EINVAL);
-	assert_int_equal(azure_blob_meta_set(&m, "1st", "x"), -EINVAL);
-	assert_int_equal(azure_blob_meta_set(&m, "ok", " padded"), -EINVAL);
-	assert_int_equal(azure_blob_meta_set(&m, "ok", "two\nlines"), -EINVAL);
+	assert_int_equal(azure_meta_set(&m, "Bad", "x"), -EINVAL);
+	assert_int_equal(azure_meta_set(&m, "tsv_size", "x"), -EINVAL);
+	assert_int_equal(azure_meta_set(&m, "1st", "x"), -EINVAL);
+	assert_int_equal(azure_meta_set(&m, "ok", " padded"), -EINVAL);
+	assert_int_equal(azure_meta_set(&m, "ok", "two\nlines"), -EINVAL);
 	for (int i = 1; i < AZURE_META_MAX; i++) {
 		snprintf(name, sizeof(name), "k%d", i);
-		assert_int_equal(azure_blob_meta_set(&m, name, "v"), 0);
+		assert_int_equal(azure_meta_set(&m, name, "v"), 0);
 	}
-	assert_int_equal(azure_blob_meta_set(&m, "full", "v"), -ENOSPC);
+	assert_int_equal(azure_meta_set(&m, "full", "v"), -ENOSPC);
 }
 
 int test_azure_blob_group(void)

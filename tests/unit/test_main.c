@@ -11,6 +11,7 @@ int main(void)
 	} groups[] = {
 	    {"azure_auth", test_azure_auth_group},
 	    {"azure_blob", test_azure_blob_group},
+    {"azure_retry", test_azure_retry_group},
 	    {"budget", test_budget_group},
 	    {"catalog", test_catalog_group},
 	    {"clock", test_clock_group},

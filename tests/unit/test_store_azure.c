@@ -14,14 +14,13 @@
 static void good(struct azure_meta *am)
 {
 	memset(am, 0, sizeof(*am));
-	assert_int_equal(azure_blob_meta_set(am, "originurl", ORIGIN "title.ratings.tsv.gz"), 0);
-	assert_int_equal(azure_blob_meta_set(am, "originetag", "\"abc\""), 0);
-	assert_int_equal(azure_blob_meta_set(am, "lastmodified", "Mon, 30 Nov 2026 10:00:00 GMT"),
-			 0);
-	assert_int_equal(azure_blob_meta_set(am, "mtime", "1795999000"), 0);
-	assert_int_equal(azure_blob_meta_set(am, "size", "1234"), 0);
-	assert_int_equal(azure_blob_meta_set(am, "tsvsize", "5678"), 0);
-	assert_int_equal(azure_blob_meta_set(am, "fetchedat", "1795999500.250"), 0);
+	assert_int_equal(azure_meta_set(am, "originurl", ORIGIN "title.ratings.tsv.gz"), 0);
+	assert_int_equal(azure_meta_set(am, "originetag", "\"abc\""), 0);
+	assert_int_equal(azure_meta_set(am, "lastmodified", "Mon, 30 Nov 2026 10:00:00 GMT"), 0);
+	assert_int_equal(azure_meta_set(am, "mtime", "1795999000"), 0);
+	assert_int_equal(azure_meta_set(am, "size", "1234"), 0);
+	assert_int_equal(azure_meta_set(am, "tsvsize", "5678"), 0);
+	assert_int_equal(azure_meta_set(am, "fetchedat", "1795999500.250"), 0);
 }
 
 static int parse(const struct azure_meta *am, const char *file, struct meta *m)
@@ -48,7 +47,7 @@ static void test_good_metadata_is_taken(void **state)
 	assert_int_equal(m.mtime, 1795999000);
 	assert_true(m.fetched_at > 1795999500.2 && m.fetched_at < 1795999500.3);
 	/* A .tsv records the URL of the .tsv.gz it came from; -1: size unknown. */
-	assert_int_equal(azure_blob_meta_set(&am, "tsvsize", "-1"), 0);
+	assert_int_equal(azure_meta_set(&am, "tsvsize", "-1"), 0);
 	assert_int_equal(parse(&am, "title.ratings.tsv", &m), 0);
 	assert_int_equal(m.tsv_size, -1);
 }
@@ -84,7 +83,7 @@ static void test_bad_metadata_is_refused(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		good(&am);
-		assert_int_equal(azure_blob_meta_set(&am, bad[i].name, bad[i].value), 0);
+		assert_int_equal(azure_meta_set(&am, bad[i].name, bad[i].value), 0);
 		if (parse(&am, "title.ratings.tsv.gz", &m) != -EPROTO)
 			fail_msg("accepted %s=%s", bad[i].name, bad[i].value);
 	}
@@ -97,8 +96,8 @@ static void test_bad_metadata_is_refused(void **state)
 	/* Empty validators are none: such a copy could never be told from another (fuzz_blob_meta).
 	 */
 	good(&am);
-	assert_int_equal(azure_blob_meta_set(&am, "originetag", ""), 0);
-	assert_int_equal(azure_blob_meta_set(&am, "lastmodified", ""), 0);
+	assert_int_equal(azure_meta_set(&am, "originetag", ""), 0);
+	assert_int_equal(azure_meta_set(&am, "lastmodified", ""), 0);
 	assert_int_equal(parse(&am, "title.ratings.tsv.gz", &m), -EPROTO);
 }
 

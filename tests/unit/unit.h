@@ -16,6 +16,7 @@
 
 int test_azure_auth_group(void);
 int test_azure_blob_group(void);
+int test_azure_retry_group(void);
 int test_budget_group(void);
 int test_catalog_group(void);
 int test_clock_group(void);
