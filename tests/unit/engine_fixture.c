@@ -584,13 +584,29 @@ int fx_setup(void **state)
 	return 0;
 }
 
+static bool in_flight(int ds)
+{
+	struct dataset_info info;
+
+	dataset_info(ds, &info);
+	return info.state == DS_QUEUED || info.state == DS_DOWNLOADING ||
+	       info.state == DS_VERIFYING || info.state == DS_EXTRACTING;
+}
+
 int fx_teardown(void **state)
 {
 	int tries = 0;
 
 	(void)state;
-	for (int ds = 0; ds < CATALOG_COUNT; ds++)
+	/* A test that failed may have left a transfer stalled: let it end first. */
+	fx_origin_release();
+	for (int ds = 0; ds < CATALOG_COUNT; ds++) {
+		while (in_flight(ds) && tries++ < WAIT_TRIES)
+			usleep(10 * 1000);
+		assert_false(in_flight(ds));
 		dataset_evict(ds, KIND_GZ);
+	}
+	tries = 0;
 	pthread_mutex_lock(&fake.lock);
 	for (int i = 0; i < FILES_MAX; i++) {
 		struct fake_file *f = &fake.files[i];
