@@ -374,7 +374,7 @@ static void test_cancel_during_commit_is_too_late(void **state)
 	fx_store_on_commit(cancel_on_commit);
 	fx_origin_release();
 	dataset_wait(committing, &res);
-	assert_true(res.err == 0);
+	assert_int_equal(res.err, 0);
 	assert_true(res.changed);
 	assert_committed(&v, "\"v1\"");
 	assert_no_temp(DS);

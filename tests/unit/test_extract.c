@@ -143,6 +143,7 @@ static void test_cancel_during_extraction(void **state)
 	struct fx_version v = fx_version_make(900 * 1024, 3, 25);
 	struct dataset_result res;
 	struct dataset_info info;
+	struct meta_partial p;
 	struct transfer *x, *dl;
 	unsigned char *got;
 	size_t len;
@@ -157,10 +158,7 @@ static void test_cancel_during_extraction(void **state)
 	assert_int_equal(res.err, -ECANCELED);
 	assert_false(res.changed);
 	assert_false(fx_store_committed(catalog_file(DS, KIND_TSV), &got, &len, &m));
-	{
-		struct meta_partial p;
-		assert_false(fx_store_temp(catalog_file(DS, KIND_TSV), NULL, NULL, &p));
-	}
+	assert_false(fx_store_temp(catalog_file(DS, KIND_TSV), NULL, NULL, &p));
 	/* The download it followed was not cancelled: it ends, committed. */
 	fx_origin_release();
 	dataset_wait(dl, &res);
