@@ -26,7 +26,7 @@ SRCS      := $(wildcard src/*.c)
 LIB_SRCS  := $(filter-out src/main.c src/fs.c src/notify.c src/cli.c,$(SRCS))
 OBJS      := $(SRCS:src/%.c=$(BUILD)/%.o)
 LIB_OBJS  := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
-UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/engine_fixture.c
 # tests/unit/test_store_local.c makes these calls fail to test the cache's commit.
 UNIT_WRAP := -Wl,--wrap=renameat,--wrap=linkat,--wrap=unlinkat
 PYTEST    := /usr/bin/python3 -m pytest

@@ -26,10 +26,18 @@
 
 struct config;
 struct store;
+struct tier;
 struct transfer;
 
 /* Sets what every download uses; both must outlive them. Call before any transfer. */
 void download_init(const struct config *cfg, struct store *st);
+
+/*
+ * The tier that stands for the origin (tier.h): tier_origin unless this sets
+ * another, before any transfer. The daemon never calls it; the unit tests
+ * (tests/unit/test_download.c) put a fake origin serving bytes from memory.
+ */
+void download_use_origin(const struct tier *t);
 
 /*
  * Runs the download of t to its end: 0 (committed, *changed set; or the

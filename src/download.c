@@ -41,13 +41,19 @@ static struct store *store;
 /* Download slots: at most config->concurrency downloads talk to the origin. */
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t slots_free = PTHREAD_COND_INITIALIZER;
-static unsigned slots_used; /* guarded by slots_lock */
+static unsigned slots_used;			 /* guarded by slots_lock */
+static const struct tier *origin = &tier_origin; /* see download_use_origin() */
 
 void download_init(const struct config *cfg, struct store *st)
 {
 	config = cfg;
 	store = st;
 	tier_init(cfg);
+}
+
+void download_use_origin(const struct tier *t)
+{
+	origin = t;
 }
 
 struct fetch {
@@ -64,8 +70,6 @@ struct fetch {
 	uint64_t flushed;      /* bytes whose writeback was started (feed_flush_hint) */
 	double checkpointed_at;
 	double retry_after;    /* the origin asked to wait this long (429/503) */
-	bool old_is_blob;      /* old is the container's copy, newer than the local one */
-	struct meta blob;      /* the shared tier's version, when it has one */
 	struct segments *segs; /* the other connections of a segmented download, or NULL */
 	bool sparse;	       /* the temporary may hold bytes past `written` (segments) */
 	bool segment_gave_up;  /* a segment used up its retries: the download fails */
@@ -615,7 +619,7 @@ static int fetch_tiered(struct fetch *f, bool *unchanged)
 	if (rc && rc != -ECANCELED && f->plan.tier == &tier_container) {
 		log_warn("%s: the container failed (%s); reading from the origin",
 			 transfer_file(f->t), f->error);
-		f->plan.tier = &tier_origin;
+		f->plan.tier = origin;
 		rc = fetch_with_retries(f, unchanged);
 	}
 	return rc;
@@ -623,7 +627,7 @@ static int fetch_tiered(struct fetch *f, bool *unchanged)
 
 int download_run(struct transfer *t, bool *changed, char *error, size_t errlen)
 {
-	struct fetch f = {.t = t, .fd = -1, .total = -1, .plan = {.tier = &tier_origin}};
+	struct fetch f = {.t = t, .fd = -1, .total = -1, .plan = {.tier = origin}};
 	struct store_azure_lease *lease = NULL;
 	bool unchanged = false;
 	double started = clock_mono();
@@ -638,7 +642,7 @@ int download_run(struct transfer *t, bool *changed, char *error, size_t errlen)
 		dataset_set_phase(t, DS_DOWNLOADING);
 		tier_plan_consult(&f.plan, transfer_file(t), t->force);
 		/* Our own upload of file may hold the lease: take it back, newest wins. */
-		if (store_azure_enabled() && f.plan.tier == &tier_origin &&
+		if (store_azure_enabled() && f.plan.tier == origin &&
 		    !(lease = replicate_take_lease(transfer_file(t))))
 			lease =
 			    tier_plan_take_turn(&f.plan, transfer_file(t), transfer_cancelled, t);

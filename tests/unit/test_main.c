@@ -18,6 +18,8 @@ int main(void)
 	    {"config", test_config_group},
 	    {"control_parse", test_control_parse_group},
 	    {"control_json", test_control_json_group},
+	    {"download", test_download_group},
+	    {"extract", test_extract_group},
 	    {"fdshare", test_fdshare_group},
 	    {"feed", test_feed_group},
 	    {"gunzip", test_gunzip_group},

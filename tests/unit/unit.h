@@ -23,6 +23,8 @@ int test_clock_group(void);
 int test_config_group(void);
 int test_control_parse_group(void);
 int test_control_json_group(void);
+int test_download_group(void);
+int test_extract_group(void);
 int test_fdshare_group(void);
 int test_feed_group(void);
 int test_gunzip_group(void);
