@@ -528,20 +528,29 @@ static void open_old_version(struct handle *h, struct fuse_file_info *fi)
 	struct handle *o;
 
 	pthread_mutex_lock(&gens_lock);
-	if ((o = own_version_handle_locked(h->ino, true))) {
-		own.copy = fdshare_get(o->reader.copy);
-		own.fd = o->reader.fd;
+	if ((o = own_version_handle_locked(h->ino, false))) {
+		/* Its committed copy, or the feed it still reads (opened while arriving). */
+		if (o->reader.fd >= 0) {
+			own.copy = fdshare_get(o->reader.copy);
+			own.fd = o->reader.fd;
+		} else {
+			own.feed = o->reader.feed;
+			feed_ref(own.feed);
+		}
 		h->size = o->size;
 		h->mtime = o->mtime;
 	}
 	pthread_mutex_unlock(&gens_lock);
-	if (own.fd < 0) {
+	if (!o) {
 		fi->direct_io = 1;
 		return;
 	}
 	dataset_close(&h->reader);
 	h->reader = own;
-	fi->keep_cache = 1;
+	if (own.fd < 0)
+		fi->direct_io = 1; /* a feed: no final size to page against */
+	else
+		fi->keep_cache = 1;
 }
 
 /* The rest of an open once dataset_open_start() has opened h->reader. */

@@ -307,6 +307,35 @@ def test_handle_opened_while_arriving_keeps_its_size_after_a_refresh(versions, o
 
 
 @pytest.mark.timeout_s(60)
+def test_an_open_through_an_old_inode_shares_the_feed_its_handle_reads(versions, origin_factory,
+                                                                       mount, tmp_path):
+    """A handle opened while its file was still arriving holds that version's feed. Once the
+    download has committed, the file is removed and the origin has a new version, an open
+    through that handle's inode (/proc/self/fd) reads the same version to its end, and the
+    inode keeps that version's size. (DESIGN.md invariant 5)"""
+    d = "title.principals"
+    data = tmp_path / "origin-data"
+    install_all(versions, 1, data)
+    v1, v2 = versions.gz(1, d), versions.gz(2, d)
+    assert len(v1) != len(v2)
+    m = mount(origin_factory(data).url("/slow200k/"))
+    path = m / (d + ".tsv.gz")
+    with open(path, "rb", buffering=0) as handle:
+        first = handle.read(1000)
+        assert not m.control("status")["datasets"][d]["cached"], "downloaded too soon"
+        wait_for(lambda: m.control("status")["datasets"][d]["cached"], 30, "the download")
+        os.unlink(path)
+        install_all(versions, 2, data, [d])
+        through = "/proc/self/fd/%d" % handle.fileno()
+        assert read_bytes(through) == v1
+        assert os.stat(through).st_size == len(v1)
+        time.sleep(1.5)  # past the attribute timeout: the kernel asks again
+        assert os.stat(through).st_size == len(v1)
+        rest = handle.read()
+    assert first + rest == v1
+
+
+@pytest.mark.timeout_s(60)
 def test_an_open_through_an_old_inode_never_changes_its_size(versions, origin_factory, mount,
                                                             tmp_path):
     """After rm and a new origin version, an open through the removed version's inode (here
