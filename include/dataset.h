@@ -40,7 +40,8 @@
  * dataset_engine.h.
  *
  * Locking: each dataset has one mutex guarding its fields and those of its
- * transfers and its parked opens. Lock order: dataset lock, then feed lock;
+ * transfers, its parked opens and its arriving versions' feeds; a version's
+ * reference count is atomic and the rest of it constant. Lock order: dataset lock, then feed lock;
  * dataset_evict() also calls the store's evict under it (so that no commit
  * lands between removing the files and forgetting them), so the store's own
  * locks come after it. Apart from that no dataset lock is held while calling

@@ -18,6 +18,7 @@ int main(void)
 	    {"control_parse", test_control_parse_group},
 	    {"control_json", test_control_json_group},
 	    {"fdshare", test_fdshare_group},
+	    {"dataset_version", test_dataset_version_group},
 	    {"feed", test_feed_group},
 	    {"gunzip", test_gunzip_group},
 	    {"json", test_json_group},
