@@ -23,7 +23,7 @@ LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm
 SANITIZE  := -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 SRCS      := $(wildcard src/*.c)
-LIB_SRCS  := $(filter-out src/main.c src/fs.c src/notify.c src/cli.c,$(SRCS))
+LIB_SRCS  := $(filter-out src/main.c src/fs.c src/fs_inode.c src/fs_handle.c src/notify.c src/cli.c,$(SRCS))
 OBJS      := $(SRCS:src/%.c=$(BUILD)/%.o)
 LIB_OBJS  := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/engine_fixture.c

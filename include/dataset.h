@@ -40,7 +40,8 @@
  * dataset_engine.h.
  *
  * Locking: each dataset has one mutex guarding its fields and those of its
- * transfers and its parked opens. Lock order: dataset lock, then feed lock;
+ * transfers, its parked opens and its arriving versions' feeds; a version's
+ * reference count is atomic and the rest of it constant. Lock order: dataset lock, then feed lock;
  * dataset_evict() also calls the store's evict under it (so that no commit
  * lands between removing the files and forgetting them), so the store's own
  * locks come after it. Apart from that no dataset lock is held while calling
@@ -58,7 +59,6 @@
 #include "parking.h"
 
 struct config;
-struct fdshare;
 struct feed;
 struct store;
 struct transfer;
@@ -113,25 +113,53 @@ void datasets_cancel_opens(void);
 void datasets_on_change(void (*fn)(const char *file));
 
 /*
+ * Versions. Each data file is, at any time, one version object of the
+ * dataset layer: refcounted, handed out by reference, freed by its last put.
+ *   - A committed version holds a committed copy: its descriptor (shared,
+ *     see fdshare.h), its metadata, size and mtime, its generation. It never
+ *     changes: whoever holds it reads those bytes and sees that size, after
+ *     any number of refreshes, evictions or removals of the file.
+ *   - An arriving version is its sibling for a file with no committed copy:
+ *     it holds the feed of the transfer bringing the file (once one exists)
+ *     and takes a new transfer's feed while it is current (a retry, a
+ *     download that starts over). Once its generation has moved on it keeps
+ *     the feed it had, which readers follow to its end.
+ * The dataset holds a reference on the current version of each file; the
+ * FUSE layer holds one per inode and every reader one on the version it
+ * reads, so any number of versions of one file can be alive at once.
+ *
  * A data file's generation moves on, under the dataset lock, each time its
- * committed copy appears, is replaced or goes away: two opens that see the
- * same generation read the same bytes.
+ * committed copy appears, is replaced or goes away: one generation is one
+ * version object, and two opens that see the same generation read the same
+ * bytes.
  */
+struct dataset_version;
+
 uint64_t dataset_generation(int ds, enum file_kind kind);
 
-/*
- * Size (0 while unknown) and modification time of generation gen of a data
- * file: the current one, or one of the last few committed copies replaced.
- * false when gen is neither; the current attributes are given then.
- */
-bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int64_t *mtime);
+/* The current version of a file, a reference for the caller: 0, or -ENOMEM. */
+int dataset_current(int ds, enum file_kind kind, struct dataset_version **v);
 
-/* An open data file: a committed copy (fd >= 0) or a transfer's feed. */
+/* Another reference on v, which the caller holds one of; returns v. */
+struct dataset_version *dataset_version_get(struct dataset_version *v);
+
+/* Drops a reference (NULL is a no-op); the last one frees v, its copy or feed reference. */
+void dataset_version_put(struct dataset_version *v);
+
+uint64_t dataset_version_gen(const struct dataset_version *v);
+
+/*
+ * Size (0 while unknown) and modification time of v: a committed version's
+ * own; an arriving one's as far as known (its feed's, and while it is
+ * current the size announced for the file).
+ */
+void dataset_version_stat(struct dataset_version *v, int64_t *size, int64_t *mtime);
+
+/* An open data file: one version, read through its committed copy (fd >= 0) or a feed. */
 struct dataset_reader {
-	int fd;		      /* the copy's descriptor, shared: never close it */
-	struct fdshare *copy; /* a reference on the copy's descriptor, or NULL */
-	struct feed *feed;
-	uint64_t gen; /* the generation current at the open */
+	struct dataset_version *v; /* a reference on the version read */
+	int fd;			   /* v's copy's descriptor, shared: never close it; or -1 */
+	struct feed *feed;	   /* a reference on the feed read, or NULL */
 };
 
 /*
@@ -155,13 +183,16 @@ void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
 			 void (*ready)(struct dataset_opener *o, int rc));
 
 /*
- * Opens a data file for reading into r, starting its fetch or decompression
+ * Opens a data file for reading into r. Through via (the version an inode
+ * stands for, or NULL) when via is no longer current: via itself, if any of
+ * it arrived. Else the current version, starting its fetch or decompression
  * when it is not cached. 0 when it can be read now, -EIO when its transfer
  * failed or cannot start, -EINTR when dataset_open_cancel() came first, or
  * -EINPROGRESS: o is parked until the first bytes can be read, and ready()
  * or a true dataset_open_cancel() follows. Release r with dataset_close().
  */
-int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r);
+int dataset_open_start(struct dataset_opener *o, struct dataset_version *via,
+		       struct dataset_reader *r);
 
 /*
  * Takes a parked open off its dataset. true: the caller answers it. false: a

@@ -22,6 +22,7 @@
 #include "meta.h"
 
 struct dataset;
+struct dataset_version;
 struct fdshare;
 struct feed;
 
@@ -55,8 +56,11 @@ static inline int transfer_cancelled(void *ctx)
 	return atomic_load(&t->cancel);
 }
 
-/* A shared descriptor on a dup of fd's file, to commit as a copy; NULL and *rc on failure. */
-struct fdshare *dataset_share_dup(int fd, int *rc);
+/*
+ * A version holding a dup of fd's file, to commit as a copy; NULL and *rc on
+ * failure. The caller owns the reference: give it to a commit, or put it.
+ */
+struct dataset_version *dataset_version_dup(int fd, int *rc);
 
 /* Publishes the feed readers should follow (or none, NULL), and the phase status shows. */
 void dataset_publish_feed(struct transfer *t, struct feed *f, enum ds_state phase);
@@ -79,7 +83,7 @@ void dataset_mark_checked(struct transfer *t);
  * Makes copy (taken over) with metadata m the committed .tsv.gz: a .tsv of
  * another version stops being served and is extracted again.
  */
-void dataset_commit_gz(struct transfer *t, struct fdshare *copy, const struct meta *m);
+void dataset_commit_gz(struct transfer *t, struct dataset_version *copy, const struct meta *m);
 
 /* ---- for the extraction engine ---- */
 
@@ -111,6 +115,6 @@ void dataset_source_error(struct transfer *t, char *err, size_t errlen);
  * Makes copy (taken over) with metadata m the committed .tsv. -ESTALE when a
  * download committed another .tsv.gz meanwhile: copy is dropped then.
  */
-int dataset_commit_tsv(struct transfer *t, struct fdshare *copy, const struct meta *m);
+int dataset_commit_tsv(struct transfer *t, struct dataset_version *copy, const struct meta *m);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -17,40 +18,57 @@
 #include "meta.h"
 #include "parking.h"
 
-#define DATASET_POLL_NS	     (50 * 1000 * 1000) /* how often a timed wait checks a cancel */
-#define DATASET_RETIRED_KEPT 8 /* replaced copies whose attributes are remembered, per kind */
+#define DATASET_POLL_NS (50 * 1000 * 1000) /* how often a timed wait checks a cancel */
 
 struct fdshare;
 struct park_entry;
 struct transfer;
 
-/* What a generation that had a committed copy looked like. */
-struct version_attr {
-	uint64_t gen;
-	int64_t size;
-	int64_t mtime;
+/*
+ * One version of a data file (see dataset.h, "Versions"). Constant once
+ * published, but for an arriving version's feed and mtime.
+ */
+struct dataset_version {
+	atomic_long refs;     /* the dataset's while current, each inode's and reader's */
+	int ds;		      /* constant */
+	enum file_kind kind;  /* constant */
+	uint64_t gen;	      /* constant: the generation it is */
+	struct fdshare *copy; /* constant: the committed copy; NULL for an arriving version */
+	struct meta meta;     /* constant: the committed copy's metadata (with copy) */
+	/*
+	 * Arriving only, guarded by the dataset lock: the feed of the transfer
+	 * bringing it, a reference (NULL until one is published). Replaced while
+	 * the version is current (a transfer that starts over, a retry), frozen
+	 * once its generation has moved on: the feed it was read through.
+	 */
+	struct feed *feed;
+	int64_t
+	    mtime; /* arriving only, guarded by the dataset lock: set when it stops being current */
 };
 
 struct dataset {
-	int index;		   /* constant */
-	pthread_mutex_t lock;	   /* error-checking: see dataset_held() */
-	enum ds_state state;	   /* guarded by lock; written only by dataset_set_state_locked() */
-	pthread_cond_t changed;	   /* a transfer published a feed or ended */
-	bool cached;		   /* guarded by lock */
-	bool extracted;		   /* guarded by lock */
-	bool failed;		   /* guarded by lock: the last transfer failed */
-	struct meta gz;		   /* guarded by lock; valid when cached */
-	struct meta tsv;	   /* guarded by lock; valid when extracted */
-	double checked_at;	   /* guarded by lock: when gz was last known current */
-	bool resume_pending;	   /* guarded by lock: a partial download waits in the store */
-	bool retrying;		   /* guarded by lock: the download is backing off after a fault */
-	uint64_t gen[2];	   /* guarded by lock: per kind, see dataset_generation() */
-	struct fdshare *copy[2];   /* guarded by lock: per kind, the committed copy, or NULL */
-	struct transfer *download; /* guarded by lock; in flight or NULL */
-	struct transfer *extract;  /* guarded by lock; in flight or NULL */
-	char error[256];	   /* guarded by lock */
-	/* guarded by lock: the last few copies replaced, at gen % DATASET_RETIRED_KEPT */
-	struct version_attr retired[2][DATASET_RETIRED_KEPT];
+	int index;		/* constant */
+	pthread_mutex_t lock;	/* error-checking: see dataset_held() */
+	enum ds_state state;	/* guarded by lock; written only by dataset_set_state_locked() */
+	pthread_cond_t changed; /* a transfer published a feed or ended */
+	bool cached;		/* guarded by lock */
+	bool extracted;		/* guarded by lock */
+	bool failed;		/* guarded by lock: the last transfer failed */
+	struct meta gz;		/* guarded by lock; valid when cached */
+	struct meta tsv;	/* guarded by lock; valid when extracted */
+	double checked_at;	/* guarded by lock: when gz was last known current */
+	bool resume_pending;	/* guarded by lock: a partial download waits in the store */
+	bool retrying;		/* guarded by lock: the download is backing off after a fault */
+	uint64_t gen[2];	/* guarded by lock: per kind, see dataset_generation() */
+	/*
+	 * guarded by lock: per kind, the current version (a reference), of
+	 * generation gen[kind]: the committed copy when cached (extracted),
+	 * else the arriving version, or NULL until someone asks for it.
+	 */
+	struct dataset_version *cur[2];
+	struct transfer *download;   /* guarded by lock; in flight or NULL */
+	struct transfer *extract;    /* guarded by lock; in flight or NULL */
+	char error[256];	     /* guarded by lock */
 	struct park_list openers[2]; /* guarded by lock: per kind, opens parked */
 };
 
@@ -79,12 +97,22 @@ static inline bool dataset_held(struct dataset *d)
 void dataset_set_state_locked(struct dataset *d);
 
 /*
- * Makes copy (taken over; NULL for none) the committed copy of kind; d->lock
- * held, and the dataset's metadata still the old copy's. Returns the old one
- * to put.
+ * Makes v (a committed version, its reference taken over; NULL for none) the
+ * current version of kind, of the next generation; d->lock held, and the
+ * dataset's metadata still the old copy's. Returns the old current version,
+ * a reference to put with no lock held (NULL when there was none).
  */
-struct fdshare *dataset_swap_copy_locked(struct dataset *d, enum file_kind kind,
-					 struct fdshare *copy);
+struct dataset_version *dataset_swap_version_locked(struct dataset *d, enum file_kind kind,
+						    struct dataset_version *v,
+						    const struct meta *m);
+
+/* The feed that t publishes becomes its file's arriving version's, if it has one; d->lock held. */
+void dataset_attach_feed_locked(struct dataset *d, enum file_kind kind, struct feed *f);
+
+/* ---- dataset_version.c ---- */
+
+/* A version of no generation yet holding copy (taken over on success; NULL: arriving). */
+struct dataset_version *dataset_version_new(struct fdshare *copy);
 
 /* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
 struct park_entry *dataset_take_openers_locked(struct dataset *d, int rc);

@@ -4,11 +4,14 @@
  * of that version, and the bound on open data handles that keeps a reserve
  * of descriptors for transfers (sockets, temporaries) and the cache.
  *
- * A reader never costs a descriptor of its own: any number of handles on one
- * version hold references on one struct fdshare. A handle can still pin a
+ * A reader never costs a descriptor of its own: the committed version
+ * (struct dataset_version, dataset.h) holds its one struct fdshare, and any
+ * number of handles and inodes hold that version. A handle can still pin a
  * version the dataset has replaced, so in the worst case every handle holds a
  * different descriptor: bounding handles by the descriptor limit minus
- * FDSHARE_RESERVE is what keeps a download from ever failing with EMFILE.
+ * FDSHARE_RESERVE is what keeps a download from ever failing with EMFILE. An
+ * inode the kernel holds with no handle open (an O_PATH descriptor, a cached
+ * entry) pins its version too, until the kernel forgets it.
  *
  * Locking: the reference count is atomic; the descriptor is constant.
  */

@@ -5,6 +5,9 @@
  *
  * The tree: "/" holds the 14 data files and ".control/"; data files are
  * read-only (rm evicts); command files in .control/ take one-line writes.
+ *
+ * fs.c holds the callbacks and the session; fs_inode.h the inodes (one per
+ * version the kernel looked up), fs_handle.h the open files.
  */
 #ifndef IMDBFS_FS_H
 #define IMDBFS_FS_H

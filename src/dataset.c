@@ -143,23 +143,61 @@ static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, i
 }
 
 /*
- * Makes copy (taken over; NULL for none) the committed copy of kind; d->lock
- * held, and the dataset's metadata still the old copy's. Returns the old one
- * to put.
+ * The current version of kind (not referenced); d->lock held. An arriving
+ * version is made when first asked for, with the feed of the transfer in
+ * flight if it has one. NULL on ENOMEM.
  */
-struct fdshare *dataset_swap_copy_locked(struct dataset *d, enum file_kind kind,
-					 struct fdshare *copy)
+static struct dataset_version *current_locked(struct dataset *d, enum file_kind kind)
 {
-	struct fdshare *old = d->copy[kind];
+	struct dataset_version *v = d->cur[kind];
+	struct transfer *t = kind == KIND_GZ ? d->download : d->extract;
 
 	assert(dataset_held(d));
-	if (old) {
-		struct version_attr *v = &d->retired[kind][d->gen[kind] % DATASET_RETIRED_KEPT];
-		v->gen = d->gen[kind];
-		stat_locked(d, kind, &v->size, &v->mtime);
+	if (v || !(v = dataset_version_new(NULL)))
+		return v;
+	v->ds = d->index;
+	v->kind = kind;
+	v->gen = d->gen[kind];
+	d->cur[kind] = v;
+	if (t && t->feed)
+		dataset_attach_feed_locked(d, kind, t->feed);
+	return v;
+}
+
+void dataset_attach_feed_locked(struct dataset *d, enum file_kind kind, struct feed *f)
+{
+	struct dataset_version *v = d->cur[kind];
+
+	assert(dataset_held(d));
+	if (!v || v->copy || v->feed == f)
+		return; /* nobody asked yet, or a refresh: the committed copy stays served */
+	feed_ref(f);
+	feed_unref(v->feed);
+	v->feed = f;
+}
+
+struct dataset_version *dataset_swap_version_locked(struct dataset *d, enum file_kind kind,
+						    struct dataset_version *v, const struct meta *m)
+{
+	struct dataset_version *old = d->cur[kind];
+	struct transfer *t = kind == KIND_GZ ? d->download : d->extract;
+	int64_t size;
+
+	assert(dataset_held(d));
+	assert(!v || (v->copy && m));
+	if (old && !old->copy) {
+		stat_locked(d, kind, &size, &old->mtime); /* its feed gives the size from now on */
+		if (v && t && old->feed && old->feed == t->feed)
+			old->mtime = m->mtime; /* it was these very bytes arriving */
 	}
-	d->copy[kind] = copy;
 	d->gen[kind]++;
+	if (v) {
+		v->ds = d->index;
+		v->kind = kind;
+		v->gen = d->gen[kind];
+		v->meta = *m;
+	}
+	d->cur[kind] = v;
 	return old;
 }
 
@@ -173,10 +211,14 @@ static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
 	struct transfer *t = o->t;
 
 	assert(dataset_held(d));
-	o->r->gen = d->gen[o->kind];
 	if (o->kind == KIND_GZ ? d->cached : d->extracted)
 		return open_committed_locked(d, o->r, o->kind);
 	if (t->feed && !t->res.err) {
+		struct dataset_version *v = current_locked(d, o->kind);
+		if (!v)
+			return -ENOMEM;
+		dataset_attach_feed_locked(d, o->kind, t->feed);
+		o->r->v = dataset_version_get(v);
 		o->r->feed = t->feed;
 		feed_ref(o->r->feed);
 		metrics_add(M_CACHE_MISSES, 1);
@@ -244,16 +286,27 @@ static bool has_partial(int index)
 }
 
 /* Looks up a committed copy left by an earlier run and opens it; true when usable. */
-static bool open_cached(int index, enum file_kind kind, struct meta *m, struct fdshare **copy)
+static bool open_cached(struct dataset *d, enum file_kind kind, struct meta *m)
 {
-	const char *file = catalog_file(index, kind);
+	const char *file = catalog_file(d->index, kind);
+	struct dataset_version *v;
+	struct fdshare *copy;
 	int fd;
 
 	if (store->ops->lookup(store, file, m) || store->ops->open(store, file, &fd))
 		return false;
-	if (!(*copy = fdshare_new(fd)))
+	if (!(copy = fdshare_new(fd))) {
 		close(fd);
-	return *copy != NULL;
+		return false;
+	}
+	if (!(v = dataset_version_new(copy))) {
+		fdshare_put(copy);
+		return false;
+	}
+	pthread_mutex_lock(&d->lock);
+	dataset_version_put(dataset_swap_version_locked(d, kind, v, m));
+	pthread_mutex_unlock(&d->lock);
+	return true;
 }
 
 static int init_dataset(struct dataset *d, int index)
@@ -278,18 +331,16 @@ static int init_dataset(struct dataset *d, int index)
 	pthread_condattr_destroy(&attr);
 	if (rc)
 		return -rc;
-	d->copy[KIND_GZ] = d->copy[KIND_TSV] = NULL;
-	for (int k = KIND_GZ; k <= KIND_TSV; k++)
-		for (int i = 0; i < DATASET_RETIRED_KEPT; i++)
-			d->retired[k][i].gen = UINT64_MAX; /* none yet */
-	d->cached = open_cached(index, KIND_GZ, &d->gz, &d->copy[KIND_GZ]);
-	d->extracted = open_cached(index, KIND_TSV, &d->tsv, &d->copy[KIND_TSV]);
+	d->cur[KIND_GZ] = d->cur[KIND_TSV] = NULL;
+	d->cached = open_cached(d, KIND_GZ, &d->gz);
+	d->extracted = open_cached(d, KIND_TSV, &d->tsv);
 	if (d->cached && d->extracted && !meta_same_version(&d->gz, &d->tsv)) {
 		log_info("%s: decompression of an older version; dropping it",
 			 catalog_file(index, KIND_TSV));
 		store->ops->evict(store, catalog_file(index, KIND_TSV));
-		fdshare_put(d->copy[KIND_TSV]);
-		d->copy[KIND_TSV] = NULL;
+		pthread_mutex_lock(&d->lock);
+		dataset_version_put(dataset_swap_version_locked(d, KIND_TSV, NULL, NULL));
+		pthread_mutex_unlock(&d->lock);
 		d->extracted = false;
 	}
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
@@ -372,22 +423,41 @@ uint64_t dataset_generation(int ds, enum file_kind kind)
 	return gen;
 }
 
-bool dataset_stat(int ds, enum file_kind kind, uint64_t gen, int64_t *size, int64_t *mtime)
+int dataset_current(int ds, enum file_kind kind, struct dataset_version **v)
 {
 	struct dataset *d = &sets[ds];
-	const struct version_attr *v = &d->retired[kind][gen % DATASET_RETIRED_KEPT];
-	bool known = true;
 
 	pthread_mutex_lock(&d->lock);
-	if (v->gen == gen) {
-		*size = v->size;
-		*mtime = v->mtime;
+	if ((*v = current_locked(d, kind)))
+		dataset_version_get(*v);
+	pthread_mutex_unlock(&d->lock);
+	return *v ? 0 : -ENOMEM;
+}
+
+void dataset_version_stat(struct dataset_version *v, int64_t *size, int64_t *mtime)
+{
+	struct dataset *d = &sets[v->ds];
+	uint64_t filled;
+	int ended, err;
+
+	if (v->copy) { /* constant */
+		*size = v->meta.size;
+		*mtime = v->meta.mtime;
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (v == d->cur[v->kind]) {
+		stat_locked(d, v->kind, size, mtime);
 	} else {
-		stat_locked(d, kind, size, mtime);
-		known = gen == d->gen[kind];
+		*size = 0;
+		*mtime = v->mtime;
+		if (v->feed) {
+			feed_progress(v->feed, &filled, size, &ended, &err);
+			if (*size < 0)
+				*size = (int64_t)filled;
+		}
 	}
 	pthread_mutex_unlock(&d->lock);
-	return known;
 }
 
 /* A stale copy is served at once while a conditional refresh runs behind it. */
@@ -404,8 +474,8 @@ static void revalidate_if_stale_locked(struct dataset *d)
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind)
 {
 	assert(dataset_held(d));
-	r->copy = fdshare_get(d->copy[kind]);
-	r->fd = fdshare_fd(r->copy);
+	r->v = dataset_version_get(d->cur[kind]);
+	r->fd = fdshare_fd(r->v->copy);
 	metrics_add(M_CACHE_HITS, 1);
 	return 0;
 }
@@ -420,19 +490,41 @@ void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
 	o->ready = ready;
 }
 
-int dataset_open_start(struct dataset_opener *o, struct dataset_reader *r)
+/* Opens v, a version that is no longer current, if it can be read; d->lock held. */
+static bool open_old_locked(struct dataset *d, struct dataset_version *v, struct dataset_reader *r)
+{
+	assert(dataset_held(d));
+	assert(v != d->cur[v->kind]);
+	if (!v->copy && !v->feed)
+		return false; /* went before any bytes arrived: nothing of it to read */
+	r->v = dataset_version_get(v);
+	if (v->copy) {
+		r->fd = fdshare_fd(v->copy);
+	} else {
+		r->feed = v->feed;
+		feed_ref(r->feed);
+	}
+	return true;
+}
+
+int dataset_open_start(struct dataset_opener *o, struct dataset_version *via,
+		       struct dataset_reader *r)
 {
 	struct dataset *d = &sets[o->ds];
 	struct transfer *t;
 	int rc;
 
+	r->v = NULL;
 	r->fd = -1;
-	r->copy = NULL;
 	r->feed = NULL;
 	o->r = r;
+	assert(!via || (via->ds == o->ds && via->kind == o->kind));
 	pthread_mutex_lock(&d->lock);
+	if (via && via != d->cur[o->kind] && open_old_locked(d, via, r)) {
+		pthread_mutex_unlock(&d->lock);
+		return 0;
+	}
 	revalidate_if_stale_locked(d);
-	r->gen = d->gen[o->kind];
 	if (o->kind == KIND_GZ ? d->cached : d->extracted) {
 		rc = open_committed_locked(d, r, o->kind);
 	} else if (!(t = o->kind == KIND_GZ ? d->download : d->extract) &&
@@ -469,10 +561,10 @@ bool dataset_open_cancel(struct dataset_opener *o)
 
 void dataset_close(struct dataset_reader *r)
 {
-	fdshare_put(r->copy);
 	feed_unref(r->feed);
+	dataset_version_put(r->v);
+	r->v = NULL;
 	r->fd = -1;
-	r->copy = NULL;
 	r->feed = NULL;
 }
 
@@ -539,27 +631,27 @@ int dataset_evict(int ds, enum file_kind kind)
 	struct dataset *d = &sets[ds];
 	int removed = 0;
 
-	struct fdshare *old[2] = {NULL, NULL};
+	struct dataset_version *old[2] = {NULL, NULL};
 
 	pthread_mutex_lock(&d->lock);
 	if (kind == KIND_GZ) {
 		if (store->ops->evict(store, catalog_file(ds, KIND_GZ)) == 0)
 			removed |= 1 << KIND_GZ;
 		if (d->cached)
-			old[KIND_GZ] = dataset_swap_copy_locked(d, KIND_GZ, NULL);
+			old[KIND_GZ] = dataset_swap_version_locked(d, KIND_GZ, NULL, NULL);
 		d->cached = false;
 	}
 	if (store->ops->evict(store, catalog_file(ds, KIND_TSV)) == 0)
 		removed |= 1 << KIND_TSV;
 	if (d->extracted)
-		old[KIND_TSV] = dataset_swap_copy_locked(d, KIND_TSV, NULL);
+		old[KIND_TSV] = dataset_swap_version_locked(d, KIND_TSV, NULL, NULL);
 	d->extracted = false;
 	d->failed = false;
 	d->error[0] = '\0';
 	dataset_set_state_locked(d);
 	pthread_mutex_unlock(&d->lock);
-	fdshare_put(old[KIND_GZ]);
-	fdshare_put(old[KIND_TSV]);
+	dataset_version_put(old[KIND_GZ]);
+	dataset_version_put(old[KIND_TSV]);
 	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
 		if (removed & (1 << k)) {
 			metrics_add(M_EVICTIONS, 1);

@@ -31,22 +31,6 @@ static pthread_cond_t threads_gone = PTHREAD_COND_INITIALIZER;
 static int threads_live;   /* guarded by threads_lock */
 static bool shutting_down; /* guarded by threads_lock */
 
-struct fdshare *dataset_share_dup(int fd, int *rc)
-{
-	struct fdshare *s;
-	int copy = dataset_dup_fd(fd);
-
-	if (copy < 0) {
-		*rc = copy;
-		return NULL;
-	}
-	if (!(s = fdshare_new(copy))) {
-		close(copy);
-		*rc = -ENOMEM;
-	}
-	return s;
-}
-
 /* ---- transfer lifecycle --------------------------------------------------- */
 
 static void thread_done(void)
@@ -154,6 +138,8 @@ void dataset_publish_feed(struct transfer *t, struct feed *f, enum ds_state phas
 	pthread_mutex_lock(&d->lock);
 	old = t->feed;
 	t->feed = f;
+	if (f)
+		dataset_attach_feed_locked(d, t->kind, f);
 	t->phase = phase;
 	t->body_started = clock_mono();
 	dataset_set_state_locked(d);
@@ -267,27 +253,29 @@ void dataset_mark_checked(struct transfer *t)
 	pthread_mutex_unlock(&d->lock);
 }
 
-void dataset_commit_gz(struct transfer *t, struct fdshare *copy, const struct meta *m)
+void dataset_commit_gz(struct transfer *t, struct dataset_version *copy, const struct meta *m)
 {
 	struct dataset *d = t->ds;
-	struct fdshare *stale_tsv = NULL;
+	struct dataset_version *stale_tsv = NULL;
 	bool reextract;
 
 	pthread_mutex_lock(&d->lock);
-	copy = dataset_swap_copy_locked(d, KIND_GZ, copy);
+	copy = dataset_swap_version_locked(d, KIND_GZ, copy, m);
 	d->gz = *m;
 	d->cached = true;
 	d->checked_at = m->fetched_at;
 	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
 	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
-		stale_tsv = dataset_swap_copy_locked(d, KIND_TSV, NULL);
+		stale_tsv = dataset_swap_version_locked(d, KIND_TSV, NULL, NULL);
 		d->extracted = false;
+		reextract = !d->extract;
+	} else {
+		reextract = false;
 	}
-	reextract = stale_tsv && !d->extract;
 	dataset_set_state_locked(d);
 	pthread_mutex_unlock(&d->lock);
-	fdshare_put(copy);
-	fdshare_put(stale_tsv);
+	dataset_version_put(copy);
+	dataset_version_put(stale_tsv);
 	dataset_notify_change(transfer_file(t));
 	if (stale_tsv)
 		dataset_notify_change(catalog_file(d->index, KIND_TSV));
@@ -336,7 +324,7 @@ int dataset_source_open(struct transfer *t, struct feed **feed, int *fd, struct 
 	if (!rc && !*feed) {
 		if (!d->cached) {
 			rc = -ENOENT;
-		} else if ((*fd = dataset_dup_fd(fdshare_fd(d->copy[KIND_GZ]))) < 0) {
+		} else if ((*fd = dataset_dup_fd(fdshare_fd(d->cur[KIND_GZ]->copy))) < 0) {
 			rc = *fd;
 			*fd = -1;
 			snprintf(err, errlen, "cannot open the download: %s", strerror(-rc));
@@ -413,22 +401,22 @@ void dataset_source_error(struct transfer *t, char *err, size_t errlen)
 	pthread_mutex_unlock(&d->lock);
 }
 
-int dataset_commit_tsv(struct transfer *t, struct fdshare *copy, const struct meta *m)
+int dataset_commit_tsv(struct transfer *t, struct dataset_version *copy, const struct meta *m)
 {
 	struct dataset *d = t->ds;
 
 	pthread_mutex_lock(&d->lock);
 	if (!meta_same_version(m, &d->gz)) {
 		pthread_mutex_unlock(&d->lock);
-		fdshare_put(copy);
+		dataset_version_put(copy);
 		return -ESTALE;
 	}
-	copy = dataset_swap_copy_locked(d, KIND_TSV, copy);
+	copy = dataset_swap_version_locked(d, KIND_TSV, copy, m);
 	d->tsv = *m;
 	d->extracted = true;
 	dataset_set_state_locked(d);
 	pthread_mutex_unlock(&d->lock);
-	fdshare_put(copy);
+	dataset_version_put(copy);
 	dataset_notify_change(transfer_file(t));
 	return 0;
 }

@@ -13,7 +13,6 @@
 #include "clock.h"
 #include "config.h"
 #include "dataset_engine.h"
-#include "fdshare.h"
 #include "feed.h"
 #include "gunzip.h"
 #include "http.h"
@@ -450,7 +449,7 @@ static int follow_segments(struct fetch *f)
 static int commit_download(struct fetch *f)
 {
 	struct transfer *t = f->t;
-	struct fdshare *keep;
+	struct dataset_version *keep;
 	int rc = 0;
 
 	if (f->total >= 0 && f->written != (uint64_t)f->total) {
@@ -466,9 +465,9 @@ static int commit_download(struct fetch *f)
 	f->next.size = (int64_t)f->written;
 	f->next.tsv_size = (int64_t)gunzip_total_out(f->gz);
 	f->next.fetched_at = clock_wall();
-	if (!(keep = dataset_share_dup(f->fd, &rc)) ||
+	if (!(keep = dataset_version_dup(f->fd, &rc)) ||
 	    (rc = store->ops->commit(store, transfer_file(t), f->fd, &f->next))) {
-		fdshare_put(keep);
+		dataset_version_put(keep);
 		snprintf(f->error, sizeof(f->error), "cannot store the download: %s",
 			 strerror(-rc));
 		return rc;

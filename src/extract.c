@@ -11,7 +11,6 @@
 #include "clock.h"
 #include "config.h"
 #include "dataset_engine.h"
-#include "fdshare.h"
 #include "feed.h"
 #include "gunzip.h"
 #include "log.h"
@@ -170,15 +169,15 @@ out:
 static int commit_extract(struct extract *x)
 {
 	struct meta m = x->src;
-	struct fdshare *keep;
+	struct dataset_version *keep;
 	int rc = 0;
 
 	m.size = (int64_t)x->out;
 	m.tsv_size = -1;
 	m.fetched_at = clock_wall();
-	if (!(keep = dataset_share_dup(x->fd, &rc)) ||
+	if (!(keep = dataset_version_dup(x->fd, &rc)) ||
 	    (rc = store->ops->commit(store, transfer_file(x->t), x->fd, &m))) {
-		fdshare_put(keep);
+		dataset_version_put(keep);
 		snprintf(x->error, sizeof(x->error), "cannot store the decompression: %s",
 			 strerror(-rc));
 		return rc;

@@ -21,6 +21,7 @@ int main(void)
 	    {"download", test_download_group},
 	    {"extract", test_extract_group},
 	    {"fdshare", test_fdshare_group},
+	    {"dataset_version", test_dataset_version_group},
 	    {"feed", test_feed_group},
 	    {"gunzip", test_gunzip_group},
 	    {"json", test_json_group},

@@ -26,6 +26,7 @@ int test_control_json_group(void);
 int test_download_group(void);
 int test_extract_group(void);
 int test_fdshare_group(void);
+int test_dataset_version_group(void);
 int test_feed_group(void);
 int test_gunzip_group(void);
 int test_json_group(void);
