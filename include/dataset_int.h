@@ -52,6 +52,21 @@ struct dataset {
 	/* guarded by lock: the last few copies replaced, at gen % DATASET_RETIRED_KEPT */
 	struct version_attr retired[2][DATASET_RETIRED_KEPT];
 	struct park_list openers[2]; /* guarded by lock: per kind, opens parked */
+	/*
+	 * guarded by lock: the .tsv.gz version last announced without a copy
+	 * (size -1 unknown, tsv_size -1 unknown), and by whom (enum
+	 * dataset_source); see dataset_size.c.
+	 */
+	struct meta announced;
+	int announced_by;
+	struct park_list sizers[2]; /* guarded by lock: per kind, size waiters parked */
+};
+
+/* Who announced d->announced: a later source never gives way to an earlier one. */
+enum dataset_source {
+	DATASET_SOURCE_NONE,
+	DATASET_SOURCE_PROBE,	 /* the HEAD or the container's metadata at mount */
+	DATASET_SOURCE_TRANSFER, /* the response a download is reading, or its commit */
 };
 
 #ifndef NDEBUG
@@ -71,6 +86,9 @@ static inline bool dataset_held(struct dataset *d)
 
 /* ---- dataset.c ---- */
 
+/* The dataset at catalog index ds. */
+struct dataset *dataset_of(int ds);
+
 /*
  * The one writer of d->state, called by every change of the fields it is
  * made of before the lock is released; asserts that the move is an edge of
@@ -86,14 +104,26 @@ void dataset_set_state_locked(struct dataset *d);
 struct fdshare *dataset_swap_copy_locked(struct dataset *d, enum file_kind kind,
 					 struct fdshare *copy);
 
-/* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
-struct park_entry *dataset_take_openers_locked(struct dataset *d, int rc);
+/*
+ * The opens and size waiters of d that can be answered now (all, with rc,
+ * when rc is not 0), for park_answer(); d->lock held.
+ */
+struct park_entry *dataset_take_parked_locked(struct dataset *d, int rc);
 
 /* Tells the kernel's invalidation that file's committed copy changed; no lock held. */
 void dataset_notify_change(const char *file);
 
 /* A new descriptor on fd's file (close-on-exec); -errno on failure. */
 int dataset_dup_fd(int fd);
+
+/* ---- dataset_size.c ---- */
+
+/* dataset_size_known() of d; d->lock held. */
+bool dataset_size_known_locked(struct dataset *d, enum file_kind kind, int64_t *size,
+			       int64_t *mtime);
+
+/* The size waiters of d that can be answered now (all, with rc, when rc is not 0). */
+struct park_entry *dataset_take_sizers_locked(struct dataset *d, int rc);
 
 /* ---- dataset_transfer.c ---- */
 
