@@ -87,6 +87,7 @@ struct dataset_info {
 	uint64_t bytes_done; /* of the running transfer, else of the cached copy */
 	int64_t bytes_total; /* -1 unknown */
 	double rate_bps;     /* of the running transfer, else 0 */
+	int64_t size[2];     /* per kind, dataset_size_known()'s size, -1 unknown */
 	char error[256];     /* the last failure, "" when none */
 };
 
@@ -100,10 +101,13 @@ struct dataset_result {
 /* Reads the cache; no threads are started. The config and store must outlive the datasets. */
 int datasets_init(const struct config *cfg, struct store *store);
 
-/* Restarts the downloads an earlier run left unfinished; call once the daemon runs. */
+/*
+ * Restarts the downloads an earlier run left unfinished, and asks the sizes
+ * of the files not cached (probe.h); call once the daemon runs.
+ */
 void datasets_resume(void);
 
-/* Cancels every transfer and waits (bounded) for their threads to end. */
+/* Cancels every transfer and the probe, and waits (bounded) for their threads to end. */
 void datasets_shutdown(void);
 
 /*

@@ -22,6 +22,7 @@
 #include "feed.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "store.h"
 #include "store_azure.h"
 
@@ -316,6 +317,7 @@ void datasets_resume(void)
 		d->resume_pending = false;
 		pthread_mutex_unlock(&d->lock);
 	}
+	probe_start(config); /* the sizes of the files not cached, in the background */
 }
 
 void datasets_on_change(void (*fn)(const char *file))
@@ -336,6 +338,7 @@ void datasets_shutdown(void)
 		pthread_mutex_unlock(&d->lock);
 	}
 	store_azure_stop(); /* an upload or a lease call under way ends too */
+	probe_stop();
 	dataset_transfers_wait();
 	datasets_cancel_opens(); /* those of a transfer that did not stop in time */
 }
@@ -575,6 +578,11 @@ void dataset_info(int ds, struct dataset_info *info)
 	snprintf(info->error, sizeof(info->error), "%s", d->error);
 	assert(d->state == state_of_locked(d)); /* no change went past dataset_set_state_locked() */
 	info->state = d->state;
+	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		int64_t mtime;
+		if (!dataset_size_known_locked(d, (enum file_kind)k, &info->size[k], &mtime))
+			info->size[k] = -1;
+	}
 	t = d->download ? d->download : d->extract;
 	if (t) {
 		info->bytes_total = -1;
