@@ -34,8 +34,13 @@
  * committed, or to the extraction it left running; an eviction takes copies
  * away (cached -> absent, extracted -> cached or absent, failed -> either).
  *
- * Code: dataset.c is the state machine and the registry, and the only code
- * that takes a dataset lock; the engines that run transfers, download.c
+ * Sizes: what is known of a file's size before it is read (its copy, its
+ * download's response, the probe at mount: probe.h) and the lookups parked
+ * until it is known are in dataset_size.c (dataset_size_known()).
+ *
+ * Code: dataset.c is the state machine and the registry, and with
+ * dataset_transfer.c and dataset_size.c the only code that takes a dataset
+ * lock; the engines that run transfers, download.c
  * (with the tiers, tier.c) and extract.c, call into it through
  * dataset_engine.h.
  *

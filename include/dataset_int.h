@@ -1,8 +1,9 @@
 /*
- * dataset_int.h - what the two halves of the state machine share: the
- * registry and readers (dataset.c) and the transfers' lifecycle with the
- * calls the engines make (dataset_transfer.c). Nothing else includes it:
- * together they are the only code that takes a dataset's lock.
+ * dataset_int.h - what the parts of the state machine share: the registry
+ * and readers (dataset.c), the transfers' lifecycle with the calls the
+ * engines make (dataset_transfer.c), and the sizes known before a read with
+ * their waiters (dataset_size.c). Nothing else includes it: together they
+ * are the only code that takes a dataset's lock.
  */
 #ifndef IMDBFS_DATASET_INT_H
 #define IMDBFS_DATASET_INT_H

@@ -31,6 +31,7 @@ int main(void)
 	    {"spool", test_spool_group},
 	    {"store_azure", test_store_azure_group},
 	    {"store_local", test_store_local_group},
+	    {"dataset_size", test_dataset_size_group}, /* last: it shuts the datasets down */
 	};
 	int failed = 0;
 

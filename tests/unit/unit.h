@@ -22,6 +22,7 @@ int test_clock_group(void);
 int test_config_group(void);
 int test_control_parse_group(void);
 int test_control_json_group(void);
+int test_dataset_size_group(void);
 int test_fdshare_group(void);
 int test_feed_group(void);
 int test_gunzip_group(void);
