@@ -73,19 +73,21 @@ def test_tsv_size_is_the_verifier_count_and_survives_a_remount(origin, mount, sa
 def test_a_new_version_seen_by_the_get_replaces_what_head_said(origin_factory, mount,
                                                                 private_data):
     """The size follows the version actually served: after the HEAD at mount, the origin gets a
-    new version of another length; the download reads it, and stat says its length, never the
-    HEAD's (DESIGN.md invariant 5: an inode's attributes are its own version's)."""
+    new version of another length; while its download is still arriving, stat already says
+    the new length, never the HEAD's (DESIGN.md invariants 5 and 13)."""
     d = "title.principals"
     name = d + ".tsv.gz"
+    path = private_data.path / name
     origin = origin_factory(private_data.path)
-    m = mount(origin.url("/slow200k/"))
-    old = os.path.getsize(private_data.path / name)
+    m = mount(origin.url("/slow/"))  # 2 MB/s: the new version takes over a second
+    old = os.path.getsize(path)
     wait_for(lambda: os.stat(m / name).st_size == old, 5, "the HEAD's size")
-    import test_cache  # new_origin_version: the generator's second version of a dataset
-    new = test_cache.new_origin_version(private_data.path, d)
-    assert len(new) != old
+    util.gen_sample_data(private_data.path, "--scale", "12", "--version", "2", "--only", d)
+    new = read_bytes(path)
+    assert len(new) > 1 << 20 and len(new) != old
     with open(m / name, "rb", buffering=0) as f:
         first = f.read(10)
+        assert m.control("status")["datasets"][d]["state"] == "downloading"
         assert os.stat(m / name).st_size == len(new)
         rest = f.read()
     assert first + rest == new
