@@ -36,6 +36,7 @@ struct config {
 	long refresh_every;  /* seconds between refreshes; 0 when off */
 	unsigned segments;   /* connections per origin download, 1..16; 0: by size */
 	uint64_t max_size;   /* bytes: the longest body downloaded, the largest .tsv written */
+	bool fast_stat;	     /* -o fast_stat: a .tsv of unknown size stats as 0, never waits */
 	bool foreground;     /* -f or -d given */
 	unsigned max_read;   /* FUSE's -o max_read, 0 when not given */
 };

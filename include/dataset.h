@@ -34,8 +34,13 @@
  * committed, or to the extraction it left running; an eviction takes copies
  * away (cached -> absent, extracted -> cached or absent, failed -> either).
  *
- * Code: dataset.c is the state machine and the registry, and the only code
- * that takes a dataset lock; the engines that run transfers, download.c
+ * Sizes: what is known of a file's size before it is read (its copy, its
+ * download's response, the probe at mount: probe.h) and the lookups parked
+ * until it is known are in dataset_size.c (dataset_size_known()).
+ *
+ * Code: dataset.c is the state machine and the registry, and with
+ * dataset_transfer.c and dataset_size.c the only code that takes a dataset
+ * lock; the engines that run transfers, download.c
  * (with the tiers, tier.c) and extract.c, call into it through
  * dataset_engine.h.
  *
@@ -87,6 +92,7 @@ struct dataset_info {
 	uint64_t bytes_done; /* of the running transfer, else of the cached copy */
 	int64_t bytes_total; /* -1 unknown */
 	double rate_bps;     /* of the running transfer, else 0 */
+	int64_t size[2];     /* per kind, dataset_size_known()'s size, -1 unknown */
 	char error[256];     /* the last failure, "" when none */
 };
 
@@ -100,13 +106,19 @@ struct dataset_result {
 /* Reads the cache; no threads are started. The config and store must outlive the datasets. */
 int datasets_init(const struct config *cfg, struct store *store);
 
-/* Restarts the downloads an earlier run left unfinished; call once the daemon runs. */
+/*
+ * Restarts the downloads an earlier run left unfinished, and asks the sizes
+ * of the files not cached (probe.h); call once the daemon runs.
+ */
 void datasets_resume(void);
 
-/* Cancels every transfer and waits (bounded) for their threads to end. */
+/* Cancels every transfer and the probe, and waits (bounded) for their threads to end. */
 void datasets_shutdown(void);
 
-/* Answers every parked open (see dataset_open_start()) with -EIO: the mount is going away. */
+/*
+ * Answers every parked open (dataset_open_start()) and size waiter
+ * (dataset_size_wait_start()) with -EIO: the mount is going away.
+ */
 void datasets_cancel_opens(void);
 
 /* Called, with no lock held, after a committed file changes or goes away. */
@@ -202,6 +214,63 @@ int dataset_open_start(struct dataset_opener *o, struct dataset_version *via,
 bool dataset_open_cancel(struct dataset_opener *o);
 
 void dataset_close(struct dataset_reader *r);
+
+/*
+ * The size and Last-Modified (epoch seconds, 0 unknown) of (ds, kind)'s
+ * current version as far as known without reading it: the committed copy's;
+ * else, for a .tsv.gz, its metadata's (the version a download in flight is
+ * receiving, the container's blob metadata, or the HEAD sent at mount: see
+ * probe.h); for a .tsv, the byte count the verifier of its committed (or
+ * announced) .tsv.gz counted, never ISIZE. false when not known yet.
+ */
+bool dataset_size_known(int ds, enum file_kind kind, int64_t *size, int64_t *mtime);
+
+/*
+ * A lookup or getattr waiting, with no thread, until its file's size is
+ * known (dataset_size_known() true). Answered exactly once as a parked open
+ * is (struct dataset_opener): by the transfer that makes the size known or
+ * ends (ready() with no lock held), by a true dataset_size_wait_cancel(),
+ * or by datasets_cancel_opens(). The caller owns the memory.
+ */
+struct dataset_size_waiter {
+	struct park_entry entry; /* the dataset's, guarded by its lock (see parking.h) */
+	int ds;			 /* constant */
+	enum file_kind kind;	 /* constant */
+	/* rc: 0 (the size is known now) or -EIO (the fetch failed, or the mount goes away) */
+	void (*ready)(struct dataset_size_waiter *w, int rc);
+	struct transfer *t; /* guarded by the dataset lock; referenced while parked */
+};
+
+/* Makes w fresh; call before w can be seen by an interrupt. */
+void dataset_size_waiter_init(struct dataset_size_waiter *w, int ds, enum file_kind kind,
+			      void (*ready)(struct dataset_size_waiter *w, int rc));
+
+/*
+ * 0 when the size is known now; -EIO when the fetch failed or cannot start;
+ * -EINTR when dataset_size_wait_cancel() came first; or -EINPROGRESS: w is
+ * parked and ready() or a true dataset_size_wait_cancel() follows. Starts
+ * the fetch a read would when needed (the .tsv.gz's download; for a .tsv,
+ * its decompression, which downloads first).
+ */
+int dataset_size_wait_start(struct dataset_size_waiter *w);
+
+/* As dataset_open_cancel(), for a size waiter. */
+bool dataset_size_wait_cancel(struct dataset_size_waiter *w);
+
+/*
+ * What the probe at mount (probe.h) tells the datasets. A .tsv.gz is worth
+ * probing while nothing better is known of it: no committed copy, no
+ * download under way that saw its version.
+ */
+bool dataset_wants_probe(int ds);
+
+/*
+ * m (url, validators, mtime, size; tsv_size or -1) is the .tsv.gz's current
+ * version as the origin's HEAD or the container's metadata gave it. Ignored
+ * once a copy or a download knows better; else the size waiters it answers
+ * are answered and the kernel told. No lock held.
+ */
+void dataset_announce(int ds, const struct meta *m);
 
 /* Starts a download (or joins the one in flight). NULL on ENOMEM; wait with dataset_wait. */
 struct transfer *dataset_download(int ds, bool force);

@@ -73,6 +73,13 @@ void dataset_set_phase(struct transfer *t, enum ds_state phase);
 /* What a download starts from: whether a committed copy is to revalidate, and its metadata. */
 void dataset_download_basis(struct transfer *t, bool *conditional, struct meta *old);
 
+/*
+ * m is the version the download reads (its size in m->size, -1 unknown):
+ * what a stat of the .tsv.gz says until a copy is committed, whatever the
+ * HEAD at mount said before.
+ */
+void dataset_announce_download(struct transfer *t, const struct meta *m);
+
 /* A fault being retried shows in status and health before the download gives up. */
 void dataset_note_retry(struct transfer *t, const char *error);
 

@@ -1,8 +1,9 @@
 /*
- * dataset_int.h - what the two halves of the state machine share: the
- * registry and readers (dataset.c) and the transfers' lifecycle with the
- * calls the engines make (dataset_transfer.c). Nothing else includes it:
- * together they are the only code that takes a dataset's lock.
+ * dataset_int.h - what the parts of the state machine share: the registry
+ * and readers (dataset.c), the transfers' lifecycle with the calls the
+ * engines make (dataset_transfer.c), and the sizes known before a read with
+ * their waiters (dataset_size.c). Nothing else includes it: together they
+ * are the only code that takes a dataset's lock.
  */
 #ifndef IMDBFS_DATASET_INT_H
 #define IMDBFS_DATASET_INT_H
@@ -70,6 +71,21 @@ struct dataset {
 	struct transfer *extract;    /* guarded by lock; in flight or NULL */
 	char error[256];	     /* guarded by lock */
 	struct park_list openers[2]; /* guarded by lock: per kind, opens parked */
+	/*
+	 * guarded by lock: the .tsv.gz version last announced without a copy
+	 * (size -1 unknown, tsv_size -1 unknown), and by whom (enum
+	 * dataset_source); see dataset_size.c.
+	 */
+	struct meta announced;
+	int announced_by;
+	struct park_list sizers[2]; /* guarded by lock: per kind, size waiters parked */
+};
+
+/* Who announced d->announced: a later source never gives way to an earlier one. */
+enum dataset_source {
+	DATASET_SOURCE_NONE,
+	DATASET_SOURCE_PROBE,	 /* the HEAD or the container's metadata at mount */
+	DATASET_SOURCE_TRANSFER, /* the response a download is reading, or its commit */
 };
 
 #ifndef NDEBUG
@@ -88,6 +104,9 @@ static inline bool dataset_held(struct dataset *d)
 #endif
 
 /* ---- dataset.c ---- */
+
+/* The dataset at catalog index ds. */
+struct dataset *dataset_of(int ds);
 
 /*
  * The one writer of d->state, called by every change of the fields it is
@@ -114,14 +133,26 @@ void dataset_attach_feed_locked(struct dataset *d, enum file_kind kind, struct f
 /* A version of no generation yet holding copy (taken over on success; NULL: arriving). */
 struct dataset_version *dataset_version_new(struct fdshare *copy);
 
-/* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
-struct park_entry *dataset_take_openers_locked(struct dataset *d, int rc);
+/*
+ * The opens and size waiters of d that can be answered now (all, with rc,
+ * when rc is not 0), for park_answer(); d->lock held.
+ */
+struct park_entry *dataset_take_parked_locked(struct dataset *d, int rc);
 
 /* Tells the kernel's invalidation that file's committed copy changed; no lock held. */
 void dataset_notify_change(const char *file);
 
 /* A new descriptor on fd's file (close-on-exec); -errno on failure. */
 int dataset_dup_fd(int fd);
+
+/* ---- dataset_size.c ---- */
+
+/* dataset_size_known() of d; d->lock held. */
+bool dataset_size_known_locked(struct dataset *d, enum file_kind kind, int64_t *size,
+			       int64_t *mtime);
+
+/* The size waiters of d that can be answered now (all, with rc, when rc is not 0). */
+struct park_entry *dataset_take_sizers_locked(struct dataset *d, int rc);
 
 /* ---- dataset_transfer.c ---- */
 

@@ -58,6 +58,9 @@ bool park_cancel_locked(struct park_list *l, struct park_entry *e);
 struct park_entry *park_take_locked(struct park_list *l,
 				    int64_t (*answer)(struct park_entry *e, void *ctx), void *ctx);
 
+/* The entries park_take_locked() returned in taken, then those in more; returns the whole. */
+struct park_entry *park_concat(struct park_entry *taken, struct park_entry *more);
+
 /* Calls ready() of every entry park_take_locked() returned; no lock held. */
 void park_answer(struct park_entry *taken);
 

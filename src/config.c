@@ -31,6 +31,7 @@ enum opt_key {
 	KEY_DECODER,
 	KEY_SEGMENTS,
 	KEY_MAX_SIZE,
+	KEY_FAST_STAT,
 	KEY_COUNT,
 	KEY_FOREGROUND = KEY_COUNT,
 	KEY_MAX_READ,
@@ -57,6 +58,7 @@ static const struct {
     [KEY_DECODER] = {"decoder", {"IMDBFS_DECODER"}},
     [KEY_SEGMENTS] = {"segments", {"IMDBFS_SEGMENTS"}},
     [KEY_MAX_SIZE] = {"max_size", {"IMDBFS_MAX_SIZE"}},
+    [KEY_FAST_STAT] = {"fast_stat", {"IMDBFS_FAST_STAT"}},
 };
 
 struct raw_opts {
@@ -84,6 +86,8 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("decoder=", KEY_DECODER),
     FUSE_OPT_KEY("segments=", KEY_SEGMENTS),
     FUSE_OPT_KEY("max_size=", KEY_MAX_SIZE),
+    FUSE_OPT_KEY("fast_stat", KEY_FAST_STAT),
+    FUSE_OPT_KEY("fast_stat=", KEY_FAST_STAT),
     FUSE_OPT_KEY("-f", KEY_FOREGROUND),
     FUSE_OPT_KEY("-d", KEY_FOREGROUND),
     FUSE_OPT_KEY("debug", KEY_FOREGROUND),
@@ -125,7 +129,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		return 1;
 	eq = strchr(arg, '=');
 	free(raw->value[key]);
-	raw->value[key] = strdup(eq + 1);
+	raw->value[key] = strdup(eq ? eq + 1 : "1"); /* a flag given alone (fast_stat) is on */
 	return raw->value[key] ? 0 : -1;
 }
 
@@ -405,6 +409,29 @@ static int resolve_max_size(struct config *cfg, const struct raw_opts *raw, conf
 	return 0;
 }
 
+/* fast_stat, or fast_stat=1|0|true|false|yes|no (and its environment variable likewise). */
+static int resolve_fast_stat(struct config *cfg, const struct raw_opts *raw, config_env_fn env,
+			     char *err, size_t errlen)
+{
+	static const char *const on[] = {"1", "true", "yes", "on"}, *const off[] = {"0", "false",
+										    "no", "off"};
+	const char *v = pick(raw, KEY_FAST_STAT, env);
+
+	cfg->fast_stat = false;
+	if (!v)
+		return 0;
+	for (size_t i = 0; i < sizeof(on) / sizeof(on[0]); i++) {
+		if (strcasecmp(v, on[i]) == 0) {
+			cfg->fast_stat = true;
+			return 0;
+		}
+		if (strcasecmp(v, off[i]) == 0)
+			return 0;
+	}
+	return fail(err, errlen, "invalid %s '%s': must be 1 or 0 (true/false, yes/no, on/off)",
+		    "fast_stat", v);
+}
+
 static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn env, char *err,
 		   size_t errlen)
 {
@@ -418,7 +445,8 @@ static int resolve(struct config *cfg, const struct raw_opts *raw, config_env_fn
 	    (rc = resolve_numbers(cfg, raw, env, err, errlen)) ||
 	    (rc = resolve_refresh(cfg, raw, env, err, errlen)) ||
 	    (rc = resolve_segments(cfg, raw, env, err, errlen)) ||
-	    (rc = resolve_max_size(cfg, raw, env, err, errlen)))
+	    (rc = resolve_max_size(cfg, raw, env, err, errlen)) ||
+	    (rc = resolve_fast_stat(cfg, raw, env, err, errlen)))
 		return rc;
 	v = pick(raw, KEY_DECODER, env);
 	cfg->decoder = gunzip_decoder();

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "json.h"
 #include "metrics.h"
+#include "probe.h"
 #include "replicate.h"
 #include "schedule.h"
 #include "secret_env.h"
@@ -362,6 +363,43 @@ static cJSON *problems_json(const struct dataset_info info[CATALOG_COUNT], const
 	return problems;
 }
 
+/*
+ * What is known of the sizes (probe.h): whether the probe at mount still
+ * runs, the .tsv.gz files whose size is not known, and why not. An
+ * unreachable origin is no problem of the mount: it is said here only.
+ */
+static cJSON *sizes_json(const struct dataset_info info[CATALOG_COUNT])
+{
+	cJSON *o = cJSON_CreateObject(), *unknown = cJSON_CreateArray(),
+	      *errors = cJSON_CreateArray();
+	struct probe_file probe[CATALOG_COUNT];
+	bool probing = false;
+	char line[400];
+
+	if (!o || !unknown || !errors) {
+		cJSON_Delete(o);
+		cJSON_Delete(unknown);
+		cJSON_Delete(errors);
+		return NULL;
+	}
+	probe_snapshot(probe);
+	for (int i = 0; i < CATALOG_COUNT; i++) {
+		probing |= probe[i].outcome == PROBE_RUNNING;
+		if (info[i].size[KIND_GZ] >= 0)
+			continue;
+		cJSON_AddItemToArray(unknown, cJSON_CreateString(catalog_file(i, KIND_GZ)));
+		if (probe[i].outcome == PROBE_FAILED) {
+			snprintf(line, sizeof(line), "%s: %s", catalog_file(i, KIND_GZ),
+				 probe[i].error);
+			cJSON_AddItemToArray(errors, cJSON_CreateString(line));
+		}
+	}
+	cJSON_AddBoolToObject(o, "probing", probing);
+	cJSON_AddItemToObject(o, "unknown", unknown);
+	cJSON_AddItemToObject(o, "errors", errors);
+	return o;
+}
+
 cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const struct config *cfg,
 			   double now, double started)
 {
@@ -381,6 +419,7 @@ cJSON *control_health_json(const struct dataset_info info[CATALOG_COUNT], const 
 	cJSON_AddStringToObject(o, "origin", cfg->origin_shown);
 	cJSON_AddNumberToObject(o, "uptime_s", (double)(long long)(now - started));
 	cJSON_AddItemToObject(o, "problems", problems);
+	cJSON_AddItemToObject(o, "sizes", sizes_json(info));
 	return o;
 }
 

@@ -22,6 +22,7 @@
 #include "feed.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "store.h"
 #include "store_azure.h"
 
@@ -118,28 +119,20 @@ int dataset_dup_fd(int fd)
 	return copy < 0 ? -errno : copy;
 }
 
+struct dataset *dataset_of(int ds)
+{
+	assert(ds >= 0 && ds < CATALOG_COUNT);
+	return &sets[ds];
+}
+
 /* Size (0 while unknown) and modification time of kind as it is now; d->lock held. */
 static void stat_locked(struct dataset *d, enum file_kind kind, int64_t *size, int64_t *mtime)
 {
-	struct transfer *t;
-	uint64_t filled;
-	int ended, err;
-
 	assert(dataset_held(d));
+	if (dataset_size_known_locked(d, kind, size, mtime))
+		return;
 	*size = 0;
-	*mtime = d->cached ? d->gz.mtime : 0;
-	if (kind == KIND_GZ && d->cached) {
-		*size = d->gz.size;
-	} else if (kind == KIND_TSV && d->extracted) {
-		*size = d->tsv.size;
-		*mtime = d->tsv.mtime;
-	} else if (kind == KIND_TSV && d->cached && d->gz.tsv_size >= 0) {
-		*size = d->gz.tsv_size;
-	} else if ((t = kind == KIND_GZ ? d->download : d->extract) && t->feed) {
-		feed_progress(t->feed, &filled, size, &ended, &err);
-		if (*size < 0)
-			*size = 0;
-	}
+	*mtime = d->cached ? d->gz.mtime : d->announced.mtime;
 }
 
 /*
@@ -246,22 +239,15 @@ static int64_t opener_take(struct park_entry *e, void *ctx)
 	return rc;
 }
 
-/* The opens of d that can be answered now (all, with rc, when rc is not 0); d->lock held. */
-struct park_entry *dataset_take_openers_locked(struct dataset *d, int rc)
+struct park_entry *dataset_take_parked_locked(struct dataset *d, int rc)
 {
 	struct opener_take c = {d, rc};
-	struct park_entry *taken = NULL, *more, *last;
+	struct park_entry *taken = NULL;
 
 	assert(dataset_held(d));
-	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
-		if (!(more = park_take_locked(&d->openers[k], opener_take, &c)))
-			continue;
-		for (last = more; last->next; last = last->next)
-			;
-		last->next = taken;
-		taken = more;
-	}
-	return taken;
+	for (int k = KIND_GZ; k <= KIND_TSV; k++)
+		taken = park_concat(taken, park_take_locked(&d->openers[k], opener_take, &c));
+	return park_concat(taken, dataset_take_sizers_locked(d, rc));
 }
 
 static void opener_ready(struct park_entry *e, int64_t answer)
@@ -346,6 +332,11 @@ static int init_dataset(struct dataset *d, int index)
 	d->checked_at = d->cached ? d->gz.fetched_at : 0;
 	d->state = d->extracted ? DS_EXTRACTED : d->cached ? DS_CACHED : DS_ABSENT;
 	d->resume_pending = has_partial(index);
+	d->announced.size = d->announced.tsv_size = -1;
+	if (d->cached) {
+		d->announced = d->gz;
+		d->announced_by = DATASET_SOURCE_TRANSFER;
+	}
 	return 0;
 }
 
@@ -377,6 +368,7 @@ void datasets_resume(void)
 		d->resume_pending = false;
 		pthread_mutex_unlock(&d->lock);
 	}
+	probe_start(config); /* the sizes of the files not cached, in the background */
 }
 
 void datasets_on_change(void (*fn)(const char *file))
@@ -397,6 +389,7 @@ void datasets_shutdown(void)
 		pthread_mutex_unlock(&d->lock);
 	}
 	store_azure_stop(); /* an upload or a lease call under way ends too */
+	probe_stop();
 	dataset_transfers_wait();
 	datasets_cancel_opens(); /* those of a transfer that did not stop in time */
 }
@@ -406,7 +399,7 @@ void datasets_cancel_opens(void)
 	for (int i = 0; i < CATALOG_COUNT; i++) {
 		struct park_entry *taken;
 		pthread_mutex_lock(&sets[i].lock);
-		taken = dataset_take_openers_locked(&sets[i], -EIO);
+		taken = dataset_take_parked_locked(&sets[i], -EIO);
 		pthread_mutex_unlock(&sets[i].lock);
 		park_answer(taken);
 	}
@@ -677,6 +670,11 @@ void dataset_info(int ds, struct dataset_info *info)
 	snprintf(info->error, sizeof(info->error), "%s", d->error);
 	assert(d->state == state_of_locked(d)); /* no change went past dataset_set_state_locked() */
 	info->state = d->state;
+	for (int k = KIND_GZ; k <= KIND_TSV; k++) {
+		int64_t mtime;
+		if (!dataset_size_known_locked(d, (enum file_kind)k, &info->size[k], &mtime))
+			info->size[k] = -1;
+	}
 	t = d->download ? d->download : d->extract;
 	if (t) {
 		info->bytes_total = -1;

@@ -144,7 +144,7 @@ void dataset_publish_feed(struct transfer *t, struct feed *f, enum ds_state phas
 	t->body_started = clock_mono();
 	dataset_set_state_locked(d);
 	pthread_cond_broadcast(&d->changed);
-	taken = dataset_take_openers_locked(d, 0);
+	taken = dataset_take_parked_locked(d, 0);
 	pthread_mutex_unlock(&d->lock);
 	park_answer(taken);
 	feed_unref(old);
@@ -183,7 +183,7 @@ static void finish_transfer(struct transfer *t, int err, bool changed, const cha
 	}
 	dataset_set_state_locked(d);
 	pthread_cond_broadcast(&d->changed);
-	taken = dataset_take_openers_locked(d, 0);
+	taken = dataset_take_parked_locked(d, 0);
 	if (feed)
 		feed_ref(feed); /* t may go with dataset_put_locked() */
 	dataset_put_locked(t);
@@ -257,6 +257,7 @@ void dataset_commit_gz(struct transfer *t, struct dataset_version *copy, const s
 {
 	struct dataset *d = t->ds;
 	struct dataset_version *stale_tsv = NULL;
+	struct park_entry *taken;
 	bool reextract;
 
 	pthread_mutex_lock(&d->lock);
@@ -264,6 +265,8 @@ void dataset_commit_gz(struct transfer *t, struct dataset_version *copy, const s
 	d->gz = *m;
 	d->cached = true;
 	d->checked_at = m->fetched_at;
+	d->announced = *m;
+	d->announced_by = DATASET_SOURCE_TRANSFER;
 	/* The .tsv of the old version is no longer served: new opens follow its re-extraction. */
 	if (d->extracted && !meta_same_version(&d->tsv, &d->gz)) {
 		stale_tsv = dataset_swap_version_locked(d, KIND_TSV, NULL, NULL);
@@ -273,11 +276,14 @@ void dataset_commit_gz(struct transfer *t, struct dataset_version *copy, const s
 		reextract = false;
 	}
 	dataset_set_state_locked(d);
+	taken = dataset_take_sizers_locked(d, 0); /* the .tsv's, whose size the verifier counted */
 	pthread_mutex_unlock(&d->lock);
+	park_answer(taken);
 	dataset_version_put(copy);
 	dataset_version_put(stale_tsv);
 	dataset_notify_change(transfer_file(t));
-	if (stale_tsv)
+	/* A .tsv not extracted yet has the size the verifier counted now, or a stale one went. */
+	if (stale_tsv || m->tsv_size >= 0)
 		dataset_notify_change(catalog_file(d->index, KIND_TSV));
 	if (reextract) {
 		struct transfer *x = dataset_extract(d->index);

@@ -218,9 +218,15 @@ discard:
 
 static void publish(struct fetch *f)
 {
+	struct meta served = f->next;
+
 	if (f->published)
 		return;
 	f->published = true;
+	/* Its size is the one a stat gives from now on, whatever the HEAD at mount said. */
+	served.size = f->total;
+	served.tsv_size = -1;
+	dataset_announce_download(f->t, &served);
 	dataset_publish_feed(f->t, f->feed, DS_DOWNLOADING);
 }
 

@@ -147,7 +147,12 @@ static int meta_from_object(const cJSON *o, struct meta *m)
 	    get_string(o, "etag", m->etag, sizeof(m->etag)) ||
 	    get_string(o, "last_modified", m->last_modified, sizeof(m->last_modified)) ||
 	    get_int(o, "mtime", 0, &m->mtime) || get_int(o, "size", 0, &m->size) ||
-	    get_int(o, "tsv_size", -1, &m->tsv_size) || !cJSON_IsNumber(at))
+	    !cJSON_IsNumber(at))
+		return -EINVAL;
+	/* Absent from a .meta written before its verifier's count was kept: unknown, -1. */
+	m->tsv_size = -1;
+	if (cJSON_GetObjectItemCaseSensitive(o, "tsv_size") &&
+	    get_int(o, "tsv_size", -1, &m->tsv_size))
 		return -EINVAL;
 	/* As get_int's range: an infinity would be written back as null, a huge time as no date. */
 	if (!(at->valuedouble >= 0 && at->valuedouble <= META_INT_MAX))

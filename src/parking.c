@@ -68,6 +68,18 @@ struct park_entry *park_take_locked(struct park_list *l,
 	return taken;
 }
 
+struct park_entry *park_concat(struct park_entry *taken, struct park_entry *more)
+{
+	struct park_entry *last;
+
+	if (!taken)
+		return more;
+	for (last = taken; last->next; last = last->next)
+		;
+	last->next = more;
+	return taken;
+}
+
 void park_answer(struct park_entry *taken)
 {
 	while (taken) {

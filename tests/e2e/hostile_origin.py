@@ -227,9 +227,12 @@ class HostileOrigin:
             except (OSError, ssl.SSLError):
                 return
 
-    def requests(self, name=None):
+    def requests(self, name=None, method=None):
+        """The requests logged (of file name, with that method: the mount's HEADs for sizes
+        come besides the GETs of downloads), oldest first."""
         with self.lock:
-            return [e for e in self.log if name is None or e["path"].endswith("/" + name)]
+            return [e for e in self.log if (name is None or e["path"].endswith("/" + name))
+                    and (method is None or e["method"] == method)]
 
     def stop(self):
         self.stopping.set()

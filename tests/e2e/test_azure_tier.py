@@ -313,3 +313,30 @@ def test_container_failing_mid_read_resumes_from_the_origin(azurite, origin_fact
         wait_for(lambda: b.control("health")["status"] == "degraded", 30, "degraded health")
     finally:
         proxy.stop()
+
+
+@pytest.mark.timeout_s(120)
+def test_second_host_knows_every_size_before_it_reads_a_byte(origin, mount, sample_data,
+                                                             azure_env):
+    """Issue 13: a second host, on its own empty cache, learns every size at mount from the
+    container (the blob's size and the .tsv size its verifier counted, in its metadata): every
+    stat is exact before a byte is read, and neither the origin nor the container's bytes were
+    asked for."""
+    want = {}
+    for d in DATASETS:
+        want[d + ".tsv.gz"] = len(util.origin_gz(sample_data.path, d))
+        want[d + ".tsv"] = len(util.origin_tsv(sample_data.path, d))
+    a = mount(origin.url(), env=azure_env)
+    a.command("download", "all")
+    assert a.wait_job(timeout=60) == 0
+    util.wait_uploads(a)
+    origin.settle()
+    mark = origin.mark()
+    b = mount(origin.url(), env=azure_env)
+    sizes = lambda: {name: os.stat(b / name).st_size for name in DATA_NAMES}
+    wait_for(lambda: sizes() == want, 5, "every size on the second host (got %s)" % sizes())
+    origin.settle()
+    assert origin.requests(since=mark) == [], "the second host asked the origin"
+    assert not any(n in DATA_NAMES for n in os.listdir(b.cache_dir)), os.listdir(b.cache_dir)
+    assert "from the container" not in b.stderr_text(), "a file was read to learn its size"
+    assert b.control("health")["sizes"]["unknown"] == []

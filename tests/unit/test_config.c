@@ -221,6 +221,40 @@ static void test_config_command_line_beats_env_beats_default(void **state)
 	fuse_opt_free_args(&args);
 }
 
+/* -o fast_stat is a flag (or =1/=0), IMDBFS_FAST_STAT stands in for it, and it is off by default.
+ */
+static void test_config_fast_stat_flag_env_and_default(void **state)
+{
+	static const struct env_var env_on[] = {
+	    {"HOME", "/home/u"}, {"IMDBFS_FAST_STAT", "true"}, {NULL, NULL}};
+	char *flag[] = {"imdbfs", "-o", "fast_stat,max_age=5", "/mnt"};
+	char *off[] = {"imdbfs", "-o", "fast_stat=0", "/mnt"};
+	char *none[] = {"imdbfs", "/mnt"};
+	struct fuse_args args;
+	struct config cfg;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(none), none, err, sizeof(err)), 0);
+	assert_false(cfg.fast_stat);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+	assert_int_equal(load(&cfg, &args, home_only, ARGC(flag), flag, err, sizeof(err)), 0);
+	assert_true(cfg.fast_stat);
+	assert_int_equal(cfg.max_age, 5);
+	assert_false(has_suboption(&args, "fast_stat")); /* ours: FUSE never sees it */
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+	assert_int_equal(load(&cfg, &args, env_on, ARGC(none), none, err, sizeof(err)), 0);
+	assert_true(cfg.fast_stat);
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+	assert_int_equal(load(&cfg, &args, env_on, ARGC(off), off, err, sizeof(err)), 0);
+	assert_false(cfg.fast_stat); /* command line beats environment */
+	config_free(&cfg);
+	fuse_opt_free_args(&args);
+}
+
 static void test_config_env_used_when_no_option(void **state)
 {
 	static const struct env_var env[] = {
@@ -437,6 +471,8 @@ static void test_config_each_invalid_option_fails_naming_it(void **state)
 	    {"max_size=16GB", "max_size"},
 	    {"max_size=2048P", "max_size"},
 	    {"max_size=", "max_size"},
+	    {"fast_stat=maybe", "fast_stat"},
+	    {"fast_stat=", "fast_stat"},
 	};
 
 	(void)state;
@@ -655,6 +691,7 @@ int test_config_group(void)
 	    cmocka_unit_test(test_config_fuse_options_stay_in_args),
 	    cmocka_unit_test(test_config_command_line_beats_env_beats_default),
 	    cmocka_unit_test(test_config_env_used_when_no_option),
+	    cmocka_unit_test(test_config_fast_stat_flag_env_and_default),
 	    cmocka_unit_test(test_config_download_dir_when_cache_dir_env_unset),
 	    cmocka_unit_test(test_config_imdbfs_cache_dir_beats_download_dir),
 	    cmocka_unit_test(test_config_xdg_cache_home_beats_home),

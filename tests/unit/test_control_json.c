@@ -48,6 +48,7 @@ static void absent(struct dataset_info info[CATALOG_COUNT])
 		info[i].bytes_total = -1;
 		info[i].gz.tsv_size = -1;
 		info[i].tsv.tsv_size = -1;
+		info[i].size[KIND_GZ] = info[i].size[KIND_TSV] = -1;
 	}
 }
 
@@ -395,6 +396,31 @@ static void test_health_degraded_names_failing_dataset(void **state)
 	assert_non_null(strstr(p, "origin unreachable: connection refused"));
 }
 
+/* health's sizes: the .tsv.gz files whose size is not known, and the mount stays healthy. */
+static void test_health_sizes_lists_the_unknown_without_degrading(void **state)
+{
+	struct dataset_info info[CATALOG_COUNT];
+	struct config cfg = sample_config();
+	const cJSON *sizes, *unknown;
+	cJSON *o;
+
+	(void)state;
+	absent(info);
+	for (int i = 0; i < CATALOG_COUNT; i++)
+		info[i].size[KIND_GZ] = 1000 + i;
+	info[2].size[KIND_GZ] = -1;
+	o = keep(control_health_json(info, &cfg, 1700000100.0, 1700000000.0));
+	assert_string_equal(str(o, "status"), "healthy");
+	sizes = item(o, "sizes");
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(sizes, "probing")));
+	unknown = cJSON_GetObjectItemCaseSensitive(sizes, "unknown");
+	assert_int_equal(cJSON_GetArraySize(unknown), 1);
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetArrayItem(unknown, 0)),
+			    catalog_file(2, KIND_GZ));
+	/* No probe ran in this process: nothing to say why. */
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(sizes, "errors")), 0);
+}
+
 /* ---- config ------------------------------------------------------------ */
 
 static const char *secret_env(const char *name)
@@ -482,6 +508,8 @@ int test_control_json_group(void)
 	    cmocka_unit_test_teardown(test_status_cached_shows_etag_and_fetched_at, free_kept),
 	    cmocka_unit_test_teardown(test_health_healthy_without_failures, free_kept),
 	    cmocka_unit_test_teardown(test_health_degraded_names_failing_dataset, free_kept),
+	    cmocka_unit_test_teardown(test_health_sizes_lists_the_unknown_without_degrading,
+				      free_kept),
 	    cmocka_unit_test_teardown(test_config_json_masks_secrets, free_kept),
 	    cmocka_unit_test_teardown(test_config_json_shows_effective_settings, free_kept),
 	};

@@ -11,7 +11,7 @@ int main(void)
 	} groups[] = {
 	    {"azure_auth", test_azure_auth_group},
 	    {"azure_blob", test_azure_blob_group},
-    {"azure_retry", test_azure_retry_group},
+	    {"azure_retry", test_azure_retry_group},
 	    {"budget", test_budget_group},
 	    {"catalog", test_catalog_group},
 	    {"clock", test_clock_group},
@@ -35,6 +35,7 @@ int main(void)
 	    {"spool", test_spool_group},
 	    {"store_azure", test_store_azure_group},
 	    {"store_local", test_store_local_group},
+	    {"dataset_size", test_dataset_size_group}, /* last: it shuts the datasets down */
 	};
 	int failed = 0;
 

@@ -164,8 +164,8 @@ static void test_meta_rejects_text_that_is_not_json(void **state)
 
 static void test_meta_rejects_each_missing_field(void **state)
 {
-	static const char *const keys[] = {"url",  "etag",     "last_modified",	  "mtime",
-					   "size", "tsv_size", "fetched_at_epoch"};
+	static const char *const keys[] = {"url",   "etag", "last_modified",
+					   "mtime", "size", "fetched_at_epoch"};
 	struct meta in, out;
 
 	(void)state;
@@ -174,6 +174,35 @@ static void test_meta_rejects_each_missing_field(void **state)
 		if (reparse_edited(&in, remove_key, keys[i], &out) != -EINVAL)
 			fail_msg("accepted metadata without '%s'", keys[i]);
 	}
+}
+
+/*
+ * tsv_size, the byte count the verifier of a .tsv.gz counted (what a stat
+ * of its .tsv gives before it is extracted): kept exactly, and a .meta
+ * written without it is still the copy's metadata, with the size unknown
+ * (-1) until the next verify, rather than a copy to drop and fetch again.
+ */
+static void test_meta_tsv_size_round_trips_and_may_be_absent(void **state)
+{
+	static const int64_t sizes[] = {-1, 0, 4294967295LL, 4294967296LL + 17, 999999999999999LL};
+	struct meta in, out;
+	char *text;
+
+	(void)state;
+	sample(&in);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		in.tsv_size = sizes[i];
+		text = meta_to_json(&in);
+		assert_non_null(text);
+		assert_int_equal(meta_from_json(text, &out), 0);
+		assert_int_equal(out.tsv_size, sizes[i]);
+		free(text);
+	}
+	in.tsv_size = 12345;
+	assert_int_equal(reparse_edited(&in, remove_key, "tsv_size", &out), 0);
+	assert_int_equal(out.tsv_size, -1);
+	assert_int_equal(out.size, in.size);
+	assert_string_equal(out.etag, in.etag);
 }
 
 static void test_meta_rejects_wrong_types(void **state)
@@ -392,6 +421,7 @@ int test_meta_group(void)
 	    cmocka_unit_test(test_meta_round_trip_non_utf8_etag_longer_once_repaired),
 	    cmocka_unit_test(test_meta_partial_sparse_round_trip_and_default),
 	    cmocka_unit_test(test_meta_round_trip_large_tsv_size_and_empty_strings),
+	    cmocka_unit_test(test_meta_tsv_size_round_trips_and_may_be_absent),
 	    cmocka_unit_test(test_meta_json_carries_iso_fetched_at),
 	    cmocka_unit_test(test_meta_rejects_text_that_is_not_json),
 	    cmocka_unit_test(test_meta_rejects_each_missing_field),

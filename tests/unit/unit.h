@@ -23,6 +23,7 @@ int test_clock_group(void);
 int test_config_group(void);
 int test_control_parse_group(void);
 int test_control_json_group(void);
+int test_dataset_size_group(void);
 int test_download_group(void);
 int test_extract_group(void);
 int test_fdshare_group(void);
