@@ -197,7 +197,8 @@ void dataset_opener_init(struct dataset_opener *o, int ds, enum file_kind kind,
 /*
  * Opens a data file for reading into r. Through via (the version an inode
  * stands for, or NULL) when via is no longer current: via itself, if any of
- * it arrived. Else the current version, starting its fetch or decompression
+ * it arrived and a reader still holds it (a version nobody reads is gone).
+ * Else the current version, starting its fetch or decompression
  * when it is not cached. 0 when it can be read now, -EIO when its transfer
  * failed or cannot start, -EINTR when dataset_open_cancel() came first, or
  * -EINPROGRESS: o is parked until the first bytes can be read, and ready()

@@ -31,6 +31,7 @@ struct transfer;
  */
 struct dataset_version {
 	atomic_long refs;     /* the dataset's while current, each inode's and reader's */
+	atomic_long readers;  /* among them the open readers' (dataset_open_start()) */
 	int ds;		      /* constant */
 	enum file_kind kind;  /* constant */
 	uint64_t gen;	      /* constant: the generation it is */

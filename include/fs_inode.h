@@ -14,7 +14,7 @@
  * forget gives the kernel's lookups back, and the object, with its reference
  * on the version, goes when the last one does. So an inode's attributes are
  * always its own version's (DESIGN.md invariant 5), an open through it reads
- * that version (see fs_handle.c), and memory is bounded by what the kernel
+ * that version while a reader holds it (see fs_handle.c), and memory is bounded by what the kernel
  * holds: an inode the kernel forgot frees its version reference. Handles do
  * not hold the inode: each holds its own reference on the version it reads.
  *

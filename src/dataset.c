@@ -198,6 +198,13 @@ struct dataset_version *dataset_swap_version_locked(struct dataset *d, enum file
 
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind);
 
+/* Gives r a reference on v, counted among v's readers until dataset_close(). */
+static void reader_take(struct dataset_reader *r, struct dataset_version *v)
+{
+	r->v = dataset_version_get(v);
+	atomic_fetch_add(&v->readers, 1);
+}
+
 /* What o's open comes to now (0 with o->r filled, -EIO), or -EINPROGRESS; d->lock held. */
 static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
 {
@@ -211,7 +218,7 @@ static int opener_answer_locked(struct dataset *d, struct dataset_opener *o)
 		if (!v)
 			return -ENOMEM;
 		dataset_attach_feed_locked(d, o->kind, t->feed);
-		o->r->v = dataset_version_get(v);
+		reader_take(o->r, v);
 		o->r->feed = t->feed;
 		feed_ref(o->r->feed);
 		metrics_add(M_CACHE_MISSES, 1);
@@ -467,7 +474,7 @@ static void revalidate_if_stale_locked(struct dataset *d)
 static int open_committed_locked(struct dataset *d, struct dataset_reader *r, enum file_kind kind)
 {
 	assert(dataset_held(d));
-	r->v = dataset_version_get(d->cur[kind]);
+	reader_take(r, d->cur[kind]);
 	r->fd = fdshare_fd(r->v->copy);
 	metrics_add(M_CACHE_HITS, 1);
 	return 0;
@@ -490,7 +497,15 @@ static bool open_old_locked(struct dataset *d, struct dataset_version *v, struct
 	assert(v != d->cur[v->kind]);
 	if (!v->copy && !v->feed)
 		return false; /* went before any bytes arrived: nothing of it to read */
-	r->v = dataset_version_get(v);
+	/*
+	 * A version nobody reads any more is gone: its inode's open gets the
+	 * current one, as the name would. Else a name the kernel still resolves
+	 * to the old inode within its entry timeout would bring back what rm
+	 * removed or a refresh replaced.
+	 */
+	if (atomic_load(&v->readers) == 0)
+		return false;
+	reader_take(r, v);
 	if (v->copy) {
 		r->fd = fdshare_fd(v->copy);
 	} else {
@@ -555,6 +570,11 @@ bool dataset_open_cancel(struct dataset_opener *o)
 void dataset_close(struct dataset_reader *r)
 {
 	feed_unref(r->feed);
+	if (r->v) {
+		long before = atomic_fetch_sub(&r->v->readers, 1);
+		assert(before > 0);
+		(void)before;
+	}
 	dataset_version_put(r->v);
 	r->v = NULL;
 	r->fd = -1;

@@ -29,6 +29,7 @@ struct dataset_version *dataset_version_new(struct fdshare *copy)
 	if (!v)
 		return NULL;
 	atomic_init(&v->refs, 1);
+	atomic_init(&v->readers, 0);
 	v->copy = copy;
 	return v;
 }
