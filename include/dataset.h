@@ -160,6 +160,9 @@ void dataset_version_put(struct dataset_version *v);
 
 uint64_t dataset_version_gen(const struct dataset_version *v);
 
+/* Whether v is a committed copy (whose attributes never change), not an arriving one. */
+bool dataset_version_committed(const struct dataset_version *v);
+
 /*
  * Size (0 while unknown) and modification time of v: a committed version's
  * own; an arriving one's as far as known (its feed's, and while it is

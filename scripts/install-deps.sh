@@ -14,6 +14,7 @@ packages=(
 	aria2 # aria2c -x4 -s4: the reference of make bench's segmented_ratio
 	python3 python3-pytest
 	strace # tests/e2e/test_hostile_cache.py: the order of fsyncs and renames of a commit
+	rsync # tests/e2e/test_tools.py: rsync -a of a cold mount
 	man-db groff-base # man -l and groff render the man pages in the tests
 	postgresql mariadb-server mariadb-client sqlite3
 	nodejs
@@ -23,14 +24,21 @@ packages=(
 # npm for Azurite; NodeSource's nodejs bundles it and conflicts with Debian's npm.
 command -v npm >/dev/null || packages+=(npm)
 
-# Azurite (the Azure Storage emulator of the tests) into the git-ignored build/npm, once.
-# 3.35.0: later versions need Node >= 21.
-install_azurite() {
+# Into the git-ignored build/npm, once each: Azurite (the Azure Storage emulator of the
+# tests; 3.35.0: later versions need Node >= 21) and DuckDB's Node client, whose binary ships
+# inside the package (tests/e2e/test_tools.py: read_csv trusts st_size).
+install_npm() {
 	local prefix
 	prefix="$(cd "$(dirname "$0")/.." && pwd)/build/npm"
-	[[ -x $prefix/node_modules/.bin/azurite-blob ]] && return 0
-	echo "install-deps: installing azurite 3.35.0 into $prefix" >&2
-	npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+	if [[ ! -x $prefix/node_modules/.bin/azurite-blob ]]; then
+		echo "install-deps: installing azurite 3.35.0 into $prefix" >&2
+		npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+	fi
+	if [[ ! -d $prefix/node_modules/@duckdb/node-api ]]; then
+		echo "install-deps: installing @duckdb/node-api 1.5.6-r.1 into $prefix" >&2
+		npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error \
+			@duckdb/node-api@1.5.6-r.1 >/dev/null
+	fi
 }
 
 missing=()
@@ -38,7 +46,7 @@ for p in "${packages[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
 	[[ $status == ii* ]] || missing+=("$p")
 done
-if [[ ${#missing[@]} -eq 0 ]]; then install_azurite; exit 0; fi
+if [[ ${#missing[@]} -eq 0 ]]; then install_npm; exit 0; fi
 
 if [[ $(id -u) -ne 0 ]]; then
 	echo "install-deps: missing packages: ${missing[*]}" >&2
@@ -59,4 +67,4 @@ for service in mariadb postgresql prometheus; do
 		service "$service" stop >/dev/null 2>&1 || true
 	fi
 done
-install_azurite
+install_npm

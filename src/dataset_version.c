@@ -84,3 +84,8 @@ uint64_t dataset_version_gen(const struct dataset_version *v)
 {
 	return v->gen;
 }
+
+bool dataset_version_committed(const struct dataset_version *v)
+{
+	return v->copy != NULL; /* constant */
+}

@@ -59,7 +59,7 @@ static const char usage[] =
     "    -o max_size=BYTES      IMDBFS_MAX_SIZE     (16G) the longest download and the largest\n"
     "                           .tsv; longer is refused (suffixes K, M, G, T, P)\n"
     "    -o fast_stat           IMDBFS_FAST_STAT    (off) a .tsv whose size is not known yet\n"
-    "                           stats as 0 and streams at once, instead of waiting\n"
+    "                           stats as 0 at once, instead of waiting\n"
     "    -o cafile=PATH         IMDBFS_CAFILE       (system CAs)\n"
     "    -o log_level=LEVEL     LOG_LEVEL           (info) error|warn|info|debug\n"
     "    -f                     stay in the foreground, log to stderr\n"
