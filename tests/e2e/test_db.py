@@ -525,8 +525,9 @@ def test_failed_load_leaves_the_old_tables(origin, origin_factory, mount, sample
     counts_before = parse_counts(imdb_db("counts", db.url).stdout)
 
     # Another version (a 10 MB title.principals) from a cold cache over the 2 MB/s origin:
-    # the client streams it from the mount, and is killed on the way.
-    slow = mount(origin_factory(big_data.path).url("/slow/"))
+    # the client streams it from the mount (fast_stat: by default its open would wait for the
+    # whole .tsv.gz), and is killed on the way.
+    slow = mount(origin_factory(big_data.path).url("/slow/"), extra_opts=["fast_stat"])
     target = slow.path / "title.principals.tsv"
     proc = subprocess.Popen([str(IMDB_DB), "load", "--mount", str(slow.path), db.url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
