@@ -30,8 +30,14 @@ struct transfer;
  * published, but for an arriving version's feed and mtime.
  */
 struct dataset_version {
-	atomic_long refs;     /* the dataset's while current, each inode's and reader's */
-	atomic_long readers;  /* among them the open readers' (dataset_open_start()) */
+	atomic_long refs;    /* the dataset's while current, each inode's and reader's */
+	atomic_long readers; /* among them the open readers' (dataset_open_start()) */
+	/*
+	 * Arriving only, set once under the dataset lock: the committed version
+	 * its very bytes became (a reference), NULL if none. The same content
+	 * under another object, whose readers hold this one too (open_old_locked()).
+	 */
+	struct dataset_version *committed_as;
 	int ds;		      /* constant */
 	enum file_kind kind;  /* constant */
 	uint64_t gen;	      /* constant: the generation it is */

@@ -180,8 +180,11 @@ struct dataset_version *dataset_swap_version_locked(struct dataset *d, enum file
 	assert(!v || (v->copy && m));
 	if (old && !old->copy) {
 		stat_locked(d, kind, &size, &old->mtime); /* its feed gives the size from now on */
-		if (v && t && old->feed && old->feed == t->feed)
+		if (v && t && old->feed && old->feed == t->feed) {
 			old->mtime = m->mtime; /* it was these very bytes arriving */
+			assert(!old->committed_as);
+			old->committed_as = dataset_version_get(v);
+		}
 	}
 	d->gen[kind]++;
 	if (v) {
@@ -498,12 +501,14 @@ static bool open_old_locked(struct dataset *d, struct dataset_version *v, struct
 	if (!v->copy && !v->feed)
 		return false; /* went before any bytes arrived: nothing of it to read */
 	/*
-	 * A version nobody reads any more is gone: its inode's open gets the
-	 * current one, as the name would. Else a name the kernel still resolves
+	 * A version nobody reads any more (nor the committed copy its bytes
+	 * became) is gone: its inode's open gets the current one, as the name
+	 * would. Else a name the kernel still resolves
 	 * to the old inode within its entry timeout would bring back what rm
 	 * removed or a refresh replaced.
 	 */
-	if (atomic_load(&v->readers) == 0)
+	if (atomic_load(&v->readers) == 0 &&
+	    !(v->committed_as && atomic_load(&v->committed_as->readers) > 0))
 		return false;
 	reader_take(r, v);
 	if (v->copy) {

@@ -77,6 +77,7 @@ void dataset_version_put(struct dataset_version *v)
 		return;
 	fdshare_put(v->copy);
 	feed_unref(v->feed);
+	dataset_version_put(v->committed_as);
 	free(v);
 }
 

@@ -131,7 +131,9 @@ def test_open_handle_of_a_cached_file_keeps_reading_after_rm(origin, mount, samp
 @pytest.mark.parametrize("name", ["title.principals.tsv.gz", "title.principals.tsv"])
 def test_open_handle_keeps_reading_after_rm_during_the_download(origin_factory, mount, big_data, name):
     origin = origin_factory(big_data.path)
-    m = mount(origin.url("/slow/"))
+    # fast_stat: the handle is opened during the download (by default the open of a cold .tsv,
+    # whose fstat waits for its size, would come after the .tsv.gz is verified).
+    m = mount(origin.url("/slow/"), extra_opts=["fast_stat"])
     want = origin_gz(big_data, "title.principals")
     if name.endswith(".tsv"):
         want = origin_tsv(big_data, "title.principals")
@@ -365,6 +367,37 @@ def test_an_open_through_an_old_inode_shares_the_feed_its_handle_reads(versions,
         assert os.stat(through).st_size == len(v1)
         rest = handle.read()
     assert first + rest == v1
+
+
+@pytest.mark.timeout_s(60)
+def test_an_inode_looked_up_while_arriving_reads_the_copy_a_handle_holds(versions, origin_factory,
+                                                                          mount, tmp_path):
+    """An inode the kernel looked up while its file was arriving (here held by O_PATH), a
+    handle opened by name once the copy is committed (another inode, the same bytes), then rm
+    and a new origin version: an open through the first inode reads those bytes while the
+    handle holds them, and the current version once it is closed. (DESIGN.md invariant 5)"""
+    d = "title.principals"
+    data = tmp_path / "origin-data"
+    install_all(versions, 1, data)
+    v1, v2 = versions.gz(1, d), versions.gz(2, d)
+    m = mount(origin_factory(data).url("/slow200k/"))
+    path = m / (d + ".tsv.gz")
+    inode = os.open(path, os.O_PATH)
+    try:
+        with open("/proc/self/fd/%d" % inode, "rb", buffering=0) as early:
+            assert early.read(1000) == v1[:1000]  # starts the download, read on its feed
+        assert not m.control("status")["datasets"][d]["cached"], "downloaded too soon"
+        wait_for(lambda: m.control("status")["datasets"][d]["cached"], 30, "the download")
+        time.sleep(1.5)  # past the entry timeout: the name gives the committed copy's inode
+        with open(path, "rb", buffering=0) as handle:
+            assert os.fstat(handle.fileno()).st_ino != os.fstat(inode).st_ino
+            os.unlink(path)
+            install_all(versions, 2, data, [d])
+            assert read_bytes("/proc/self/fd/%d" % inode) == v1
+            assert handle.read() == v1
+        assert read_bytes("/proc/self/fd/%d" % inode) == v2
+    finally:
+        os.close(inode)
 
 
 @pytest.mark.timeout_s(60)
